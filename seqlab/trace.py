@@ -1,0 +1,235 @@
+"""What each task did: trace events, the recorder that collects them, and their text form.
+
+Primitives report progress with :func:`emit`. When no recorder is active that costs one
+context-variable lookup and nothing else, so tracing can stay in every hot path.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+__all__ = ["TraceEvent", "Recorder", "recording", "emit", "current_recorder", "task_label"]
+
+_RECORDER: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar(
+    "seqlab_recorder", default=None
+)
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEvent:
+    """One thing that happened: at ``time``, ``task`` did ``kind`` on ``primitive``.
+
+    ``time`` is seconds since recording started (virtual seconds under :func:`seqlab.run`).
+    ``data`` is a small dict of details, such as an arrival index or a queue delay.
+    """
+
+    time: float
+    task: str
+    primitive: str
+    kind: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "time": self.time,
+            "task": self.task,
+            "primitive": self.primitive,
+            "kind": self.kind,
+            "data": {k: _jsonable(v) for k, v in self.data.items()},
+        }
+
+
+def task_label(task: trio.lowlevel.Task) -> str:
+    """A short, stable name for ``task``: its own name, without trio's module prefix."""
+    name = task.name
+    qualname = getattr(task.coro, "__qualname__", None)
+    if qualname and name.endswith(qualname):
+        # trio's default name is "module.qualname"; the last part is what people wrote.
+        return qualname.rsplit(".", 1)[-1]
+    return name
+
+
+class Recorder:
+    """Collects the :class:`TraceEvent` s of a run, in the order they happened.
+
+    Pass it to :func:`seqlab.run` (``seqlab.run(main, recorder=rec)``) to trace the whole run,
+    or use ``with seqlab.recording(rec):`` inside a run to trace a part of it. Tasks started
+    while the recorder is active are traced too, including when they start and exit.
+
+    Example::
+
+        rec = seqlab.Recorder()
+        seqlab.run(main, seed=1, recorder=rec)
+        print(rec.to_text())
+
+    Under :func:`seqlab.run`, the same program and seed give a byte-identical ``to_text()``.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[TraceEvent] = []
+        #: The seed of the run that filled this recorder, when :func:`seqlab.run` did.
+        self.seed: int | None = None
+        self._t0: float | None = None
+        self._labels: dict[trio.lowlevel.Task, str] = {}
+        self._label_counts: dict[str, int] = {}
+        self._listeners: list[Any] = []
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __iter__(self) -> Iterator[TraceEvent]:
+        return iter(self.events)
+
+    def __repr__(self) -> str:
+        return f"<Recorder: {len(self.events)} events>"
+
+    def subscribe(self, listener: Any) -> None:
+        """Call ``listener(event)`` for every event recorded from now on (live views use it)."""
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Any) -> None:
+        self._listeners.remove(listener)
+
+    def label(self, task: trio.lowlevel.Task) -> str:
+        """The name this recorder uses for ``task``; repeated names get ``#2``, ``#3``, ..."""
+        try:
+            return self._labels[task]
+        except KeyError:
+            return self._new_label(task, task_label(task))
+
+    def _new_label(self, task: trio.lowlevel.Task, base: str) -> str:
+        count = self._label_counts.get(base, 0) + 1
+        self._label_counts[base] = count
+        label = base if count == 1 else f"{base}#{count}"
+        self._labels[task] = label
+        return label
+
+    def _start(self) -> None:
+        if self._t0 is None:
+            self._t0 = trio.current_time()
+
+    def record(
+        self, task: trio.lowlevel.Task, primitive: str, kind: str, data: Mapping[str, Any]
+    ) -> None:
+        """Append an event for ``task`` at the current trio time."""
+        now = trio.current_time()
+        if self._t0 is None:
+            self._t0 = now
+        event = TraceEvent(now - self._t0, self.label(task), primitive, kind, data)
+        self.events.append(event)
+        for listener in self._listeners:
+            listener(event)
+
+    def to_text(self) -> str:
+        """One aligned line per event: time, task, primitive, kind, details.
+
+        Deterministic for a deterministic run: no addresses, no wall-clock times.
+        """
+        if not self.events:
+            return "(no events)\n"
+        rows = [
+            (
+                f"{e.time:.3f}",
+                e.task,
+                e.primitive,
+                e.kind,
+                " ".join(f"{k}={_text(v)}" for k, v in e.data.items()),
+            )
+            for e in self.events
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        lines = []
+        for row in rows:
+            head = f"{row[0]:>{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  "
+            lines.append((head + f"{row[3]:<{widths[3]}}  {row[4]}").rstrip())
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> str:
+        """The events as a JSON array of objects (what the widgets consume)."""
+        return json.dumps([e.to_dict() for e in self.events], separators=(",", ":"))
+
+
+def current_recorder() -> Recorder | None:
+    """The recorder active in the calling task, or ``None``."""
+    return _RECORDER.get()
+
+
+def emit(primitive: str, kind: str, **data: Any) -> None:
+    """Record that the current task did ``kind`` on ``primitive``, if a recorder is active.
+
+    Hot paths should test :func:`current_recorder` first and skip building ``data`` when it
+    is ``None``; this function is the convenient form for everything else.
+    """
+    rec = _RECORDER.get()
+    if rec is not None:
+        rec.record(trio.lowlevel.current_task(), primitive, kind, data)
+
+
+class _LifecycleInstrument(trio.abc.Instrument):
+    """Records when traced tasks start and exit: a task is traced if it carries the recorder."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        if task.context.get(_RECORDER) is self.recorder:
+            parent = task.parent_nursery.parent_task if task.parent_nursery else None
+            data = {"parent": self.recorder.label(parent)} if parent is not None else {}
+            self.recorder.record(task, "task", "spawn", data)
+
+    def task_exited(self, task: trio.lowlevel.Task) -> None:
+        if task.context.get(_RECORDER) is self.recorder:
+            self.recorder.record(task, "task", "exit", {})
+
+
+@contextmanager
+def recording(recorder: Recorder) -> Iterator[Recorder]:
+    """Trace what the current task, and every task it starts meanwhile, does.
+
+    Use inside a trio run::
+
+        rec = seqlab.Recorder()
+        with seqlab.recording(rec):
+            async with trio.open_nursery() as nursery:
+                ...
+        print(rec.to_text())
+    """
+    if not isinstance(recorder, Recorder):
+        raise TypeError(f"recorder must be a seqlab.Recorder, got {type(recorder).__name__}")
+    recorder._start()
+    instrument = _LifecycleInstrument(recorder)
+    token = _RECORDER.set(recorder)
+    trio.lowlevel.add_instrument(instrument)
+    try:
+        yield recorder
+    finally:
+        trio.lowlevel.remove_instrument(instrument)
+        _RECORDER.reset(token)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return value if value and " " not in value and "=" not in value else repr(value)
+    return _ADDRESS.sub("", repr(value))
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return _ADDRESS.sub("", repr(value))
