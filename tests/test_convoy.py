@@ -1,0 +1,757 @@
+"""The sequential convoy: FIFO per key, parallel across keys, retries, lock loss, nothing lost."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import seqlab
+from seqlab.convoy import (
+    Convoy,
+    DeadLetter,
+    Delivery,
+    Undelivered,
+    UndeliveredWarning,
+    open_convoy,
+)
+from seqlab.examples import orders
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+SEEDS = range(12)
+
+
+class Log:
+    """A handler that takes ``duration`` virtual seconds and checks the convoy's promises."""
+
+    def __init__(self, duration: float = 1.0) -> None:
+        self.duration = duration
+        self.started: list[tuple[float, Delivery]] = []
+        self.finished: list[tuple[float, Delivery]] = []
+        self.busy_keys: set[Any] = set()
+        self.concurrency = 0
+        self.max_concurrency = 0
+        # Kept here rather than asserted: the convoy would treat an AssertionError as a failure.
+        self.violations: list[str] = []
+
+    async def __call__(self, delivery: Delivery) -> None:
+        if delivery.key in self.busy_keys:
+            self.violations.append(f"two messages of {delivery.key!r} in flight")
+        self.busy_keys.add(delivery.key)
+        self.concurrency += 1
+        self.max_concurrency = max(self.max_concurrency, self.concurrency)
+        self.started.append((trio.current_time(), delivery))
+        try:
+            await trio.sleep(self.duration)
+        finally:
+            self.busy_keys.discard(delivery.key)
+            self.concurrency -= 1
+        self.finished.append((trio.current_time(), delivery))
+
+    def order_of(self, key: Any) -> list[Any]:
+        return [d.message for _, d in self.finished if d.key == key]
+
+
+# --------------------------------------------------------------------------- order, parallelism
+
+
+@pytest.mark.parametrize(
+    ("keys", "messages", "consumers"),
+    [(8, 5, 4), (4, 20, 4), (6, 40, 3), (16, 3, 4), (3, 7, 1), (2, 3, 2)],
+)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fifo_per_key_and_parallel_across_keys(
+    keys: int, messages: int, consumers: int, seed: int
+) -> None:
+    log = Log()
+
+    async def main() -> float:
+        async with open_convoy(log, consumers=consumers) as convoy:
+            for m in range(messages):
+                for k in range(keys):
+                    await convoy.send(k, m)
+        stats = convoy.statistics()
+        assert stats.delivered == stats.sent == keys * messages
+        assert stats.unsettled == stats.in_flight == 0
+        return trio.current_time()
+
+    assert seqlab.run(main, seed=seed) == keys * messages / consumers
+    for k in range(keys):
+        assert log.order_of(k) == list(range(messages))
+        sequences = [d.sequence for _, d in log.finished if d.key == k]
+        assert sequences == list(range(messages))
+    assert log.max_concurrency == min(keys, consumers)
+    assert log.violations == []
+    assert all(d.attempt == 1 for _, d in log.finished)
+
+
+def test_keys_sent_later_join_the_parallel_work() -> None:
+    log = Log()
+
+    async def main() -> None:
+        async with open_convoy(log, consumers=2) as convoy:
+            await convoy.send("a", 0)
+            await trio.sleep(0.5)
+            await convoy.send("b", 0)
+            await convoy.send("a", 1)
+        assert trio.current_time() == 2.0
+
+    seqlab.run(main, seed=3)
+    assert [(t, d.key, d.message) for t, d in log.started] == [
+        (0.0, "a", 0),
+        (0.5, "b", 0),
+        (1.0, "a", 1),
+    ]
+
+
+def test_sync_handler_and_async_callable_object() -> None:
+    seen: list[tuple[str, int]] = []
+
+    def handler(delivery: Delivery) -> None:
+        seen.append((delivery.key, delivery.message))
+
+    async def main() -> None:
+        async with open_convoy(handler, consumers=3) as convoy:
+            for i in range(20):
+                await convoy.send("abc"[i % 3], i)
+
+    for seed in SEEDS:
+        seen.clear()
+        seqlab.run(main, seed=seed)
+        for key in "abc":
+            assert [m for k, m in seen if k == key] == [i for i in range(20) if "abc"[i % 3] == key]
+
+
+def test_delivery_record() -> None:
+    d = Delivery("k", "m", 2, 7)
+    assert (d.key, d.message, d.attempt, d.sequence) == ("k", "m", 2, 7)
+    with pytest.raises(AttributeError):
+        d.attempt = 3  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- failures
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_poison_message_is_retried_then_dead_lettered(seed: int) -> None:
+    attempts: list[tuple[str, int, int, float]] = []
+    boom = ValueError("cannot parse message 1")
+
+    async def handler(delivery: Delivery) -> None:
+        attempts.append((delivery.key, delivery.message, delivery.attempt, trio.current_time()))
+        await trio.sleep(1)
+        if delivery.key == "a" and delivery.message == 1:
+            raise boom
+
+    async def main() -> Convoy:
+        async with open_convoy(handler, consumers=2, max_attempts=3) as convoy:
+            for m in range(3):
+                await convoy.send("a", m)
+                await convoy.send("b", m)
+        return convoy
+
+    rec = seqlab.Recorder()
+    convoy = seqlab.run(main, seed=seed, recorder=rec)
+    assert convoy.dead_letters == [DeadLetter("a", 1, 3, boom)]
+    assert convoy.dead_letters[0].error is boom
+    a = [(m, n, t) for k, m, n, t in attempts if k == "a"]
+    assert a == [(0, 1, 0.0), (1, 1, 1.0), (1, 2, 2.0), (1, 3, 3.0), (2, 1, 4.0)]
+    b = [(m, n, t) for k, m, n, t in attempts if k == "b"]
+    assert b == [(0, 1, 0.0), (1, 1, 1.0), (2, 1, 2.0)]
+    stats = convoy.statistics()
+    assert (stats.delivered, stats.retried, stats.dead_lettered) == (5, 2, 1)
+    kinds = [e.kind for e in rec.events if e.primitive == "Convoy"]
+    assert kinds.count("retry") == 2
+    assert kinds.count("dead_letter") == 1
+    dead = next(e for e in rec.events if e.kind == "dead_letter")
+    assert dead.data["key"] == "a"
+    assert dead.data["sequence"] == 1
+    assert dead.data["attempt"] == 3
+    assert dead.data["error"] == "ValueError"
+
+
+def test_dead_letter_is_frozen() -> None:
+    letter = DeadLetter("k", "m", 3, ValueError("x"))
+    with pytest.raises(AttributeError):
+        letter.attempts = 4  # type: ignore[misc]
+
+
+def test_base_exceptions_are_not_handler_failures() -> None:
+    class Stop(BaseException):
+        pass
+
+    async def handler(delivery: Delivery) -> None:
+        raise Stop
+
+    async def main() -> None:
+        async with open_convoy(handler, consumers=1) as convoy:
+            await convoy.send("a", 1)
+
+    with pytest.warns(UndeliveredWarning), pytest.raises(BaseExceptionGroup) as info:
+        seqlab.run(main, seed=0)
+    assert info.group_contains(Stop)
+
+
+# --------------------------------------------------------------------------- hot keys
+
+
+@pytest.mark.parametrize(("batch", "expected_start"), [(16, 16.0), (4, 12.0), (1, 11.0)])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_hot_key_does_not_starve_a_new_key(batch: int, expected_start: float, seed: int) -> None:
+    log = Log()
+
+    async def main() -> None:
+        async with open_convoy(log, consumers=1, session_batch=batch) as convoy:
+            for m in range(100):
+                await convoy.send("hot", m)
+            await trio.sleep(10.5)
+            stats = convoy.statistics()
+            assert stats.hottest_key == "hot"
+            assert stats.locked_keys == ("hot",)
+            assert stats.backlog == {"hot": 89}
+            await convoy.send("cold", 0)
+
+    seqlab.run(main, seed=seed)
+    start = next(t for t, d in log.started if d.key == "cold")
+    assert start == expected_start
+    hot_between = [d for t, d in log.started if d.key == "hot" and 10.5 <= t < start]
+    assert len(hot_between) <= batch
+    assert log.order_of("hot") == list(range(100))
+
+
+def test_two_hot_keys_and_cold_keys_share_consumers_round_robin() -> None:
+    log = Log()
+
+    async def main() -> None:
+        async with open_convoy(log, consumers=2, session_batch=2) as convoy:
+            for m in range(10):
+                await convoy.send("h1", m)
+                await convoy.send("h2", m)
+                await convoy.send("h3", m)
+            await trio.sleep(0.5)
+            await convoy.send("cold", 0)
+
+    for seed in SEEDS:
+        log.started.clear()
+        log.finished.clear()
+        seqlab.run(main, seed=seed)
+        # Waiting line at 0.5: h3 (since 0), then cold; h1 and h2 go behind them at t=2.
+        assert next(t for t, d in log.started if d.key == "cold") == 2.0
+
+
+# --------------------------------------------------------------------------- lock timeout
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_lock_timeout_cancels_redelivers_and_keeps_order(seed: int) -> None:
+    cancelled: list[Delivery] = []
+    log = Log()
+
+    async def handler(delivery: Delivery) -> None:
+        if delivery.message == "slow" and delivery.attempt == 1:
+            try:
+                await trio.sleep(100)
+            except trio.Cancelled:
+                cancelled.append(delivery)
+                raise
+        await log(delivery)
+
+    async def main() -> Convoy:
+        async with open_convoy(handler, consumers=2, lock_timeout=5) as convoy:
+            for m in (0, "slow", 2):
+                await convoy.send("a", m)
+            await convoy.send("b", 0)
+        assert trio.current_time() == 8.0
+        return convoy
+
+    rec = seqlab.Recorder()
+    convoy = seqlab.run(main, seed=seed, recorder=rec)
+    assert cancelled == [Delivery("a", "slow", 1, 1)]
+    assert log.order_of("a") == [0, "slow", 2]
+    assert [(t, d.attempt) for t, d in log.finished if d.key == "a"] == [
+        (1.0, 1),
+        (7.0, 2),
+        (8.0, 1),
+    ]
+    stats = convoy.statistics()
+    assert stats.lock_losses == 1
+    assert stats.retried == 0
+    assert convoy.dead_letters == []
+    lost = [e for e in rec.events if e.kind == "lock_lost"]
+    assert len(lost) == 1
+    assert lost[0].time == 6.0
+    assert lost[0].data["key"] == "a"
+    assert lost[0].data["attempt"] == 1
+
+
+def test_lock_losses_count_toward_max_attempts() -> None:
+    async def handler(delivery: Delivery) -> None:
+        await trio.sleep(10)
+
+    async def main() -> Convoy:
+        async with open_convoy(handler, consumers=1, lock_timeout=1.5, max_attempts=2) as convoy:
+            await convoy.send("a", "stuck")
+        assert trio.current_time() == 3.0
+        return convoy
+
+    convoy = seqlab.run(main, seed=1)
+    (letter,) = convoy.dead_letters
+    assert (letter.key, letter.message, letter.attempts) == ("a", "stuck", 2)
+    assert isinstance(letter.error, trio.TooSlowError)
+    assert "lock_timeout=1.5" in str(letter.error)
+    assert convoy.statistics().lock_losses == 2
+
+
+def test_lost_lock_gives_the_session_to_a_waiting_key() -> None:
+    log = Log()
+
+    async def handler(delivery: Delivery) -> None:
+        if delivery.key == "a" and delivery.attempt == 1:
+            await trio.sleep(100)
+        await log(delivery)
+
+    async def main() -> None:
+        async with open_convoy(handler, consumers=1, lock_timeout=2) as convoy:
+            await convoy.send("a", 0)
+            await convoy.send("b", 0)
+
+    seqlab.run(main, seed=0)
+    assert [(t, d.key, d.attempt) for t, d in log.started] == [(2.0, "b", 1), (3.0, "a", 2)]
+
+
+# --------------------------------------------------------------------------- property
+
+
+message_spec = st.tuples(
+    st.integers(0, 4),  # key
+    st.integers(0, 3),  # attempts that raise
+    st.integers(0, 3),  # seconds the handler takes
+    st.sampled_from([0, 0, 0.5, 1]),  # pause before sending
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    specs=st.lists(message_spec, max_size=30),
+    consumers=st.integers(1, 4),
+    max_attempts=st.integers(1, 3),
+    session_batch=st.integers(1, 4),
+    lock_timeout=st.sampled_from([None, 2.5]),
+    seed=st.integers(0, 2**16),
+)
+def test_every_message_is_delivered_once_or_dead_lettered(
+    specs: list[tuple[int, int, int, float]],
+    consumers: int,
+    max_attempts: int,
+    session_batch: int,
+    lock_timeout: float | None,
+    seed: int,
+) -> None:
+    successes: list[Delivery] = []
+    violations: list[Delivery] = []
+    busy: set[int] = set()
+    in_flight = [0, 0]
+
+    async def handler(delivery: Delivery) -> None:
+        index = delivery.message
+        _, failing, seconds, _ = specs[index]
+        if delivery.key in busy:
+            violations.append(delivery)
+        busy.add(delivery.key)
+        in_flight[0] += 1
+        in_flight[1] = max(in_flight)
+        try:
+            await trio.sleep(seconds)
+            if delivery.attempt <= failing:
+                raise RuntimeError(f"attempt {delivery.attempt} of {index}")
+        finally:
+            busy.discard(delivery.key)
+            in_flight[0] -= 1
+        successes.append(delivery)
+
+    async def main() -> Convoy:
+        async with open_convoy(
+            handler,
+            consumers=consumers,
+            max_attempts=max_attempts,
+            session_batch=session_batch,
+            lock_timeout=lock_timeout,
+        ) as convoy:
+            for index, (key, _, _, pause) in enumerate(specs):
+                await trio.sleep(pause)
+                assert await convoy.send(key, index)
+        return convoy
+
+    convoy = seqlab.run(main, seed=seed)
+    assert violations == []
+    assert in_flight[1] <= consumers
+    delivered = [d.message for d in successes]
+    assert len(delivered) == len(set(delivered))
+    dead = {letter.message: letter for letter in convoy.dead_letters}
+    assert set(delivered).isdisjoint(dead)
+    assert set(delivered) | set(dead) == set(range(len(specs)))
+    for index, (key, failing, seconds, _) in enumerate(specs):
+        too_slow = lock_timeout is not None and seconds > lock_timeout
+        if too_slow or failing >= max_attempts:
+            assert dead[index].attempts == max_attempts
+            assert dead[index].key == key
+            assert isinstance(dead[index].error, trio.TooSlowError if too_slow else RuntimeError)
+        else:
+            assert index in delivered
+    for key in range(5):
+        mine = [d for d in successes if d.key == key]
+        assert [d.message for d in mine] == sorted(d.message for d in mine)
+        assert [d.sequence for d in mine] == sorted(d.sequence for d in mine)
+    stats = convoy.statistics()
+    assert stats.delivered == len(delivered)
+    assert stats.dead_lettered == len(dead)
+    assert stats.sent == len(specs)
+    assert stats.unsettled == 0
+    assert convoy.undelivered == []
+
+
+# --------------------------------------------------------------------------- dedup, join
+
+
+def test_deduplication_window() -> None:
+    log = Log(0)
+
+    async def main() -> Convoy:
+        async with open_convoy(log, dedup_window=10) as convoy:
+            assert await convoy.send("a", 1, dedup_id="x")
+            assert await convoy.send("a", 2, dedup_id="y")
+            await trio.sleep(5)
+            assert not await convoy.send("a", 1, dedup_id="x")
+            assert not await convoy.send("b", 1, dedup_id="x")  # ids are per convoy
+            assert await convoy.send("a", 3)  # no id: never deduplicated
+            await trio.sleep(5)
+            assert await convoy.send("a", 4, dedup_id="x")  # the window has passed
+            await trio.sleep(5)
+            assert not await convoy.send("a", 5, dedup_id="x")
+        return convoy
+
+    rec = seqlab.Recorder()
+    convoy = seqlab.run(main, seed=0, recorder=rec)
+    assert log.order_of("a") == [1, 2, 3, 4]
+    assert [d.sequence for _, d in log.finished] == [0, 1, 2, 3]
+    assert log.order_of("b") == []
+    stats = convoy.statistics()
+    assert (stats.sent, stats.deduplicated, stats.keys) == (4, 3, 1)
+    dedups = [e for e in rec.events if e.kind == "dedup"]
+    assert [(e.time, e.data["key"], e.data["dedup_id"]) for e in dedups] == [
+        (5.0, "a", "x"),
+        (5.0, "b", "x"),
+        (15.0, "a", "x"),
+    ]
+
+
+def test_infinite_dedup_window_remembers_forever() -> None:
+    async def main() -> None:
+        async with open_convoy(lambda d: None, dedup_window=math.inf) as convoy:
+            assert await convoy.send("a", 1, dedup_id=1)
+            await trio.sleep(1e9)
+            assert not await convoy.send("a", 1, dedup_id=1)
+
+    seqlab.run(main, seed=0)
+
+
+def test_join_waits_for_what_was_sent_before_it() -> None:
+    log = Log()
+
+    async def main() -> None:
+        async with open_convoy(log, consumers=1) as convoy:
+            for m in range(3):
+                await convoy.send("a", m)
+
+            async def keep_sending() -> None:
+                await trio.sleep(0.25)
+                for m in range(3, 20):
+                    await convoy.send("a", m)  # at 0.25, 0.75, ..., 8.25
+                    await trio.sleep(0.5)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(keep_sending)
+                await convoy.join()
+                assert trio.current_time() == 3.0
+                await convoy.join()  # now also waits for messages 3 to 8, sent meanwhile
+                assert trio.current_time() == 9.0
+            await convoy.join()
+            assert trio.current_time() == 20.0
+            await convoy.join()  # nothing pending: returns at once
+            assert trio.current_time() == 20.0
+
+    for seed in SEEDS:
+        log.finished.clear()
+        seqlab.run(main, seed=seed)
+        assert log.order_of("a") == list(range(20))
+
+
+def test_exit_waits_for_messages_handlers_send() -> None:
+    seen: list[tuple[str, int]] = []
+
+    async def main() -> None:
+        convoy: Convoy
+
+        async def handler(delivery: Delivery) -> None:
+            await trio.sleep(1)
+            seen.append((delivery.key, delivery.message))
+            if delivery.message < 3:
+                await convoy.send(delivery.key + "'", delivery.message + 1)
+
+        async with open_convoy(handler) as convoy:
+            await convoy.send("a", 0)
+        assert trio.current_time() == 4.0
+        with pytest.raises(trio.ClosedResourceError, match="closed"):
+            await convoy.send("a", 9)
+        assert convoy.closed
+
+    seqlab.run(main, seed=0)
+    assert seen == [("a", 0), ("a'", 1), ("a''", 2), ("a'''", 3)]
+
+
+# --------------------------------------------------------------------------- early exit
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_cancelled_block_reports_undelivered_messages(seed: int) -> None:
+    log = Log()
+
+    async def main() -> Convoy:
+        with trio.move_on_after(1.5):
+            async with open_convoy(log, consumers=1) as convoy:
+                for m in range(5):
+                    await convoy.send("a", m)
+                await convoy.send("b", 0)
+                await convoy.send("b", 1)
+        assert trio.current_time() == 1.5
+        return convoy
+
+    with pytest.warns(UndeliveredWarning, match="6 message"):
+        convoy = seqlab.run(main, seed=seed)
+    assert log.order_of("a") == [0]
+    assert convoy.undelivered == [
+        Undelivered("a", 1, 1, 1),
+        Undelivered("a", 2, 2, 0),
+        Undelivered("a", 3, 3, 0),
+        Undelivered("a", 4, 4, 0),
+        Undelivered("b", 0, 0, 0),
+        Undelivered("b", 1, 1, 0),
+    ]
+    stats = convoy.statistics()
+    assert (stats.delivered, stats.unsettled, stats.in_flight) == (1, 0, 0)
+    assert convoy.closed
+
+
+def test_block_error_propagates_bare_and_reports_undelivered() -> None:
+    async def main() -> Convoy:
+        convoy = None
+        with pytest.raises(KeyError, match="oops"):
+            async with open_convoy(Log(), consumers=2) as convoy:
+                await convoy.send("a", 0)
+                await convoy.send("a", 1)
+                raise KeyError("oops")
+        assert convoy is not None
+        return convoy
+
+    with pytest.warns(UndeliveredWarning, match="KeyError"):
+        convoy = seqlab.run(main, seed=0)
+    assert [u.message for u in convoy.undelivered] == [0, 1]
+
+
+def test_cancelled_exit_drain_reports_undelivered() -> None:
+    log = Log()
+
+    async def main() -> Convoy:
+        with trio.move_on_after(2.5):
+            async with open_convoy(log, consumers=1) as convoy:
+                for m in range(4):
+                    await convoy.send("a", m)
+        return convoy
+
+    with pytest.warns(UndeliveredWarning):
+        convoy = seqlab.run(main, seed=0)
+    assert log.order_of("a") == [0, 1]
+    assert [(u.message, u.attempts) for u in convoy.undelivered] == [(2, 1), (3, 0)]
+
+
+def test_clean_exit_has_nothing_undelivered_and_no_warning() -> None:
+    async def main() -> Convoy:
+        async with open_convoy(Log()) as convoy:
+            await convoy.send("a", 0)
+        return convoy
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        convoy = seqlab.run(main, seed=0)
+    assert convoy.undelivered == []
+
+
+def test_cancelled_send_queues_nothing() -> None:
+    async def main() -> None:
+        async with open_convoy(Log()) as convoy:
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await convoy.send("a", 0)
+            assert convoy.statistics().sent == 0
+
+    seqlab.run(main, seed=0)
+
+
+# --------------------------------------------------------------------------- observability
+
+
+def test_trace_is_deterministic_and_names_the_events() -> None:
+    async def handler(delivery: Delivery) -> None:
+        await trio.sleep(1)
+        if delivery.message == "bad" and delivery.attempt == 1:
+            raise ValueError("once")
+
+    async def main() -> None:
+        async with open_convoy(handler, consumers=2, dedup_window=60, name="pay") as convoy:
+            await convoy.send("a", 1, dedup_id=1)
+            await convoy.send("a", 1, dedup_id=1)
+            await convoy.send("a", "bad")
+            await convoy.send("b", 2)
+
+    texts = []
+    for _ in range(2):
+        rec = seqlab.Recorder()
+        seqlab.run(main, seed=5, recorder=rec)
+        texts.append(rec.to_text())
+    assert texts[0] == texts[1]
+    kinds = {e.kind for e in rec.events if e.primitive == "Convoy 'pay'"}
+    assert kinds == {"send", "dedup", "lock", "deliver", "done", "retry", "release"}
+    deliver = next(e for e in rec.events if e.kind == "deliver")
+    assert set(deliver.data) == {"key", "sequence", "attempt", "consumer"}
+    assert deliver.task.startswith("pay-consumer-")
+
+
+def test_statistics_while_running() -> None:
+    async def main() -> None:
+        async with open_convoy(Log(), consumers=2) as convoy:
+            for m in range(4):
+                await convoy.send("a", m)
+            for m in range(2):
+                await convoy.send("b", m)
+            await convoy.send("c", 0)
+            await trio.sleep(0.5)
+            stats = convoy.statistics()
+            assert stats.in_flight == 2
+            assert set(stats.locked_keys) == {"a", "b"}
+            assert dict(stats.backlog) == {"a": 3, "b": 1, "c": 1}
+            assert stats.hottest_key == "a"
+            assert stats.unsettled == 7
+            assert stats.keys == 3
+            with pytest.raises(TypeError):
+                stats.backlog["a"] = 0  # type: ignore[index]
+        stats = convoy.statistics()
+        assert stats.max_wait == 3.0  # a's last message, sent at 0, started at 3
+        assert stats.hottest_key is None
+        assert stats.backlog == {}
+
+    seqlab.run(main, seed=0)
+
+
+def test_deadlock_report_names_the_convoy() -> None:
+    async def handler(delivery: Delivery) -> None:
+        await trio.Event().wait()
+
+    async def main() -> None:
+        async with open_convoy(handler, consumers=2, name="stuck") as convoy:
+            await convoy.send("a", 0)
+
+    with pytest.warns(UndeliveredWarning), pytest.raises(seqlab.Deadlock) as info:
+        seqlab.run(main, seed=0)
+    text = str(info.value)
+    assert "Convoy 'stuck' (1 unsettled, 1 in flight" in text
+    assert "1 of 2 consumers idle" in text
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+async def _handler(delivery: Delivery) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"consumers": 0}, ValueError, "consumers"),
+        ({"consumers": 2.0}, TypeError, "consumers"),
+        ({"consumers": True}, TypeError, "consumers"),
+        ({"max_attempts": 0}, ValueError, "max_attempts"),
+        ({"session_batch": 0}, ValueError, "session_batch"),
+        ({"session_batch": "4"}, TypeError, "session_batch"),
+        ({"lock_timeout": -1}, ValueError, "lock_timeout"),
+        ({"lock_timeout": 0}, ValueError, "lock_timeout"),
+        ({"lock_timeout": math.nan}, ValueError, "lock_timeout"),
+        ({"lock_timeout": "5"}, TypeError, "lock_timeout"),
+        ({"dedup_window": -0.5}, ValueError, "dedup_window"),
+        ({"dedup_window": math.nan}, ValueError, "dedup_window"),
+        ({"name": 3}, TypeError, "name"),
+    ],
+)
+def test_bad_arguments_fail_at_call_time(
+    kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        open_convoy(_handler, **kwargs)
+
+
+def test_handler_must_be_callable() -> None:
+    with pytest.raises(TypeError, match="handler"):
+        open_convoy("not a function")  # type: ignore[arg-type]
+
+
+def test_bad_send_arguments() -> None:
+    async def main() -> None:
+        async with open_convoy(_handler) as convoy:
+            with pytest.raises(TypeError, match="key must be hashable"):
+                await convoy.send(["a"], 1)  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="dedup_window"):
+                await convoy.send("a", 1, dedup_id="x")
+        async with open_convoy(_handler, dedup_window=1) as convoy:
+            with pytest.raises(TypeError, match="dedup_id must be hashable"):
+                await convoy.send("a", 1, dedup_id=["x"])  # type: ignore[arg-type]
+            assert convoy.statistics().sent == 0
+
+    seqlab.run(main, seed=0)
+
+
+# --------------------------------------------------------------------------- the example
+
+
+def test_competing_consumers_misorder_and_the_convoy_does_not() -> None:
+    pool = seqlab.explore(orders.checked_competing_consumers, seeds=range(40))
+    assert not pool.ok
+    failure = pool.failures[0]
+    assert isinstance(failure.error, AssertionError)
+    assert "arrived while it was" in str(failure.error)
+    with pytest.raises(AssertionError):
+        seqlab.run(orders.checked_competing_consumers, seed=failure.seed)
+    assert seqlab.explore(orders.checked_convoy_consumers, seeds=range(100)).ok
+    for orders_count, consumers in [(2, 1), (4, 2), (5, 8)]:
+        result = seqlab.explore(
+            orders.checked_convoy_consumers, orders_count, consumers, seeds=range(30)
+        )
+        assert result.ok, result
+
+
+def test_example_events_are_per_order_in_lifecycle_order() -> None:
+    stream = orders.events(4)
+    assert len(stream) == 12
+    for i in range(4):
+        assert [e for o, e in stream if o == f"order-{i}"] == list(orders.LIFECYCLE)
+    book = seqlab.run(orders.convoy_consumers, 4, 2, seed=1)
+    assert book.status == {f"order-{i}": "shipped" for i in range(4)}
+    assert book.violations == []
