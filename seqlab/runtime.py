@@ -174,7 +174,8 @@ def _user_tasks(root: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
     found = [root]
     for task in found:
         for nursery in task.child_nurseries:
-            found.extend(nursery.child_tasks)
+            # Creation order (trio's task counter) keeps reports deterministic.
+            found.extend(sorted(nursery.child_tasks, key=lambda t: getattr(t, "_counter", 0)))
     return found
 
 

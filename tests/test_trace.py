@@ -1,0 +1,144 @@
+import json
+
+import pytest
+import trio
+
+import seqlab
+from seqlab.trace import TraceEvent, current_recorder
+
+
+async def ping_pong() -> None:
+    async def player(name: str, send, receive) -> None:
+        for rally in range(2):
+            if name == "ping":
+                await send.send(rally)
+                seqlab.emit("ball", "hit", rally=rally)
+                await receive.receive()
+            else:
+                value = await receive.receive()
+                seqlab.emit("ball", "return", rally=value)
+                await send.send(value)
+
+    a_send, a_recv = trio.open_memory_channel(0)
+    b_send, b_recv = trio.open_memory_channel(0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(player, "ping", a_send, b_recv, name="ping")
+        nursery.start_soon(player, "pong", b_send, a_recv, name="pong")
+
+
+def test_events_carry_time_task_primitive_kind_data():
+    async def main():
+        await trio.sleep(2)
+        seqlab.emit("Gate 'g'", "open", who="me", count=3)
+
+    rec = seqlab.Recorder()
+    seqlab.run(main, seed=0, recorder=rec)
+    opened = [e for e in rec.events if e.kind == "open"]
+    assert opened == [TraceEvent(2.0, "main", "Gate 'g'", "open", {"who": "me", "count": 3})]
+    assert [e.kind for e in rec.events] == ["spawn", "open", "exit"]
+
+
+def test_to_text_is_aligned_and_stable():
+    rec = seqlab.Recorder()
+    seqlab.run(ping_pong, seed=11, recorder=rec)
+    lines = rec.to_text().splitlines()
+    assert len(lines) == len(rec.events)
+    # Columns line up: every line's kind column starts at the same offset.
+    offsets = {
+        line.index(e.kind, len(f"{e.time:.3f}") + 2 + len(e.task))
+        for line, e in zip(lines, rec.events)
+    }
+    assert len(offsets) == 1
+    assert "0x" not in rec.to_text()
+    again = seqlab.Recorder()
+    seqlab.run(ping_pong, seed=11, recorder=again)
+    assert again.to_text() == rec.to_text()
+
+
+def test_text_strips_addresses_and_quotes_spaces():
+    class Thing:
+        pass
+
+    async def main():
+        seqlab.emit("x", "y", obj=Thing(), text="two words", f=0.5)
+
+    rec = seqlab.Recorder()
+    seqlab.run(main, seed=0, recorder=rec)
+    line = rec.to_text().splitlines()[1]
+    assert " at 0x" not in line
+    assert "text='two words'" in line and "f=0.500" in line
+
+
+def test_to_json_round_trips():
+    rec = seqlab.Recorder()
+    seqlab.run(ping_pong, seed=3, recorder=rec)
+    data = json.loads(rec.to_json())
+    assert len(data) == len(rec.events)
+    assert data[0] == {
+        "time": 0.0,
+        "task": "ping_pong",
+        "primitive": "task",
+        "kind": "spawn",
+        "data": {},
+    }
+    assert {d["task"] for d in data} == {"ping_pong", "ping", "pong"}
+
+
+def test_duplicate_task_names_are_numbered():
+    async def main():
+        async def worker():
+            seqlab.emit("w", "go")
+            await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(worker)
+
+    rec = seqlab.Recorder()
+    seqlab.run(main, seed=0, recorder=rec)
+    assert {e.task for e in rec.events if e.kind == "go"} == {"worker", "worker#2", "worker#3"}
+
+
+def test_recording_inside_a_run_traces_only_the_block():
+    async def main():
+        seqlab.emit("x", "before")
+        rec = seqlab.Recorder()
+        with seqlab.recording(rec):
+            assert current_recorder() is rec
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.sleep, 1, name="sleeper")
+            seqlab.emit("x", "inside")
+        seqlab.emit("x", "after")
+        assert current_recorder() is None
+        return rec
+
+    rec = seqlab.run(main, seed=0)
+    assert [(e.task, e.kind) for e in rec.events] == [
+        ("sleeper", "spawn"),
+        ("sleeper", "exit"),
+        ("main", "inside"),
+    ]
+    assert rec.events[-1].time == 1.0
+
+
+def test_subscribers_see_every_event():
+    rec = seqlab.Recorder()
+    seen = []
+    rec.subscribe(seen.append)
+    seqlab.run(ping_pong, seed=1, recorder=rec)
+    assert seen == rec.events
+    rec.unsubscribe(seen.append)
+
+
+def test_recording_rejects_non_recorder():
+    with pytest.raises(TypeError, match="recorder must be a seqlab.Recorder"):
+        with seqlab.recording("nope"):
+            pass
+
+
+def test_emit_without_recorder_is_a_no_op():
+    async def main():
+        seqlab.emit("x", "y", a=1)
+        return current_recorder()
+
+    assert seqlab.run(main, seed=0) is None
