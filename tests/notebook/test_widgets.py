@@ -1,0 +1,466 @@
+"""The notebook views, Python side: exact state for known traces, bounded messages, stable text."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+import trio
+
+import seqlab
+from seqlab.notebook.views import BarrierModel, ConvoyModel, RingModel, TimelineModel, _halve
+from seqlab.notebook.widgets import (
+    BarrierView,
+    ConvoyView,
+    RingView,
+    Timeline,
+    make_view,
+)
+from seqlab.trace import TraceEvent
+
+B = "Barrier 'phase'"
+
+
+def ev(time: float, task: str, primitive: str, kind: str, **data: Any) -> TraceEvent:
+    return TraceEvent(time, task, primitive, kind, data)
+
+
+# A two-task barrier round: a arrives and waits, b arrives last and the barrier releases both.
+KNOWN = [
+    ev(0.0, "a", "task", "spawn"),
+    ev(0.0, "b", "task", "spawn"),
+    ev(1.0, "a", B, "arrive", generation=0, index=0, n_waiting=1),
+    ev(2.0, "b", B, "arrive", generation=0, index=1, n_waiting=2),
+    ev(2.0, "b", B, "release", generation=0, n_waiting=0),
+    ev(3.0, "a", "task", "exit"),
+    ev(4.0, "b", "task", "exit", error="ValueError('boom')"),
+]
+
+
+def counting(widget: Any) -> list[dict[str, Any]]:
+    """Record every message the widget sends over its comm."""
+    sent: list[dict[str, Any]] = []
+
+    def send(data: Any = None, metadata: Any = None, buffers: Any = None) -> None:
+        sent.append(data)
+
+    widget.comm.send = send
+    return sent
+
+
+def scenario(n_workers: int = 4, rounds: int = 1):
+    async def main() -> None:
+        async def worker(i: int) -> None:
+            for g in range(rounds):
+                seqlab.emit(B, "arrive", generation=g, index=i, n_waiting=i + 1)
+                await trio.sleep(i + 1)
+                seqlab.emit(B, "release", generation=g, n_waiting=0)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(n_workers):
+                nursery.start_soon(worker, i, name=f"worker-{i}")
+
+    return main
+
+
+# ------------------------------------------------------------------------- exact state
+
+
+def test_timeline_state_for_known_trace() -> None:
+    view = Timeline()
+    view.feed(KNOWN)
+    view.flush()
+    assert view.view_kind == "timeline"
+    assert view.lanes == ["a", "b"]
+    assert view.states == ["running", "done", "failed", f"waiting on {B}"]
+    assert view.spans == [
+        [0, 0, 0.0, 1.0, 0, 2, 1],
+        [0, 3, 1.0, 2.0, 2, 4, 1],
+        [0, 0, 2.0, 3.0, 4, 5, 1],
+        [0, 1, 3.0, 4.0, 5, 7, 1],
+        [1, 0, 0.0, 2.0, 1, 3, 1],
+        [1, 3, 2.0, 2.0, 3, 4, 1],
+        [1, 0, 2.0, 4.0, 4, 6, 1],
+        [1, 2, 4.0, 4.0, 6, 7, 1],
+    ]
+    assert view.markers == [
+        [0, 1.0, 2, "arrive", B, "generation=0 index=0 n_waiting=1"],
+        [1, 2.0, 3, "arrive", B, "generation=0 index=1 n_waiting=2"],
+        [1, 2.0, 4, "release", B, "generation=0 n_waiting=0"],
+    ]
+    assert view.counts == {"arrive": 2, "release": 1}
+    assert (view.t_end, view.steps, view.dropped, view.hidden_tasks) == (4.0, 7, 0, 0)
+
+
+def test_barrier_view_state_for_known_trace() -> None:
+    view = BarrierView()
+    view.feed(KNOWN)
+    view.flush()
+    assert view.barriers == [
+        {
+            "name": B,
+            "parties": None,
+            "generation": 0,
+            "broken": False,
+            "waiting": [],
+            "generations": [
+                {
+                    "generation": 0,
+                    "arrivals": [["a", 0, 1.0], ["b", 1, 2.0]],
+                    "outcome": "released",
+                    "time": 2.0,
+                }
+            ],
+            "hidden_generations": 0,
+            "counts": {"arrive": 2, "release": 1},
+        }
+    ]
+
+
+def test_barrier_model_waiting_broken_reset_and_missing_data() -> None:
+    m = BarrierModel()
+    m.feed_all(
+        [
+            ev(0, "a", "Barrier", "arrive", parties=3),
+            ev(0, "b", "Barrier", "arrive"),
+            ev(1, "c", "Barrier", "broken"),
+            ev(2, "c", "Barrier", "reset"),
+            ev(3, "a", "Barrier", "arrive"),
+            ev(3, "a", "Barrier", "mystery", anything=object()),
+        ]
+    )
+    st = m.state()["barriers"][0]
+    assert st["parties"] == 3
+    assert st["waiting"] == ["a"]
+    assert st["broken"] is False
+    assert [g["outcome"] for g in st["generations"]] == ["broken", "open"]
+    assert [g["generation"] for g in st["generations"]] == [0, 1]
+    assert m.text() == (
+        "BarrierView: 1 barriers, 6 events\n"
+        "  Barrier: parties=3 generation=1 waiting=1 (a)\n"
+        "    gen 0: broken at 1.000: a#?, b#?\n"
+        "    gen 1: open: a#?"
+    )
+
+
+def test_convoy_view_state() -> None:
+    c = "Convoy 'orders'"
+    events = [
+        ev(0, "main", c, "send", key="k1", sequence=0),
+        ev(0, "main", c, "send", key="k1", sequence=1),
+        ev(0, "main", c, "send", key="k2", sequence=0),
+        ev(0, "main", c, "dedup", key="k2"),
+        ev(1, "consumer-0", c, "lock", key="k1", consumer="consumer-0"),
+        ev(1, "consumer-0", c, "deliver", key="k1", sequence=0, attempt=1, consumer="consumer-0"),
+        ev(2, "consumer-0", c, "retry", key="k1", sequence=0, attempt=1),
+        ev(3, "consumer-0", c, "dead_letter", key="k1", sequence=0),
+        ev(3, "consumer-1", c, "deliver", key="k2", sequence=0, attempt=1, consumer="consumer-1"),
+        ev(4, "consumer-1", c, "done", key="k2", sequence=0),
+        ev(5, "consumer-0", c, "brand_new_kind"),
+    ]
+    view = ConvoyView()
+    view.feed(events)
+    view.flush()
+    assert view.key_rows == [
+        {
+            "key": "k1",
+            "backlog": 1,
+            "sent": 2,
+            "done": 0,
+            "retries": 1,
+            "dead": 1,
+            "holder": "consumer-0",
+            "inflight": None,
+        },
+        {
+            "key": "k2",
+            "backlog": 0,
+            "sent": 1,
+            "done": 1,
+            "retries": 0,
+            "dead": 0,
+            "holder": None,
+            "inflight": None,
+        },
+    ]
+    assert view.consumers == [["consumer-0", "k1"], ["consumer-1", None]]
+    assert view.totals == {
+        "send": 3,
+        "deliver": 2,
+        "done": 1,
+        "retry": 1,
+        "dead_letter": 1,
+        "lock_lost": 0,
+        "dedup": 1,
+    }
+    assert view.backlog == 1
+
+
+def test_convoy_keys_are_bounded() -> None:
+    m = ConvoyModel(max_keys=4, max_tracked=16)
+    for i in range(1000):
+        m.feed(ev(i, "p", "Convoy", "send", key=i))
+        m.feed(ev(i, "c", "Convoy", "done", key=i))
+    st = m.state()
+    assert len(st["key_rows"]) == 4
+    assert len(m.keys) <= 16
+    assert st["hidden_keys"] == 996
+    assert st["totals"]["send"] == 1000
+
+
+def test_ring_view_state() -> None:
+    events = [
+        ev(0, "producer", "RingBuffer", "claim", sequence=0, size=8),
+        ev(0, "producer", "RingBuffer", "publish", sequence=0),
+        ev(0, "producer", "RingBuffer", "claim", sequence=1),
+        ev(0, "producer", "RingBuffer", "publish", sequence=1),
+        ev(0, "producer", "RingBuffer", "claim", sequence=2),
+        ev(0, "persist", "SequenceBarrier", "wait", stage="persist", sequence=0),
+        ev(1, "persist", "Sequence 'persist'", "advance", stage="persist", sequence=1, batch=2),
+        ev(1, "deliver", "Sequence", "stage", stage="deliver", after=["persist"]),
+        ev(1, "deliver", "SequenceBarrier", "wait", stage="deliver", sequence=0),
+    ]
+    view = RingView()
+    view.feed(events)
+    view.flush()
+    assert (view.size, view.size_known, view.cursor, view.claimed) == (8, True, 1, 2)
+    assert view.stages == [
+        {
+            "name": "persist",
+            "sequence": 1,
+            "waiting_for": None,
+            "batches": 1,
+            "after": [],
+            "lag": 0,
+        },
+        {
+            "name": "deliver",
+            "sequence": -1,
+            "waiting_for": 0,
+            "batches": 0,
+            "after": ["persist"],
+            "lag": 2,
+        },
+    ]
+    assert view.gating == ["deliver"]
+    assert repr(view) == (
+        "RingView: size=8 cursor=1 claimed=2, 2 stages\n"
+        "  persist: sequence=1 lag=0 batches=1\n"
+        "  deliver: sequence=-1 lag=2 batches=0 after persist waiting for 0\n"
+        "  producer gated by: deliver"
+    )
+
+
+def test_ring_size_inferred_when_unknown() -> None:
+    m = RingModel()
+    m.feed(ev(0, "p", "RingBuffer", "publish", sequence=20))
+    m.feed(ev(0, "s", "Sequence", "advance", stage="s", sequence=3))
+    assert m.state()["size"] == 32
+    assert m.state()["size_known"] is False
+
+
+# ------------------------------------------------------------------------- live updates
+
+
+def test_live_view_follows_a_run_and_ends_equal_to_a_static_one() -> None:
+    rec = seqlab.Recorder()
+    live = Timeline(rec)
+    assert live.live
+    seqlab.run(scenario(rounds=3), seed=5, recorder=rec)
+    live.detach()
+    assert not live.live
+    static = Timeline(rec, live=False)
+    for name in (*live._fields, "steps", "t_end"):
+        assert getattr(live, name) == getattr(static, name), name
+    assert live.lanes == ["main", "worker-0", "worker-1", "worker-2", "worker-3"]
+    assert rec._listeners == []
+
+
+def test_trailing_update_arrives_without_an_explicit_flush() -> None:
+    view = Timeline(interval=0.05)
+    sent = counting(view)
+    view.feed(KNOWN[:3])
+    view.feed(KNOWN[3:])
+    deadline = time.monotonic() + 5
+    while view._dirty and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not view._dirty
+    assert view.steps == len(KNOWN)
+    assert 1 <= len(sent) <= 2
+
+
+def test_100k_events_send_a_bounded_number_of_small_messages() -> None:
+    n_rounds = 12_500  # 4 workers x 12_500 rounds x 2 events = 100k events
+
+    async def main() -> None:
+        async def worker(i: int) -> None:
+            for g in range(n_rounds):
+                seqlab.emit(B, "arrive", generation=g, index=i)
+                seqlab.emit(B, "release", generation=g)
+                if g % 50 == 0:
+                    await trio.sleep(0.001)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(4):
+                nursery.start_soon(worker, i, name=f"w{i}")
+
+    rec = seqlab.Recorder()
+    view = Timeline(rec)
+    sent = counting(view)
+    started = time.monotonic()
+    seqlab.run(main, seed=0, recorder=rec)
+    elapsed = time.monotonic() - started
+    view.finish()
+    assert len(rec.events) >= 100_000
+    # At most one message per 0.25 s while events flow, plus the final one.
+    assert len(sent) <= elapsed / 0.25 + 2
+    assert len(sent) <= 60
+    assert all(m["method"] == "update" for m in sent)
+    biggest = max(len(json.dumps(m["state"])) for m in sent)
+    assert biggest < 400_000
+    assert view.steps == len(rec.events)
+    assert len(view.markers) == 2000
+    assert view.dropped == view.counts["arrive"] + view.counts["release"] - 2000
+    assert all(sum(1 for s in view.spans if s[0] == lane) <= 257 for lane in range(5))
+
+
+def test_listener_and_flush_from_different_threads_do_not_lose_events() -> None:
+    view = Timeline(interval=0.01, max_markers=100)
+    counting(view)
+    events = [ev(i * 0.001, f"t{i % 3}", B, "arrive" if i % 2 else "release") for i in range(3000)]
+
+    def feed(part: list[TraceEvent]) -> None:
+        for e in part:
+            view.feed(e)
+
+    threads = [threading.Thread(target=feed, args=(events[i::3],)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    view.flush()
+    assert view.steps == 3000
+    assert sum(view.counts.values()) == 3000
+
+
+def test_halving_keeps_coverage() -> None:
+    spans = [[0, i % 2, float(i), float(i + 1), i, i + 1, 1] for i in range(5)]
+    merged = _halve(spans)
+    assert [s[2:4] for s in merged] == [[0.0, 2.0], [2.0, 4.0], [4.0, 5.0]]
+    assert sum(s[6] for s in merged) == 5
+
+
+def test_spans_bounded_per_lane() -> None:
+    m = TimelineModel(max_spans=8)
+    for i in range(1000):
+        m.feed(ev(float(i), "a", B, "arrive" if i % 2 else "release"))
+    lane_spans = [s for s in m.spans() if s[0] == 0]
+    assert len(lane_spans) <= 9
+    assert lane_spans[0][2] == 0.0 and lane_spans[-1][3] == 999.0
+    assert sum(s[6] for s in lane_spans) == 1000
+
+
+def test_lanes_bounded() -> None:
+    m = TimelineModel(max_lanes=3)
+    for i in range(10):
+        m.feed(ev(0.0, f"t{i}", "task", "spawn"))
+    assert m.lanes == ["t0", "t1", "t2"]
+    assert m.state()["hidden_tasks"] == 7
+    assert "(+7 tasks not shown)" in m.text()
+
+
+# ------------------------------------------------------------------------- text and html
+
+
+def test_repr_is_deterministic_across_runs() -> None:
+    texts = set()
+    svgs = set()
+    for _ in range(3):
+        rec = seqlab.Recorder()
+        seqlab.run(scenario(), seed=11, recorder=rec)
+        view = Timeline(rec, live=False)
+        texts.add(repr(view))
+        svgs.add(view.to_svg())
+    assert len(texts) == 1 and len(svgs) == 1
+    assert texts.pop() == (
+        "Timeline: 5 tasks, 18 events, t=0.000..4.000\n"
+        "  main      done since 4.000\n"
+        "  worker-0  done since 1.000  arrivex1 releasex1\n"
+        "  worker-1  done since 2.000  arrivex1 releasex1\n"
+        "  worker-2  done since 3.000  arrivex1 releasex1\n"
+        "  worker-3  done since 4.000  arrivex1 releasex1"
+    )
+
+
+def test_known_trace_text() -> None:
+    view = Timeline()
+    view.feed(KNOWN)
+    assert repr(view) == (
+        "Timeline: 2 tasks, 7 events, t=0.000..4.000\n"
+        "  a  done since 3.000  arrivex1\n"
+        "  b  failed since 4.000  arrivex1 releasex1"
+    )
+
+
+def test_mimebundle_has_widget_text_and_static_svg() -> None:
+    view = Timeline()
+    view.feed(KNOWN)
+    data, _metadata = view._repr_mimebundle_()
+    assert set(data) == {
+        "text/plain",
+        "text/html",
+        "application/vnd.jupyter.widget-view+json",
+    }
+    assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == view.model_id
+    assert data["text/plain"] == repr(view)
+    html = data["text/html"]
+    assert html.startswith('<div class="seqlab-snapshot"><svg ')
+    assert html.count('class="seqlab-lane"') == 2
+    assert html.count('data-kind="release"') == 1
+    assert "var(--jp-brand-color1" in html
+    assert "0x" not in html
+
+
+@pytest.mark.parametrize("kind", ["timeline", "barrier", "convoy", "ring"])
+def test_make_view_every_kind_renders_unknown_events(kind: str) -> None:
+    rec = seqlab.Recorder()
+    seqlab.run(scenario(), seed=2, recorder=rec)
+    view = make_view(kind, rec)
+    view.feed(ev(9.0, "x", "Gadget", "frobnicate", weird=[1, 2]))
+    view.feed(ev(9.0, "x", "Gadget", "claim"))
+    view.flush()
+    assert view.view_kind == kind
+    assert view.to_svg().startswith("<svg ")
+    assert repr(view) == repr(view)
+    view.detach()
+
+
+def test_make_view_validates() -> None:
+    with pytest.raises(ValueError, match="kind must be one of"):
+        make_view("pie")
+    with pytest.raises(TypeError, match="kind"):
+        make_view(3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="recorder"):
+        Timeline([])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="interval"):
+        Timeline(interval=0)
+    with pytest.raises(ValueError, match="axis"):
+        Timeline(axis="diagonal")
+    with pytest.raises(ValueError, match="max_markers"):
+        Timeline(max_markers=0)
+    with pytest.raises(TypeError, match="events"):
+        Timeline().feed(["nope"])  # type: ignore[list-item]
+
+
+def test_static_assets_are_plain_offline_modules() -> None:
+    view = Timeline()
+    esm = view._esm
+    assert "export default" in esm
+    assert "import " not in esm and "http" not in esm.replace(SVG_NS, "")
+    assert "--jp-" in view._css
+
+
+SVG_NS = "http://www.w3.org/2000/svg"
