@@ -205,6 +205,13 @@ class Convoy:
     :attr:`undelivered` as an :class:`Undelivered`, and an :class:`UndeliveredWarning` names
     them, so nothing is dropped silently. The block's exception then propagates unchanged.
 
+    Tracing: with a recorder active, the convoy emits ``send`` (key, sequence), ``dedup``
+    (key, dedup_id), ``lock`` and ``release`` when a consumer takes and gives up a key's session
+    (key, consumer), ``deliver``, ``done`` and ``lock_lost`` (key, sequence, attempt, consumer),
+    ``retry`` and ``dead_letter`` (the same plus the error's type name) and, after an early
+    exit, ``undelivered`` (count). Consumers are tasks named ``consumer-0``, ``consumer-1``, ...
+    (prefixed with the convoy's ``name`` when it has one).
+
     The convoy remembers every key it has seen (to keep numbering its messages), like a broker
     keeps one offset per partition.
     """
@@ -359,7 +366,7 @@ class Convoy:
         """Wait until every message sent before this call has been delivered or dead-lettered.
 
         Messages sent meanwhile do not extend the wait. Cancelling ``join`` changes nothing in
-        the convoy.
+        the convoy. Do not call it from a handler: it would wait for the handler's own message.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         targets = [(s, s.next_sequence) for s in self._keys.values() if s.settled < s.next_sequence]

@@ -309,6 +309,29 @@ def test_lock_losses_count_toward_max_attempts() -> None:
     assert convoy.statistics().lock_losses == 2
 
 
+def test_handler_that_swallows_the_cancellation_still_loses_the_lock() -> None:
+    attempts: list[int] = []
+
+    async def handler(delivery: Delivery) -> None:
+        attempts.append(delivery.attempt)
+        if delivery.attempt == 1:
+            with trio.CancelScope():
+                try:
+                    await trio.sleep(10)
+                except trio.Cancelled:
+                    return  # pretends it finished; the lock is gone all the same
+
+    async def main() -> Convoy:
+        async with open_convoy(handler, consumers=1, lock_timeout=1) as convoy:
+            await convoy.send("a", 0)
+        return convoy
+
+    convoy = seqlab.run(main, seed=0)
+    assert attempts == [1, 2]
+    stats = convoy.statistics()
+    assert (stats.lock_losses, stats.delivered) == (1, 1)
+
+
 def test_lost_lock_gives_the_session_to_a_waiting_key() -> None:
     log = Log()
 
@@ -493,6 +516,26 @@ def test_join_waits_for_what_was_sent_before_it() -> None:
         assert log.order_of("a") == list(range(20))
 
 
+def test_cancelled_join_leaves_the_convoy_intact() -> None:
+    log = Log()
+
+    async def main() -> None:
+        async with open_convoy(log, consumers=1) as convoy:
+            for m in range(3):
+                await convoy.send("a", m)
+            with trio.move_on_after(1.5):
+                await convoy.join()
+            assert trio.current_time() == 1.5
+            await convoy.send("a", 3)
+            await convoy.join()
+            assert trio.current_time() == 4.0
+
+    for seed in SEEDS:
+        log.finished.clear()
+        seqlab.run(main, seed=seed)
+        assert log.order_of("a") == [0, 1, 2, 3]
+
+
 def test_exit_waits_for_messages_handlers_send() -> None:
     seen: list[tuple[str, int]] = []
 
@@ -533,8 +576,11 @@ def test_cancelled_block_reports_undelivered_messages(seed: int) -> None:
         assert trio.current_time() == 1.5
         return convoy
 
+    rec = seqlab.Recorder()
     with pytest.warns(UndeliveredWarning, match="6 message"):
-        convoy = seqlab.run(main, seed=seed)
+        convoy = seqlab.run(main, seed=seed, recorder=rec)
+    (event,) = [e for e in rec.events if e.kind == "undelivered"]
+    assert (event.time, event.task, event.data["count"]) == (1.5, "main", 6)
     assert log.order_of("a") == [0]
     assert convoy.undelivered == [
         Undelivered("a", 1, 1, 1),
