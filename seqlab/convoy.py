@@ -206,7 +206,7 @@ class Convoy:
     them, so nothing is dropped silently. The block's exception then propagates unchanged.
 
     Tracing: with a recorder active, the convoy emits ``send`` (key, sequence), ``dedup``
-    (key, dedup_id), ``lock`` and ``release`` when a consumer takes and gives up a key's session
+    (key, dedup_id), ``lock`` and ``unlock`` when a consumer takes and gives up a key's session
     (key, consumer), ``deliver``, ``done`` and ``lock_lost`` (key, sequence, attempt, consumer),
     ``retry`` and ``dead_letter`` (the same plus the error's type name) and, after an early
     exit, ``undelivered`` (count). Consumers are tasks named ``consumer-0``, ``consumer-1``, ...
@@ -587,7 +587,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
                         },
                     )
         if rec is not None:
-            rec.record(task, label, "release", {"key": key, "consumer": index})
+            rec.record(task, label, "unlock", {"key": key, "consumer": index})
         if backlog:
             state.state = _READY
             ready.append(state)

@@ -675,7 +675,7 @@ def test_trace_is_deterministic_and_names_the_events() -> None:
         texts.append(rec.to_text())
     assert texts[0] == texts[1]
     kinds = {e.kind for e in rec.events if e.primitive == "Convoy 'pay'"}
-    assert kinds == {"send", "dedup", "lock", "deliver", "done", "retry", "release"}
+    assert kinds == {"send", "dedup", "lock", "deliver", "done", "retry", "unlock"}
     deliver = next(e for e in rec.events if e.kind == "deliver")
     assert set(deliver.data) == {"key", "sequence", "attempt", "consumer"}
     assert deliver.task.startswith("pay-consumer-")
