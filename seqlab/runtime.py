@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 
 import outcome
 import trio
-import trio.testing
 from trio._core import _run as _trio_run
 
 if sys.version_info < (3, 11):
@@ -213,10 +212,12 @@ class _Run:
 
     async def watch(self) -> None:
         """Move the virtual clock when all tasks are blocked; declare deadlock when stuck."""
+        from trio.testing import MockClock, wait_all_tasks_blocked
+
         clock = trio.lowlevel.current_clock()
-        assert isinstance(clock, trio.testing.MockClock)
+        assert isinstance(clock, MockClock)
         while True:
-            await trio.testing.wait_all_tasks_blocked()
+            await wait_all_tasks_blocked()
             stats = trio.lowlevel.current_statistics()
             if stats.tasks_runnable or stats.run_sync_soon_queue_size:
                 continue
@@ -227,7 +228,7 @@ class _Run:
             if blocked is None or _io_waiters(stats) > 1 or _other_idle_waiters():
                 # Outside activity (a thread, a socket) may still wake someone: wait for it in
                 # real time, without spinning.
-                await trio.testing.wait_all_tasks_blocked(0.005)
+                await wait_all_tasks_blocked(0.005)
                 continue
             if self.deadlock is None:
                 self.deadlock = Deadlock(blocked, trio.current_time(), self.seed)
@@ -398,7 +399,11 @@ def _run_in_thread(state: _Run) -> Any:
     instruments: list[trio.abc.Instrument] = []
     if state.recorder is not None:
         instruments.append(_LifecycleInstrument(state.recorder))
-    clock = trio.testing.MockClock() if state.virtual_time else None
+    clock = None
+    if state.virtual_time:
+        from trio.testing import MockClock
+
+        clock = MockClock()
     try:
         value = trio.run(state.main, clock=clock, instruments=instruments)
     except BaseException as exc:

@@ -10,10 +10,10 @@ import contextvars
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import trio
 
@@ -23,21 +23,23 @@ _RECORDER: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar(
     "seqlab_recorder", default=None
 )
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_NO_DATA: Mapping[str, Any] = MappingProxyType({})
+_current_time = trio.current_time
 
 
-@dataclass(frozen=True, slots=True)
-class TraceEvent:
+class TraceEvent(NamedTuple):
     """One thing that happened: at ``time``, ``task`` did ``kind`` on ``primitive``.
 
     ``time`` is seconds since recording started (virtual seconds under :func:`seqlab.run`).
     ``data`` is a small dict of details, such as an arrival index or a queue delay.
+    A named tuple, because recording must stay cheap on hot paths.
     """
 
     time: float
     task: str
     primitive: str
     kind: str
-    data: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = _NO_DATA
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,36 +78,53 @@ class Recorder:
     """
 
     def __init__(self) -> None:
-        self.events: list[TraceEvent] = []
         #: The seed of the run that filled this recorder, when :func:`seqlab.run` did.
         self.seed: int | None = None
         self._t0: float | None = None
+        self._now: Callable[[], float] = _current_time
+        # Events are kept raw (task objects, not names) and turned into TraceEvents on demand:
+        # that keeps recording cheap, and labels are given in order of first appearance.
+        self._raw: list[tuple[float, trio.lowlevel.Task, str, str, Mapping[str, Any]]] = []
+        self._events: list[TraceEvent] = []
         self._labels: dict[trio.lowlevel.Task, str] = {}
         self._label_counts: dict[str, int] = {}
-        self._listeners: list[Any] = []
+        self._listeners: list[Callable[[TraceEvent], object]] = []
+
+    @property
+    def events(self) -> list[TraceEvent]:
+        """Every event recorded so far, oldest first."""
+        raw = self._raw
+        if len(self._events) < len(raw):
+            labels = self._labels
+            self._events.extend(
+                TraceEvent(t, labels.get(task) or self._first_label(task), p, k, d)
+                for t, task, p, k, d in raw[len(self._events) :]
+            )
+        return self._events
 
     def __len__(self) -> int:
-        return len(self.events)
+        return len(self._raw)
 
     def __iter__(self) -> Iterator[TraceEvent]:
         return iter(self.events)
 
     def __repr__(self) -> str:
-        return f"<Recorder: {len(self.events)} events>"
+        return f"<Recorder: {len(self._raw)} events>"
 
-    def subscribe(self, listener: Any) -> None:
+    def subscribe(self, listener: Callable[[TraceEvent], object]) -> None:
         """Call ``listener(event)`` for every event recorded from now on (live views use it)."""
         self._listeners.append(listener)
 
-    def unsubscribe(self, listener: Any) -> None:
+    def unsubscribe(self, listener: Callable[[TraceEvent], object]) -> None:
         self._listeners.remove(listener)
 
     def label(self, task: trio.lowlevel.Task) -> str:
         """The name this recorder uses for ``task``; repeated names get ``#2``, ``#3``, ..."""
-        try:
-            return self._labels[task]
-        except KeyError:
-            return self._new_label(task, task_label(task))
+        self.events  # label the tasks already seen first, in order  # noqa: B018
+        return self._labels.get(task) or self._first_label(task)
+
+    def _first_label(self, task: trio.lowlevel.Task) -> str:
+        return self._new_label(task, task_label(task))
 
     def _new_label(self, task: trio.lowlevel.Task, base: str) -> str:
         count = self._label_counts.get(base, 0) + 1
@@ -115,20 +134,22 @@ class Recorder:
         return label
 
     def _start(self) -> None:
+        """Bind to the running trio clock; the first start also sets time zero."""
+        self._now = trio.lowlevel.current_clock().current_time
         if self._t0 is None:
-            self._t0 = trio.current_time()
+            self._t0 = self._now()
 
     def record(
         self, task: trio.lowlevel.Task, primitive: str, kind: str, data: Mapping[str, Any]
     ) -> None:
         """Append an event for ``task`` at the current trio time."""
-        now = trio.current_time()
         if self._t0 is None:
-            self._t0 = now
-        event = TraceEvent(now - self._t0, self.label(task), primitive, kind, data)
-        self.events.append(event)
-        for listener in self._listeners:
-            listener(event)
+            self._start()
+        self._raw.append((self._now() - self._t0, task, primitive, kind, data))  # type: ignore[operator]
+        if self._listeners:
+            event = self.events[-1]
+            for listener in self._listeners:
+                listener(event)
 
     def to_text(self) -> str:
         """One aligned line per event: time, task, primitive, kind, details.

@@ -1,0 +1,3 @@
+"""Every scenario module; importing this registers all comparisons."""
+
+from . import barrier, convoy, pipeline, sequencer  # noqa: F401
