@@ -1,0 +1,106 @@
+"""Checks used by graded lesson cells: friendly when they fail, strict about what they accept.
+
+A check cell passes when it runs without raising. Every check raises :class:`CheckFailed`
+(an ``AssertionError``, as nbgrader expects) with a message written for the learner: what was
+expected, what happened, and for concurrency checks the seed that fails and how to replay it.
+
+Example (a check cell in a lesson)::
+
+    from seqlab.grading import check_equal, check_explore
+
+    check_equal(total_after_deposits(), 300, what="the balance after three deposits")
+    check_explore(deposit_race_fixed, seeds=range(100), what="your fixed deposit scenario")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from ..runtime import Deadlock, ExploreResult, explore
+from ..trace import Recorder
+
+__all__ = ["CheckFailed", "check", "check_equal", "check_raises", "check_explore", "excerpt"]
+
+_EXCERPT_LINES = 12
+
+
+class CheckFailed(AssertionError):
+    """A lesson check did not pass; the message says why and what to try."""
+
+
+def check(condition: object, message: str) -> None:
+    """Pass when ``condition`` is true; otherwise fail with ``message``."""
+    if not condition:
+        raise CheckFailed(message)
+
+
+def check_equal(actual: object, expected: object, *, what: str = "the result") -> None:
+    """Pass when ``actual == expected``."""
+    if actual != expected:
+        raise CheckFailed(f"{what} should be {expected!r}, but it is {actual!r}.")
+
+
+def check_raises(
+    expected: type[BaseException] | tuple[type[BaseException], ...],
+    fn: Callable[..., Any],
+    *args: Any,
+    what: str | None = None,
+) -> BaseException:
+    """Pass when ``fn(*args)`` raises ``expected``; return the exception for further checks."""
+    label = what or f"{getattr(fn, '__name__', 'the call')}()"
+    names = (
+        " or ".join(e.__name__ for e in expected)
+        if isinstance(expected, tuple)
+        else expected.__name__
+    )
+    try:
+        fn(*args)
+    except expected as exc:
+        return exc
+    except Exception as exc:
+        raise CheckFailed(
+            f"{label} should raise {names}, but it raised {type(exc).__name__}: {exc}"
+        ) from exc
+    raise CheckFailed(f"{label} should raise {names}, but it returned normally.")
+
+
+def excerpt(trace: Recorder, lines: int = _EXCERPT_LINES) -> str:
+    """The last ``lines`` lines of a trace, the part that usually shows what went wrong."""
+    text = trace.to_text().splitlines()
+    if len(text) <= lines:
+        return "\n".join(text)
+    return "\n".join([f"... ({len(text) - lines} earlier events)", *text[-lines:]])
+
+
+def check_explore(
+    async_fn: Callable[..., Awaitable[Any]],
+    *args: Any,
+    seeds: Iterable[int] = range(100),
+    check: Callable[[Recorder], Any] | None = None,
+    what: str | None = None,
+) -> ExploreResult:
+    """Pass when ``async_fn(*args)`` succeeds (and ``check`` accepts its trace) on every seed.
+
+    A racy solution passes some schedules and fails others; this runs many of them with
+    :func:`seqlab.explore`. The failure names the first failing seed, shows the end of its
+    trace, and gives the line that replays it in the notebook.
+    """
+    result = explore(async_fn, *args, seeds=seeds, check=check)
+    if result.ok:
+        return result
+    first = result.failures[0]
+    name = getattr(async_fn, "__name__", "the scenario")
+    label = what or f"{name}"
+    if first.error is None:
+        reason = "the check rejected its trace"
+    elif isinstance(first.error, Deadlock):
+        reason = f"it deadlocked:\n{first.error}"
+    else:
+        reason = f"it raised {type(first.error).__name__}: {first.error}"
+    raise CheckFailed(
+        f"{label} failed on {len(result.failures)} of {result.runs} schedules. "
+        f"With seed {first.seed}, {reason}\n"
+        f"End of the trace for seed {first.seed}:\n{excerpt(first.trace)}\n"
+        f"Replay it: seqlab.run({name}, seed={first.seed}, recorder=seqlab.Recorder())"
+    ) from first.error
