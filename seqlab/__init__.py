@@ -4,6 +4,16 @@ The public API lives here. Importing seqlab stays light: no Jupyter code is impo
 notebook loads the extension (``%load_ext seqlab``).
 """
 
+from .barrier import Barrier, BarrierStatistics, BrokenBarrierError, Phaser, PhaserStatistics
+from .convoy import (
+    Convoy,
+    ConvoyStatistics,
+    DeadLetter,
+    Delivery,
+    Undelivered,
+    UndeliveredWarning,
+    open_convoy,
+)
 from .runtime import (
     BlockedTask,
     Deadlock,
@@ -14,9 +24,82 @@ from .runtime import (
     last_seed,
     run,
 )
+from .sequence import (
+    AlertError,
+    InsufficientCapacity,
+    Pipeline,
+    PipelineStatistics,
+    RingBuffer,
+    RingBufferStatistics,
+    Sequence,
+    SequenceBarrier,
+    SequenceBarrierStatistics,
+    SequenceStatistics,
+    Stage,
+    StageError,
+    StageStatistics,
+)
+from .sequencer import (
+    Dispatcher,
+    DispatcherStatistics,
+    Sequencer,
+    SequencerStatistics,
+    TaskCancelledError,
+    Ticket,
+    open_dispatcher,
+    open_sequencer,
+)
 from .trace import Recorder, TraceEvent, emit, recording
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AlertError",
+    "Barrier",
+    "BarrierStatistics",
+    "BlockedTask",
+    "BrokenBarrierError",
+    "Convoy",
+    "ConvoyStatistics",
+    "DeadLetter",
+    "Deadlock",
+    "Delivery",
+    "Dispatcher",
+    "DispatcherStatistics",
+    "ExploreResult",
+    "Failure",
+    "InsufficientCapacity",
+    "Phaser",
+    "PhaserStatistics",
+    "Pipeline",
+    "PipelineStatistics",
+    "Recorder",
+    "RingBuffer",
+    "RingBufferStatistics",
+    "Sequence",
+    "SequenceBarrier",
+    "SequenceBarrierStatistics",
+    "SequenceStatistics",
+    "Sequencer",
+    "SequencerStatistics",
+    "Stage",
+    "StageError",
+    "StageStatistics",
+    "TaskCancelledError",
+    "Ticket",
+    "TraceEvent",
+    "Undelivered",
+    "UndeliveredWarning",
+    "current_seed",
+    "emit",
+    "explore",
+    "last_seed",
+    "open_convoy",
+    "open_dispatcher",
+    "open_sequencer",
+    "recording",
+    "run",
+]
 
 
 def load_ipython_extension(ipython: object) -> None:
@@ -24,19 +107,3 @@ def load_ipython_extension(ipython: object) -> None:
     from .notebook.extension import load_ipython_extension as load
 
     load(ipython)
-
-
-__all__ = [
-    "BlockedTask",
-    "Deadlock",
-    "ExploreResult",
-    "Failure",
-    "Recorder",
-    "TraceEvent",
-    "current_seed",
-    "emit",
-    "explore",
-    "last_seed",
-    "recording",
-    "run",
-]
