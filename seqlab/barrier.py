@@ -241,6 +241,9 @@ class Barrier:
         The indexes of one generation are ``0 .. parties - 1`` in arrival order; the last
         arriver gets ``parties - 1`` and runs the ``action`` before anyone is released.
 
+        If the task is cancelled before its generation is released, it leaves the barrier
+        without breaking it; once released, it always returns its index.
+
         Raises:
           BrokenBarrierError: if the barrier is broken, or breaks while this task waits.
           Exception: whatever the ``action`` raised, in the task that ran it.

@@ -6,6 +6,7 @@ asserted below are exact.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections import Counter, defaultdict
 from typing import Any
@@ -664,20 +665,23 @@ class Arrival:
 @given(
     parties=st.integers(1, 4),
     tasks=st.lists(
-        st.tuples(
-            st.lists(st.integers(0, 4), min_size=1, max_size=4),  # delay before each wait
-            st.lists(st.one_of(st.none(), st.integers(1, 6)), min_size=4, max_size=4),
+        st.lists(  # (delay before a wait, patience: None means no timeout) for each wait
+            st.tuples(st.integers(0, 4), st.sampled_from([None] * 5 + [1, 2, 3, 5, 8])),
+            min_size=1,
+            max_size=8,
         ),
         min_size=1,
-        max_size=7,
+        max_size=8,
     ),
-    aborts=st.lists(st.tuples(st.integers(0, 20), st.integers(0, 5)), max_size=2),
+    aborts=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 5)), max_size=2),
+    traced=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_property_indexes_actions_and_progress(
     parties: int,
-    tasks: list[tuple[list[int], list[int | None]]],
+    tasks: list[list[tuple[int, int | None]]],
     aborts: list[tuple[int, int]],
+    traced: bool,
     seed: int,
 ) -> None:
     arrivals: list[Arrival] = []
@@ -692,19 +696,22 @@ def test_property_indexes_actions_and_progress(
             counts_seen.append(b.n_waiting)
 
         rec = seqlab.Recorder()
-        rec.subscribe(watch)
+        if traced:
+            rec.subscribe(watch)  # check the count at every event
 
-        async def worker(i: int, delays: list[int], patience: list[int | None]) -> None:
-            for delay, limit in zip(delays, patience, strict=False):
+        async def worker(i: int, waits: list[tuple[int, int | None]]) -> None:
+            for delay, limit in waits:
                 await trio.sleep(delay)
                 arrival = Arrival(i, b.generation, counter[0])
                 counter[0] += 1
                 arrivals.append(arrival)
+                counts_seen.append(b.n_waiting)
                 try:
                     with trio.move_on_after(limit if limit is not None else float("inf")):
                         arrival.index = await b.wait()
                 except BrokenBarrierError:
                     arrival.error = "broken"
+                counts_seen.append(b.n_waiting)
 
         async def chaos(at: int, repair_after: int) -> None:
             await trio.sleep(at)
@@ -712,10 +719,10 @@ def test_property_indexes_actions_and_progress(
             await trio.sleep(repair_after)
             b.reset()
 
-        with seqlab.recording(rec):
+        with seqlab.recording(rec) if traced else contextlib.nullcontext(rec):
             async with trio.open_nursery() as nursery:
-                for i, (delays, patience) in enumerate(tasks):
-                    nursery.start_soon(worker, i, delays, patience)
+                for i, waits in enumerate(tasks):
+                    nursery.start_soon(worker, i, waits)
                 for at, repair_after in aborts:
                     nursery.start_soon(chaos, at, repair_after)
                 # Far beyond every delay and timeout: whoever still waits is stuck for good.
