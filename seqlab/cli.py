@@ -94,5 +94,27 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+@command(
+    "install-kernel",
+    'install the Jupyter kernel "Python 3 (seqlab)": ipykernel with %seqlab loaded and one '
+    "persistent trio loop",
+    arg("--user", action="store_true", help="install for the current user only"),
+    arg("--sys-prefix", action="store_true", help="install into this Python environment"),
+    arg("--prefix", metavar="DIR", default=None, help="install into DIR/share/jupyter/kernels"),
+)
+def _install_kernel(args: argparse.Namespace) -> int:
+    from .notebook.kernel import DISPLAY_NAME, install_kernel
+
+    if sum([args.user, args.sys_prefix, args.prefix is not None]) > 1:
+        print(
+            "seqlab install-kernel: give at most one of --user, --sys-prefix, --prefix",
+            file=sys.stderr,
+        )
+        return 2
+    path = install_kernel(user=args.user, sys_prefix=args.sys_prefix, prefix=args.prefix)
+    print(f"installed kernelspec seqlab ({DISPLAY_NAME}) in {path}")
+    return 0
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,0 +1,66 @@
+"""Short, deterministic error reports for notebook output (no paths, no addresses)."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import traceback
+from typing import Any
+
+import trio
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+SCENARIO_FILE_PREFIX = "<seqlab scenario"
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+# Frames from these directories (the standard library, trio, seqlab) are left out of reports:
+# a report shows the code the user wrote.
+_LIBRARY_DIRS = tuple(
+    os.path.dirname(os.path.abspath(module_file)) + os.sep
+    for module_file in (os.__file__, trio.__file__, os.path.dirname(os.path.dirname(__file__)))
+)
+
+
+def safe_repr(value: Any) -> str:
+    """``repr(value)`` without memory addresses."""
+    return _ADDRESS.sub("", repr(value))
+
+
+def describe_error(error: BaseException) -> str:
+    """Each leaf exception of ``error`` with the user's own frames, one line each.
+
+    Example::
+
+        ValueError: boom
+          in scenario, line 3: await worker()
+          in worker, line 2: raise ValueError("boom")
+    """
+    from ..runtime import Deadlock
+
+    if isinstance(error, Deadlock):
+        return f"{error}\n"
+    lines: list[str] = []
+    for leaf in leaves(error):
+        message = str(leaf)
+        name = type(leaf).__name__
+        lines.append(f"{name}: {_ADDRESS.sub('', message)}" if message else name)
+        for frame in traceback.extract_tb(leaf.__traceback__):
+            filename = frame.filename
+            if not filename.startswith("<"):
+                filename = os.path.abspath(filename)
+                if filename.startswith(_LIBRARY_DIRS) or "site-packages" in filename:
+                    continue
+            name = "scenario" if filename.startswith(SCENARIO_FILE_PREFIX) else frame.name
+            code = f": {frame.line.strip()}" if frame.line else ""
+            lines.append(f"  in {name}, line {frame.lineno}{code}")
+    return "\n".join(lines) + "\n"
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside ``error``, with exception groups flattened."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for e in error.exceptions for leaf in leaves(e)]
+    return [error]

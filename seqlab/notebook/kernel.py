@@ -1,0 +1,582 @@
+"""The seqlab teaching kernel: one persistent trio loop living inside ipykernel's asyncio loop.
+
+ipykernel 7 runs on asyncio. Its ``trio_loop`` option does not work on 7.x, and
+``%autoawait trio`` starts a fresh :func:`trio.run` per cell, so tasks die with their cell.
+The seqlab kernel instead starts trio in *guest mode* (:func:`trio.lowlevel.start_guest_run`)
+on the kernel's running asyncio loop, once, when the kernel starts. Then:
+
+- A cell that awaits at top level has each awaiting statement run as a trio task in that loop
+  (the statement's coroutine is handed to trio and the asyncio side awaits its outcome), so
+  ``await trio.sleep(1)`` works and so does everything built on trio.
+- :func:`spawn` starts a background task in the same loop; it keeps running after the cell.
+  If it fails, the error is printed to stderr in the running cell, or in the next cell when
+  the kernel is idle, and the loop keeps going.
+- Interrupting the kernel cancels the running cell's trio work (the cell shows
+  ``KeyboardInterrupt``); background tasks keep running.
+- Shutting the kernel down cancels every task and lets the loop finish cleanly.
+
+Rules of thumb, which follow from running trio on top of asyncio:
+
+- Only a cell that awaits lets the loop run. A cell that blocks (``time.sleep``, a long
+  computation) freezes background tasks until it returns.
+- Cells cannot await asyncio objects (they run in trio); ``trio.run`` cannot be called in
+  this kernel (a trio loop is already running on this thread). :func:`seqlab.run` can: it runs
+  on its own thread.
+
+This module imports only trio and the standard library at import time; Jupyter code is
+imported by the functions that need it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import outcome
+import trio
+
+from ._report import describe_error
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = [
+    "GuestLoop",
+    "current_loop",
+    "spawn",
+    "install_kernel",
+    "KERNEL_NAME",
+    "DISPLAY_NAME",
+    "main",
+]
+
+KERNEL_NAME = "seqlab"
+DISPLAY_NAME = "Python 3 (seqlab)"
+
+# ipykernel routes a stream write or a display to a cell through these context variables;
+# background tasks must not inherit them from the cell that spawned them, so that their
+# output goes to whichever cell is running when they write.
+_ROUTING_VARS = frozenset({"parent_header", "shell_parent", "shell_parent_ident"})
+
+_current: GuestLoop | None = None
+
+
+def current_loop() -> GuestLoop | None:
+    """The teaching kernel's persistent trio loop, or ``None`` outside the seqlab kernel."""
+    return _current
+
+
+@dataclass
+class _CellRun:
+    """One awaiting statement of a cell, handed from asyncio to trio."""
+
+    coro: Coroutine[Any, Any, Any]
+    context: list[tuple[contextvars.ContextVar[Any], Any]]
+    future: asyncio.Future[outcome.Outcome[Any]]
+    scope: trio.CancelScope | None = None
+    cancel_requested: bool = False
+    interrupts: int = 0
+
+
+class GuestLoop:
+    """One trio run in guest mode on an asyncio loop, kept alive until :meth:`stop`.
+
+    States: ``"not started"``, ``"running"``, ``"stopping"``, ``"stopped"`` and ``"crashed"``
+    (the run ended with an error; cells then run on plain asyncio again).
+    """
+
+    def __init__(self) -> None:
+        self.state = "not started"
+        self.error: BaseException | None = None
+        self._host: asyncio.AbstractEventLoop | None = None
+        self._nursery: trio.Nursery | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._done = threading.Event()
+        self._background: set[str] = set()
+        self._cells = 0
+        self._busy = False
+        self._pending_reports: list[str] = []
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self, host: asyncio.AbstractEventLoop | None = None) -> None:
+        """Start the trio guest run on ``host`` (default: the running asyncio loop)."""
+        if self.state != "not started":
+            raise RuntimeError(f"this loop was already started (state: {self.state})")
+        self._host = host if host is not None else asyncio.get_running_loop()
+        self.state = "starting"
+        # The loop's tasks start from an empty context: nothing of the cell that happened to
+        # be current leaks into them (cells pass their own context explicitly).
+        contextvars.Context().run(
+            trio.lowlevel.start_guest_run,
+            self._main,
+            run_sync_soon_threadsafe=self._host.call_soon_threadsafe,
+            run_sync_soon_not_threadsafe=self._host.call_soon,
+            done_callback=self._finished,
+            host_uses_signal_set_wakeup_fd=True,
+        )
+
+    async def _main(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._token = trio.lowlevel.current_trio_token()
+            self.state = "running"
+            await trio.sleep_forever()
+
+    def _finished(self, result: outcome.Outcome[None]) -> None:
+        if isinstance(result, outcome.Error) and not _only_cancelled(result.error):
+            self.state = "crashed"
+            self.error = result.error
+            self._report(
+                "seqlab: the trio loop stopped with an error:\n" + describe_error(result.error)
+            )
+        else:
+            self.state = "stopped"
+        self._nursery = None
+        self._done.set()
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def stop(self) -> None:
+        """Ask the loop to cancel every task and finish (returns at once; thread-safe)."""
+        if self.state in ("running", "starting") and self._token is not None:
+            self.state = "stopping"
+            try:
+                self._token.run_sync_soon(self._cancel_all)
+            except trio.RunFinishedError:
+                pass
+
+    def _cancel_all(self) -> None:
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Block until the run has finished (from a thread other than the loop's)."""
+        return self._done.wait(timeout)
+
+    def finish(self, timeout: float = 5.0) -> None:
+        """Stop the loop and drive the (no longer running) host loop until trio is done."""
+        host = self._host
+        if host is None or self._done.is_set():
+            return
+        self.stop()
+
+        async def wait_done() -> None:
+            while not self._done.is_set():
+                await asyncio.sleep(0.01)
+
+        if host.is_running():
+            raise RuntimeError("finish() needs the host loop stopped; use stop() instead")
+        host.run_until_complete(asyncio.wait_for(wait_done(), timeout))
+
+    # ----------------------------------------------------------------- statistics
+
+    @property
+    def background_tasks(self) -> list[str]:
+        """Names of the background tasks started by :func:`spawn` that are still running."""
+        return sorted(self._background)
+
+    def describe(self) -> str:
+        """One line for ``%seqlab status``."""
+        if self.state == "running":
+            n = len(self._background)
+            tasks = "no background tasks" if n == 0 else f"{n} background task" + "s" * (n > 1)
+            return f"running (one persistent trio loop in guest mode, {tasks})"
+        if self.state == "crashed":
+            return f"crashed ({type(self.error).__name__}); cells run on asyncio again"
+        return self.state
+
+    # ----------------------------------------------------------------- cells
+
+    async def run_cell_coroutine(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run a cell's coroutine as a trio task in this loop and return its result.
+
+        Called on the asyncio side. An interrupt (SIGINT while the cell awaits) cancels the
+        trio task; once it has finished, ``KeyboardInterrupt`` is raised. A second interrupt
+        stops waiting for a task that ignores cancellation (it keeps running).
+        """
+        __tracebackhide__ = True
+        assert self._host is not None
+        cell = _CellRun(coro, list(contextvars.copy_context().items()), self._host.create_future())
+        self._submit(self._start_cell, cell)
+        restore = self._catch_sigint(cell)
+        try:
+            while True:
+                try:
+                    result = await asyncio.shield(cell.future)
+                    break
+                except asyncio.CancelledError:
+                    # ipykernel cancels the awaiting asyncio task on an interrupt. When our
+                    # own SIGINT handler is in place it has seen the same interrupt already.
+                    if restore is None:
+                        self._interrupt(cell)
+        finally:
+            if restore is not None:
+                restore()
+        if isinstance(result, outcome.Value):
+            return result.value
+        assert isinstance(result, outcome.Error)
+        error = result.error
+        del result
+        if cell.interrupts and isinstance(error, trio.Cancelled):
+            # Show where the cell was waiting, as a plain interrupted cell would.
+            raise KeyboardInterrupt().with_traceback(_user_part(error.__traceback__))
+        raise error
+
+    def _catch_sigint(self, cell: _CellRun) -> Callable[[], None] | None:
+        """Route SIGINT to ``cell`` while it runs; return the function that undoes it.
+
+        ipykernel 7.4's own handler cancels the cell only when the asyncio loop next wakes
+        up (it schedules with a non-threadsafe ``call_soon`` from the signal handler), which
+        may be never while the cell sleeps; this one wakes the loop.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        host = self._host
+        assert host is not None
+        previous = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            if callable(previous) and previous is not signal.default_int_handler:
+                previous(signum, frame)
+            host.call_soon_threadsafe(self._interrupt, cell)
+
+        signal.signal(signal.SIGINT, on_sigint)
+
+        def restore() -> None:
+            if signal.getsignal(signal.SIGINT) is on_sigint:
+                signal.signal(signal.SIGINT, previous)
+
+        return restore
+
+    def _interrupt(self, cell: _CellRun) -> None:
+        cell.interrupts += 1
+        if cell.interrupts == 1:
+            self._submit(self._cancel_cell, cell)
+        else:
+            message = "the cell's trio task ignores cancellation; it keeps running"
+            _set(cell.future, outcome.Error(KeyboardInterrupt(message)))
+
+    def _submit(self, fn: Callable[..., object], *args: Any) -> None:
+        if self._token is None or not self.running:
+            raise RuntimeError("the seqlab trio loop is not running")
+        self._token.run_sync_soon(fn, *args)
+
+    def _start_cell(self, cell: _CellRun) -> None:
+        if self._nursery is None:
+            cell.coro.close()
+            _set(cell.future, outcome.Error(RuntimeError("the seqlab trio loop has stopped")))
+            return
+        self._cells += 1
+        self._nursery.start_soon(self._cell_task, cell, name=f"cell-{self._cells}")
+
+    def _cancel_cell(self, cell: _CellRun) -> None:
+        cell.cancel_requested = True
+        if cell.scope is not None:
+            cell.scope.cancel()
+
+    async def _cell_task(self, cell: _CellRun) -> None:
+        __tracebackhide__ = True
+        for var, value in cell.context:
+            var.set(value)
+        with trio.CancelScope() as scope:
+            cell.scope = scope
+            if cell.cancel_requested:
+                scope.cancel()
+            try:
+                value = await cell.coro
+            except BaseException as exc:
+                result: outcome.Outcome[Any] = outcome.Error(exc)
+            else:
+                result = outcome.Value(value)
+        _set(cell.future, result)
+
+    # ----------------------------------------------------------------- background tasks
+
+    def spawn(
+        self, async_fn: Callable[..., Awaitable[object]], *args: Any, name: str | None = None
+    ) -> None:
+        """See :func:`spawn`."""
+        label = name or getattr(async_fn, "__name__", type(async_fn).__name__)
+        ctx = contextvars.Context()
+        for var, value in contextvars.copy_context().items():
+            if var.name not in _ROUTING_VARS:
+                ctx.run(var.set, value)
+        self._submit(self._start_background, ctx, async_fn, args, label)
+
+    def _start_background(
+        self,
+        ctx: contextvars.Context,
+        async_fn: Callable[..., Awaitable[object]],
+        args: tuple[Any, ...],
+        label: str,
+    ) -> None:
+        nursery = self._nursery
+        if nursery is None:
+            return
+
+        def start() -> None:
+            nursery.start_soon(self._background_task, async_fn, args, label, name=label)
+
+        # The task's context is a copy of the one current when start_soon is called.
+        ctx.run(start)
+
+    async def _background_task(
+        self, async_fn: Callable[..., Awaitable[object]], args: tuple[Any, ...], label: str
+    ) -> None:
+        self._background.add(label)
+        try:
+            await async_fn(*args)
+        except trio.Cancelled:
+            raise
+        except BaseException as exc:
+            rest: BaseException | None = exc
+            cancelled: BaseException | None = None
+            if isinstance(exc, BaseExceptionGroup):
+                cancelled, rest = exc.split(trio.Cancelled)
+            if rest is not None:
+                self._report(f"seqlab: background task {label!r} failed:\n" + describe_error(rest))
+            if cancelled is not None:
+                raise cancelled from None
+        finally:
+            self._background.discard(label)
+
+    # ----------------------------------------------------------------- error reports
+
+    def cell_started(self) -> None:
+        """The kernel began executing a cell: print reports that arrived while idle."""
+        self._busy = True
+        pending, self._pending_reports = self._pending_reports, []
+        for text in pending:
+            print(text, file=sys.stderr, end="")
+
+    def cell_finished(self) -> None:
+        self._busy = False
+
+    def _report(self, text: str) -> None:
+        if self._busy:
+            print(text, file=sys.stderr, end="")
+        else:
+            self._pending_reports.append(text)
+
+
+def _user_part(tb: TracebackType | None) -> TracebackType | None:
+    """``tb`` cut after its last frame outside trio (where the cell was waiting)."""
+    libraries = (os.path.dirname(trio.__file__), os.path.dirname(outcome.__file__))
+    last_user = None
+    walk = tb
+    while walk is not None:
+        if not walk.tb_frame.f_code.co_filename.startswith(libraries):
+            last_user = walk
+        walk = walk.tb_next
+    if last_user is not None:
+        last_user.tb_next = None
+    return tb
+
+
+def _set(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _only_cancelled(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_cancelled(e) for e in exc.exceptions)
+    return isinstance(exc, trio.Cancelled)
+
+
+def spawn(async_fn: Callable[..., Awaitable[object]], *args: Any, name: str | None = None) -> None:
+    """Start ``async_fn(*args)`` as a background task in the seqlab kernel's trio loop.
+
+    The task keeps running after the cell that started it, like a task started in a nursery
+    that lives as long as the kernel. Use it for a producer that keeps feeding a live view, or
+    a server you talk to from later cells::
+
+        async def ticker(n):
+            for i in range(n):
+                await trio.sleep(1)
+                print("tick", i)
+
+        seqlab.spawn(ticker, 10)
+
+    If the task raises, its traceback is printed to stderr (in the running cell, or in the
+    next one when the kernel is idle) and the loop keeps going. Cancellation: interrupting a
+    cell does not cancel background tasks; shutting down or restarting the kernel does.
+    Works only in the seqlab kernel ("Python 3 (seqlab)"), which hosts the persistent loop.
+    """
+    if not callable(async_fn):
+        raise TypeError(f"async_fn must be an async function, got {type(async_fn).__name__}")
+    if isinstance(async_fn, Coroutine):
+        raise TypeError(
+            "pass the async function and its arguments, not a coroutine: "
+            "spawn(fn, x), not spawn(fn(x))"
+        )
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    loop = _current
+    if loop is None or not loop.running:
+        raise RuntimeError(
+            "seqlab.spawn needs the seqlab kernel's persistent trio loop, and "
+            + ("this is not the seqlab kernel" if loop is None else f"the loop is {loop.state}")
+            + ". Install it with `seqlab install-kernel --user` and pick the kernel "
+            f"{DISPLAY_NAME!r}; in other kernels use a nursery inside one cell."
+        )
+    loop.spawn(async_fn, *args, name=name)
+
+
+# --------------------------------------------------------------------------- IPython glue
+
+
+def attach_shell(shell: Any, loop: GuestLoop) -> None:
+    """Make ``shell`` run the awaiting statements of its cells in ``loop`` (idempotent)."""
+    if getattr(shell, "_seqlab_guest_loop", None) is loop:
+        return
+    shell._seqlab_guest_loop = loop
+    original = shell.run_code
+
+    async def run_code(code_obj: Any, result: Any = None, *, async_: bool = False) -> bool:
+        if not async_ or not loop.running:
+            return bool(await original(code_obj, result, async_=async_))
+        return await _run_code_in_loop(shell, loop, code_obj, result)
+
+    shell.run_code = run_code
+    shell.events.register("pre_execute", loop.cell_started)
+    shell.events.register("post_execute", loop.cell_finished)
+
+
+async def _run_code_in_loop(shell: Any, loop: GuestLoop, code_obj: Any, result: Any) -> bool:
+    """IPython's ``run_code`` for an awaiting statement, with the await done in trio."""
+    import bdb
+
+    # IPython hides this frame and everything above it in tracebacks.
+    __tracebackhide__ = "__ipython_bottom__"
+    old_excepthook, sys.excepthook = sys.excepthook, shell.excepthook
+    shell.sys_excepthook = old_excepthook
+    failed = True
+    try:
+        try:
+            await loop.run_cell_coroutine(eval(code_obj, shell.user_global_ns, shell.user_ns))
+        finally:
+            sys.excepthook = old_excepthook
+    except SystemExit as e:
+        if result is not None:
+            result.error_in_exec = e
+        shell.showtraceback(exception_only=True)
+    except bdb.BdbQuit:
+        if result is not None:
+            result.error_in_exec = sys.exc_info()[1]
+    except shell.custom_exceptions:
+        etype, value, tb = sys.exc_info()
+        if result is not None:
+            result.error_in_exec = value
+        shell.CustomTB(etype, value, tb)
+    except BaseException:
+        if result is not None:
+            result.error_in_exec = sys.exc_info()[1]
+        shell.showtraceback(running_compiled_code=True)
+    else:
+        failed = False
+    return failed
+
+
+# --------------------------------------------------------------------------- kernelspec
+
+
+def kernel_spec() -> dict[str, Any]:
+    """The ``kernel.json`` of the seqlab kernel, for this Python."""
+    return {
+        "argv": [sys.executable, "-m", "seqlab.notebook.kernel", "-f", "{connection_file}"],
+        "display_name": DISPLAY_NAME,
+        "language": "python",
+        "interrupt_mode": "signal",
+        "metadata": {"debugger": False},
+    }
+
+
+def install_kernel(
+    *, user: bool = False, sys_prefix: bool = False, prefix: str | None = None
+) -> str:
+    """Install the ``seqlab`` kernelspec and return the directory it was written to.
+
+    Exactly one of ``user`` (your home's Jupyter directory), ``sys_prefix`` (this Python's
+    environment) or ``prefix`` (``PREFIX/share/jupyter/kernels``) may be given; with none,
+    the system-wide location is used, as ``jupyter kernelspec install`` does.
+    """
+    import json
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if sum([bool(user), bool(sys_prefix), prefix is not None]) > 1:
+        raise ValueError("give at most one of user, sys_prefix and prefix")
+    if sys_prefix:
+        prefix = sys.prefix
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "kernel.json"), "w") as f:
+            json.dump(kernel_spec(), f, indent=1)
+            f.write("\n")
+        return str(
+            KernelSpecManager().install_kernel_spec(
+                tmp, KERNEL_NAME, user=user, prefix=prefix, replace=True
+            )
+        )
+
+
+# --------------------------------------------------------------------------- launcher
+
+
+def _kernel_class() -> type:
+    from ipykernel.ipkernel import IPythonKernel
+
+    class SeqlabKernel(IPythonKernel):
+        """ipykernel's Python kernel, whose shutdown also stops the persistent trio loop."""
+
+        def do_shutdown(self, restart: bool) -> Any:
+            loop = current_loop()
+            if loop is not None:
+                loop.stop()
+                if threading.current_thread() is not threading.main_thread():
+                    loop.wait_stopped(timeout=3.0)
+            return super().do_shutdown(restart)
+
+    return SeqlabKernel
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Start the seqlab kernel: ipykernel + ``%load_ext seqlab`` + one persistent trio loop."""
+    global _current
+    from ipykernel.kernelapp import IPKernelApp
+    from tornado.ioloop import IOLoop
+
+    loop = GuestLoop()
+    _current = loop
+    app = IPKernelApp.instance(kernel_class=_kernel_class())
+    app.initialize(["--ext=seqlab", *(sys.argv[1:] if argv is None else argv)])
+    host = IOLoop.current()
+    host.add_callback(lambda: loop.start(asyncio.get_running_loop()))
+    try:
+        app.start()
+    finally:
+        asyncio_loop = getattr(host, "asyncio_loop", None)
+        if asyncio_loop is not None and not asyncio_loop.is_closed():
+            try:
+                loop.finish()
+            except (RuntimeError, TimeoutError):
+                pass
+
+
+if __name__ == "__main__":
+    # Run the real module's main, not this __main__ copy, so the extension finds the loop.
+    from seqlab.notebook.kernel import main as _main
+
+    _main()

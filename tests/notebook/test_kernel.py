@@ -1,0 +1,273 @@
+"""The seqlab teaching kernel, driven through jupyter_client like a notebook front end does.
+
+One kernel is shared by most tests (each uses names of its own); tests that end or interrupt
+a kernel start their own. The notebook ``kernel_demo.ipynb`` next to this file is checked
+with nbval against the same kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from seqlab.cli import main as cli_main
+from seqlab.notebook.kernel import DISPLAY_NAME, KERNEL_NAME, kernel_spec
+
+HERE = pathlib.Path(__file__).parent
+ROOT = HERE.parents[1]
+
+SETUP = "import trio, seqlab\nfrom seqlab.notebook import spawn, current_loop"
+
+
+# --------------------------------------------------------------------------- kernelspec
+
+
+def test_install_kernel_writes_a_kernelspec_that_starts_our_launcher(seqlab_kernelspec):
+    spec = json.loads((seqlab_kernelspec / "kernel.json").read_text())
+    assert spec["display_name"] == DISPLAY_NAME == "Python 3 (seqlab)"
+    assert seqlab_kernelspec.name == KERNEL_NAME == "seqlab"
+    assert spec["argv"][1:] == ["-m", "seqlab.notebook.kernel", "-f", "{connection_file}"]
+    assert spec["argv"][0] == sys.executable
+    assert spec["language"] == "python"
+    assert spec == kernel_spec()
+
+
+def test_install_kernel_rejects_two_locations(capsys):
+    assert cli_main(["install-kernel", "--user", "--prefix", "/nonexistent"]) == 2
+    assert "at most one of" in capsys.readouterr().err
+
+
+def test_install_kernel_sys_prefix_flag_is_accepted_by_the_parser():
+    from seqlab.cli import build_parser
+
+    args = build_parser().parse_args(["install-kernel", "--sys-prefix"])
+    assert (args.sys_prefix, args.user, args.prefix) == (True, False, None)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def test_top_level_await_runs_in_the_persistent_trio_loop(seqlab_kernel: Any):
+    assert seqlab_kernel.run(SETUP).status == "ok"
+    cell = seqlab_kernel.run(
+        "t0 = trio.current_time()\nawait trio.sleep(0.05)\nprint(trio.current_time() - t0 >= 0.05)"
+    )
+    assert (cell.status, cell.stdout, cell.stderr) == ("ok", "True\n", "")
+    # The value of an awaited last expression is the cell's result, as in any kernel.
+    cell = seqlab_kernel.run(
+        "async def answer():\n    await trio.sleep(0)\n    return 42\nawait answer()"
+    )
+    assert cell.results == ["42"]
+    # Every awaiting cell runs in the same trio run: a trio token survives between cells.
+    first = seqlab_kernel.run("tok = trio.lowlevel.current_trio_token()\nawait trio.sleep(0)")
+    assert first.status == "ok"
+    same = seqlab_kernel.run("await trio.sleep(0)\ntrio.lowlevel.current_trio_token() is tok")
+    assert same.results == ["True"]
+
+
+def test_errors_in_awaiting_cells_show_the_cell_and_the_loop_survives(seqlab_kernel: Any):
+    seqlab_kernel.run(SETUP)
+    cell = seqlab_kernel.run(
+        "async def broken():\n    await trio.sleep(0)\n    1 / 0\nawait broken()"
+    )
+    assert (cell.status, cell.ename) == ("error", "ZeroDivisionError")
+    assert seqlab_kernel.run("await trio.sleep(0)\nprint('still here')").stdout == "still here\n"
+
+
+def test_a_spawned_task_keeps_running_across_cells(seqlab_kernel: Any):
+    seqlab_kernel.run(SETUP)
+    cell1 = seqlab_kernel.run(
+        "ticks = []\n"
+        "async def ticker():\n"
+        "    while True:\n"
+        "        ticks.append(trio.current_time())\n"
+        "        await trio.sleep(0.01)\n"
+        "spawn(ticker)"
+    )
+    assert cell1.status == "ok"
+    cell2 = seqlab_kernel.run("n_after_cell_2 = len(ticks)\nawait trio.sleep(0.1)")
+    assert cell2.status == "ok"
+    cell3 = seqlab_kernel.run(
+        "print(len(ticks) > n_after_cell_2 > 0, 'ticker' in current_loop().background_tasks)"
+    )
+    assert cell3.stdout == "True True\n"
+    # It also advances while the kernel is idle between cells (the host loop runs).
+    before = seqlab_kernel.run("print(len(ticks))").stdout
+    time.sleep(0.2)
+    after = seqlab_kernel.run("print(len(ticks))").stdout
+    assert int(after) > int(before)
+
+
+def test_background_failure_is_reported_and_the_loop_keeps_going(seqlab_kernel: Any):
+    seqlab_kernel.run(SETUP)
+    seqlab_kernel.run(
+        "beats = []\nasync def beat():\n    while True:\n        beats.append(1)\n        await trio.sleep(0.01)\nspawn(beat, name='beat')"
+    )
+    fail = (
+        "async def doomed(delay):\n"
+        "    await trio.sleep(delay)\n"
+        "    raise ValueError('the ledger is gone')\n"
+    )
+    # Failing while a cell runs: reported in that cell's stderr.
+    cell = seqlab_kernel.run(fail + "spawn(doomed, 0.01)\nawait trio.sleep(0.2)")
+    assert cell.status == "ok"
+    assert cell.stderr == (
+        "seqlab: background task 'doomed' failed:\n"
+        "ValueError: the ledger is gone\n"
+        "  in doomed, line 3: raise ValueError('the ledger is gone')\n"
+    )
+    # Failing while the kernel is idle: reported at the start of the next cell.
+    assert seqlab_kernel.run("spawn(doomed, 0.01, name='later')").stderr == ""
+    time.sleep(0.3)
+    cell = seqlab_kernel.run("print('next cell runs')")
+    assert cell.status == "ok"
+    assert cell.stdout == "next cell runs\n"
+    assert cell.stderr.startswith("seqlab: background task 'later' failed:\nValueError")
+    # The loop and the other background task are unharmed.
+    cell = seqlab_kernel.run(
+        "n = len(beats)\nawait trio.sleep(0.05)\n"
+        "print(len(beats) > n, current_loop().state, 'beat' in current_loop().background_tasks)"
+    )
+    assert cell.stdout == "True running True\n"
+
+
+def test_status_magic_describes_the_loop(seqlab_kernel: Any):
+    cell = seqlab_kernel.run("%seqlab status")
+    assert cell.status == "ok"
+    assert "loop: running (one persistent trio loop in guest mode" in cell.stdout
+
+
+def test_seqlab_run_in_the_kernel_is_deterministic(seqlab_kernel: Any):
+    seqlab_kernel.run("from seqlab.examples.bank import deposits")
+    cell = "%%seqlab run --seed 4\nawait trio.sleep(1.5)\nawait deposits(3)"
+    first = seqlab_kernel.run(cell)
+    second = seqlab_kernel.run(cell)
+    assert first.status == second.status == "ok"
+    assert first.stdout == second.stdout
+    assert first.stdout.startswith("seed: 4\nclock: virtual, 1.500 s\ntasks: 4 (")
+    assert "teller-2" in first.stdout
+    # The scenario ran on its own thread while the persistent loop lived on.
+    loop = seqlab_kernel.run("await trio.sleep(0)\ncurrent_loop().state")
+    assert loop.results == ["'running'"]
+
+
+def test_interrupt_cancels_the_running_await_and_the_kernel_answers(
+    fresh_seqlab_kernel: Any,
+):
+    kernel = fresh_seqlab_kernel
+    kernel.run(SETUP)
+    kernel.run(
+        "beats = []\nasync def beat():\n    while True:\n        beats.append(1)\n"
+        "        await trio.sleep(0.01)\nspawn(beat)"
+    )
+    msg_id = kernel.client.execute(
+        "cleaned = []\nasync def long_wait():\n    try:\n        await trio.sleep(3600)\n"
+        "    finally:\n        cleaned.append(True)\nawait long_wait()"
+    )
+    kernel.wait_started(msg_id)
+    time.sleep(0.3)
+    started = time.monotonic()
+    kernel.manager.interrupt_kernel()
+    cell = kernel.collect(msg_id, timeout=10)
+    assert time.monotonic() - started < 5
+    assert (cell.status, cell.ename) == ("error", "KeyboardInterrupt")
+    after = kernel.run(
+        "n = len(beats)\nawait trio.sleep(0.05)\nprint(cleaned, len(beats) > n, current_loop().state)"
+    )
+    assert (after.status, after.stdout) == ("ok", "[True] True running\n")
+
+
+def test_interrupt_also_works_when_nothing_else_wakes_the_loop(fresh_seqlab_kernel: Any):
+    # ipykernel 7.4 alone only notices the interrupt at the next loop wake-up; the seqlab
+    # kernel wakes the loop itself, so a lone long sleep is interrupted at once.
+    kernel = fresh_seqlab_kernel
+    kernel.run(SETUP)
+    msg_id = kernel.client.execute("await trio.sleep(3600)")
+    kernel.wait_started(msg_id)
+    time.sleep(0.3)
+    kernel.manager.interrupt_kernel()
+    assert kernel.collect(msg_id, timeout=10).ename == "KeyboardInterrupt"
+    assert kernel.run("await trio.sleep(0)\n1 + 1").results == ["2"]
+
+
+def test_shutdown_cancels_the_loop_cleanly(fresh_seqlab_kernel: Any, tmp_path):
+    kernel = fresh_seqlab_kernel
+    marker = tmp_path / "cancelled.txt"
+    kernel.run(SETUP)
+    cell = kernel.run(
+        "async def server():\n"
+        "    try:\n"
+        "        await trio.sleep_forever()\n"
+        "    except trio.Cancelled:\n"
+        f"        open({str(marker)!r}, 'w').write('cancelled cleanly')\n"
+        "        raise\n"
+        "spawn(server)\nawait trio.sleep(0.05)"
+    )
+    assert cell.status == "ok"
+    kernel.client.stop_channels()
+    kernel.manager.shutdown_kernel(now=False)
+    assert marker.read_text() == "cancelled cleanly"
+    assert not kernel.manager.is_alive()
+
+
+# --------------------------------------------------------------------------- other kernels
+
+
+def test_plain_python3_kernel_loads_the_extension_and_runs_scenarios(start_kernel):
+    kernel = start_kernel("python3")
+    assert kernel.run("%load_ext seqlab").status == "ok"
+    cell = "%%seqlab run --seed 2\nimport trio\nawait trio.sleep(3)\n'done'"
+    first, second = kernel.run(cell), kernel.run(cell)
+    assert first.status == "ok"
+    assert first.stdout == second.stdout
+    assert first.stdout.startswith("seed: 2\nclock: virtual, 3.000 s\n")
+    assert "result: 'done'" in first.stdout
+    status = kernel.run("%seqlab status").stdout
+    assert "loop: none (not the seqlab kernel" in status
+    spawn = kernel.run("from seqlab.notebook import spawn\nasync def f():\n    pass\nspawn(f)")
+    assert spawn.ename == "RuntimeError"
+    assert "seqlab install-kernel" in (spawn.evalue or "")
+    # Top-level await keeps IPython's usual (asyncio) behaviour there.
+    assert kernel.run("import asyncio\nawait asyncio.sleep(0)\n7").results == ["7"]
+
+
+# --------------------------------------------------------------------------- nbval
+
+
+def test_demo_notebook_passes_nbval_with_the_seqlab_kernel(seqlab_kernelspec):
+    notebook = HERE / "kernel_demo.ipynb"
+    assert json.loads(notebook.read_text())["metadata"]["kernelspec"]["name"] == "seqlab"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbval",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            str(notebook),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "JUPYTER_PATH": os.environ["JUPYTER_PATH"]},
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout
+
+
+@pytest.mark.parametrize("module", ["seqlab", "seqlab.notebook", "seqlab.notebook.kernel"])
+def test_importing_stays_light(module):
+    heavy = ("IPython", "ipykernel", "ipywidgets", "anywidget", "jupyter_client", "tornado")
+    code = f"import sys, {module}; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
