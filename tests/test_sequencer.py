@@ -1,0 +1,775 @@
+"""Sequencer and Dispatcher: sequential, ordered, fair; failures, close, backpressure, cancel."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import seqlab
+from seqlab.sequencer import (
+    Dispatcher,
+    DispatcherStatistics,
+    Sequencer,
+    SequencerStatistics,
+    TaskCancelledError,
+    Ticket,
+    open_dispatcher,
+    open_sequencer,
+)
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup, ExceptionGroup
+
+SEEDS = range(20)
+
+
+class RaceDetector:
+    """Counts tasks inside a critical section; remembers the worst overlap it saw."""
+
+    def __init__(self) -> None:
+        self.inside = 0
+        self.max_inside = 0
+
+    async def section(self, log: list[object], item: object, yields: int = 2) -> None:
+        self.inside += 1
+        self.max_inside = max(self.max_inside, self.inside)
+        for _ in range(yields):
+            await trio.lowlevel.checkpoint()
+        log.append(item)
+        self.inside -= 1
+
+
+def explore_ok(fn, seeds=SEEDS) -> None:
+    result = seqlab.explore(fn, seeds=seeds)
+    assert result.ok, str(result)
+
+
+# ---------------------------------------------------------------- basics
+
+
+def test_sync_and_async_tasks_run_in_order_and_return_results():
+    async def main():
+        log = []
+
+        async def slow(x):
+            await trio.sleep(1)
+            log.append(x)
+            return x * 10
+
+        async with open_sequencer(name="db") as seq:
+            assert isinstance(seq, Sequencer)
+            first = seq.submit_nowait(log.append, "a")
+            second = seq.submit_nowait(slow, "b")
+            third = await seq.submit(log.append, "c")
+            assert isinstance(first, Ticket)
+            assert not second.done
+            assert await seq.call(slow, "d") == "d" * 10
+            assert first.done and second.done and third.done
+            assert await second == "b" * 10
+            assert await first is None
+            assert [first.number, second.number, third.number] == [0, 1, 2]
+        assert log == ["a", "b", "c", "d"]
+        assert trio.current_time() == 2.0
+
+    seqlab.run(main, seed=1)
+
+
+def test_ticket_can_be_awaited_by_several_tasks_and_after_done():
+    async def main():
+        results = []
+        async with open_sequencer() as seq:
+            ticket = seq.submit_nowait(trio.sleep, 3)
+
+            async def waiter():
+                results.append((await ticket, trio.current_time()))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(waiter)
+            assert await ticket is None
+        assert results == [(None, 3.0)] * 3
+
+    explore_ok(main)
+
+
+def test_repr_and_labels_have_no_addresses():
+    async def main():
+        async with open_sequencer() as a, open_sequencer(name="b") as b:
+            ticket = a.submit_nowait(int)
+            assert repr(ticket) == "<Ticket 0 of Sequencer #1: queued>"
+            await ticket
+            assert repr(ticket) == "<Ticket 0 of Sequencer #1: done>"
+            assert repr(b) == "<Sequencer 'b' (0 pending)>"
+            assert "0x" not in repr(a._dispatcher)
+
+    seqlab.run(main, seed=0)
+
+
+# ---------------------------------------------------------------- Michonne certification
+
+
+def michonne(count: int, workers: int = 1):
+    """Tasks alternately to a sequencer and straight to its dispatcher: dispatch order holds."""
+
+    async def main():
+        log: list[int] = []
+        detector = RaceDetector()
+        async with open_dispatcher(workers=workers) as d:
+            async with open_sequencer(name="certified", dispatcher=d) as seq:
+                for i in range(count):
+                    if i % 2 == 0:
+                        seq.submit_nowait(detector.section, log, i)
+                    else:
+                        d.submit_nowait(detector.section, log, i)
+        return log, detector.max_inside
+
+    return main
+
+
+def test_michonne_certification_exact_dispatch_order_under_many_seeds():
+    for seed in range(5):
+        log, overlap = seqlab.run(michonne(1000), seed=seed)
+        assert log == list(range(1000))
+        assert overlap == 1
+
+
+def test_michonne_sequenced_half_stays_ordered_and_exclusive_with_many_workers():
+    async def main():
+        log: list[int] = []
+        direct: list[int] = []
+        detector = RaceDetector()
+        plain = RaceDetector()
+        async with open_dispatcher(workers=4) as d:
+            async with open_sequencer(dispatcher=d) as seq:
+                for i in range(200):
+                    if i % 2 == 0:
+                        seq.submit_nowait(detector.section, log, i)
+                    else:
+                        d.submit_nowait(plain.section, direct, i)
+        assert log == list(range(0, 200, 2))
+        assert detector.max_inside == 1
+        assert sorted(direct) == list(range(1, 200, 2))
+        # The detector can see overlap: direct tasks on 4 workers do overlap.
+        assert plain.max_inside > 1
+
+    explore_ok(main)
+
+
+def test_race_detector_catches_unsequenced_tasks():
+    """Control experiment: the same work as plain nursery tasks overlaps and reorders."""
+
+    async def main():
+        log: list[int] = []
+        detector = RaceDetector()
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(detector.section, log, i)
+        return log, detector.max_inside
+
+    logs = [seqlab.run(main, seed=seed) for seed in range(3)]
+    assert all(overlap > 1 for _, overlap in logs)
+    assert any(log != list(range(50)) for log, _ in logs)
+
+
+# ---------------------------------------------------------------- fairness
+
+
+def test_plain_task_is_not_starved_by_a_busy_sequencer():
+    async def main():
+        events: list[str] = []
+
+        async def plain():
+            for _ in range(10):
+                await trio.lowlevel.checkpoint()
+            events.append("plain done")
+
+        async with trio.open_nursery() as nursery, open_sequencer() as seq:
+            for i in range(100):
+                seq.submit_nowait(events.append, i)
+            nursery.start_soon(plain)
+        position = events.index("plain done")
+        # Each task costs the sequencer one turn of the scheduler, like a plain checkpoint.
+        assert position <= 15, position
+        assert events[-1] == 99
+
+    explore_ok(main)
+
+
+def test_two_sequencers_on_one_worker_alternate_strictly():
+    async def main():
+        log: list[str] = []
+        async with open_dispatcher(workers=1) as d:
+            async with (
+                open_sequencer(name="a", dispatcher=d) as a,
+                open_sequencer(name="b", dispatcher=d) as b,
+            ):
+                for i in range(10):
+                    a.submit_nowait(log.append, f"a{i}")
+                for i in range(5):
+                    b.submit_nowait(log.append, f"b{i}")
+        alternating = [x for i in range(5) for x in (f"a{i}", f"b{i}")]
+        assert log == alternating + [f"a{i}" for i in range(5, 10)]
+
+    explore_ok(main)
+
+
+def test_round_robin_between_three_sequencers_and_direct_tasks():
+    async def main():
+        log: list[str] = []
+        async with open_dispatcher() as d:
+            async with (
+                open_sequencer(dispatcher=d) as a,
+                open_sequencer(dispatcher=d) as b,
+                open_sequencer(dispatcher=d) as c,
+            ):
+                for name, seq in (("a", a), ("b", b), ("c", c)):
+                    for i in range(3):
+                        seq.submit_nowait(log.append, f"{name}{i}")
+                d.submit_nowait(log.append, "direct")
+        # No sequencer ever runs twice in a row while another has a task ready.
+        assert log[:9] == ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2", "c2"]
+        assert log[9] == "direct"
+
+    explore_ok(main)
+
+
+def test_many_workers_run_different_sequencers_at_once_each_sequentially():
+    async def main():
+        running = 0
+        peak = 0
+        detectors = [RaceDetector() for _ in range(5)]
+        logs: list[list[int]] = [[] for _ in range(5)]
+
+        async def job(k, i):
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await detectors[k].section(logs[k], i)
+            await trio.sleep(1)
+            running -= 1
+
+        async with open_dispatcher(workers=3) as d, contextlib.AsyncExitStack() as stack:
+            seqs = [await stack.enter_async_context(open_sequencer(dispatcher=d)) for _ in "abcde"]
+            for i in range(4):
+                for k, seq in enumerate(seqs):
+                    seq.submit_nowait(job, k, i)
+        assert peak == 3
+        assert all(det.max_inside == 1 for det in detectors)
+        assert logs == [list(range(4))] * 5
+        assert trio.current_time() == 7.0  # 20 one-second tasks on 3 workers, 5 sequencers
+
+    explore_ok(main, seeds=range(10))
+
+
+# ---------------------------------------------------------------- failures
+
+
+def test_exception_belongs_to_its_ticket_and_later_tasks_still_run():
+    async def main():
+        log = []
+
+        def boom():
+            raise ValueError("boom")
+
+        async with open_sequencer(name="db") as seq:
+            seq.submit_nowait(log.append, 1)
+            bad = seq.submit_nowait(boom)
+            seq.submit_nowait(log.append, 2)
+            with pytest.raises(ValueError, match="boom"):
+                await bad
+            with pytest.raises(ValueError, match="boom"):
+                await seq.call(boom)
+            assert bad.done and not bad.cancelled
+        assert log == [1, 2]
+        stats = seq.statistics()
+        assert (stats.completed, stats.failed, stats.cancelled) == (2, 2, 0)
+
+    explore_ok(main)
+
+
+def test_unretrieved_exception_is_raised_at_exit():
+    async def main():
+        async with open_sequencer(name="db") as seq:
+            seq.submit_nowait(int, "not a number")
+            seq.submit_nowait(int, "7")
+
+    with pytest.raises(ValueError, match="invalid literal") as info:
+        seqlab.run(main, seed=3)
+    if sys.version_info >= (3, 11):
+        assert any("ticket 0 of Sequencer 'db'" in note for note in info.value.__notes__)
+
+
+def test_several_unretrieved_exceptions_raise_an_exception_group():
+    async def main():
+        async def fail(n):
+            await trio.sleep(n)
+            raise KeyError(n)
+
+        async with open_sequencer() as seq:
+            for n in range(3):
+                seq.submit_nowait(fail, n)
+            retrieved = seq.submit_nowait(fail, 9)
+            with pytest.raises(KeyError):
+                await retrieved
+
+    with pytest.raises(ExceptionGroup) as info:
+        seqlab.run(main, seed=0)
+    assert [e.args[0] for e in info.value.exceptions] == [0, 1, 2]
+    assert "3 tasks of Sequencer #1 failed" in str(info.value)
+
+
+def test_body_error_and_unretrieved_failures_are_both_reported():
+    async def main():
+        async with open_sequencer() as seq:
+            seq.submit_nowait(int, "x")
+            await trio.sleep(1)
+            raise RuntimeError("body")
+
+    with pytest.raises(BaseExceptionGroup) as info:
+        seqlab.run(main, seed=0)
+    kinds = [type(e) for e in info.value.exceptions]
+    assert kinds == [RuntimeError, ValueError]
+
+
+def test_body_error_alone_propagates_unchanged_and_cancels_pending():
+    async def main():
+        with pytest.raises(KeyError, match="body"):
+            async with open_sequencer() as seq:
+                tickets = [seq.submit_nowait(trio.sleep, 1) for _ in range(3)]
+                await trio.sleep(0.5)
+                raise KeyError("body")
+        assert trio.current_time() == 0.5
+        assert all(t.cancelled for t in tickets)
+        with pytest.raises(TaskCancelledError) as info:
+            await tickets[0]
+        assert isinstance(info.value.__cause__, KeyError)
+
+    explore_ok(main)
+
+
+def test_direct_task_failure_reported_at_dispatcher_exit():
+    async def main():
+        async with open_dispatcher(workers=2) as d:
+            assert await d.call(pow, 2, 5) == 32
+            d.submit_nowait(int, "bad")
+
+    with pytest.raises(ValueError):
+        seqlab.run(main, seed=0)
+
+
+# ---------------------------------------------------------------- close
+
+
+def test_close_refuses_new_work_but_runs_queued_tasks():
+    async def main():
+        log = []
+        async with open_sequencer(name="db") as seq:
+            seq.submit_nowait(log.append, 1)
+            seq.close()
+            seq.close()
+            assert seq.closed and seq.statistics().closed
+            with pytest.raises(trio.ClosedResourceError, match="Sequencer 'db' is closed"):
+                seq.submit_nowait(log.append, 2)
+            with pytest.raises(trio.ClosedResourceError):
+                await seq.submit(log.append, 3)
+            with pytest.raises(trio.ClosedResourceError):
+                await seq.call(log.append, 4)
+        assert log == [1]
+        with pytest.raises(trio.ClosedResourceError):
+            seq.submit_nowait(log.append, 5)
+
+    explore_ok(main)
+
+
+def test_closed_dispatcher_refuses_sequencers_and_direct_tasks():
+    async def main():
+        async with open_dispatcher() as d:
+            async with open_sequencer(dispatcher=d) as seq:
+                d.close()
+                with pytest.raises(trio.ClosedResourceError, match="dispatcher"):
+                    seq.submit_nowait(int)
+                with pytest.raises(trio.ClosedResourceError):
+                    d.submit_nowait(int)
+            with pytest.raises(trio.ClosedResourceError):
+                async with open_sequencer(dispatcher=d):
+                    pass  # pragma: no cover
+
+    seqlab.run(main, seed=0)
+
+
+def test_exit_drains_pending_tasks():
+    async def main():
+        log = []
+        async with open_sequencer() as seq:
+            for i in range(5):
+                seq.submit_nowait(trio.sleep, 1)
+                seq.submit_nowait(log.append, i)
+        assert log == [0, 1, 2, 3, 4]
+        assert trio.current_time() == 5.0
+
+    explore_ok(main)
+
+
+# ---------------------------------------------------------------- backpressure
+
+
+def test_backpressure_submit_nowait_raises_and_submit_waits():
+    async def main():
+        order = []
+        async with open_sequencer(max_pending=2) as seq:
+            seq.submit_nowait(trio.sleep, 10)  # started by t=1: no longer pending
+            await trio.sleep(1)
+            seq.submit_nowait(order.append, "q1")
+            seq.submit_nowait(order.append, "q2")
+            assert seq.statistics().pending == 2
+            with pytest.raises(trio.WouldBlock):
+                seq.submit_nowait(order.append, "no")
+
+            async def blocked(tag):
+                ticket = await seq.submit(order.append, tag)
+                order.append(f"admitted {tag} at {trio.current_time():g}")
+                await ticket
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(blocked, "b1")
+                await trio.sleep(1)
+                nursery.start_soon(blocked, "b2")
+                await trio.sleep(1)
+                assert seq.statistics().blocked_submitters == 2
+                assert "2 submitters blocked" in seq._describe_wait()
+        # Blocked submitters were admitted first come, first served as room appeared.
+        assert [x for x in order if not x.startswith("admitted")] == ["q1", "q2", "b1", "b2"]
+        assert "admitted b1 at 10" in order and "admitted b2 at 10" in order
+
+    explore_ok(main)
+
+
+def test_cancelled_blocked_submit_submits_nothing_and_close_wakes_submitters():
+    async def main():
+        log = []
+        async with open_sequencer(max_pending=1) as seq:
+            seq.submit_nowait(trio.sleep, 5)
+            await trio.sleep(1)
+            seq.submit_nowait(log.append, "queued")
+            with trio.move_on_after(1):
+                await seq.submit(log.append, "given up")
+            assert seq.statistics().blocked_submitters == 0
+
+            async def closer():
+                await trio.sleep(1)
+                seq.close()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(closer)
+                with pytest.raises(trio.ClosedResourceError):
+                    await seq.submit(log.append, "refused")
+        assert log == ["queued"]
+
+    explore_ok(main)
+
+
+# ---------------------------------------------------------------- cancellation
+
+
+def test_cancelling_the_block_cancels_pending_tasks_and_reports_them():
+    async def main():
+        rec = seqlab.Recorder()
+        log = []
+        with seqlab.recording(rec):
+            with trio.move_on_after(2.5):
+                async with open_sequencer(name="db") as seq:
+                    tickets = [seq.submit_nowait(trio.sleep, 1) for _ in range(5)]
+                    tickets.append(seq.submit_nowait(log.append, "never"))
+                    await tickets[-1]
+        assert trio.current_time() == 2.5
+        assert [t.done for t in tickets] == [True] * 6
+        assert [t.cancelled for t in tickets] == [False, False, True, True, True, True]
+        with pytest.raises(TaskCancelledError, match="ticket 5 of Sequencer 'db'"):
+            await tickets[5]
+        stats = seq.statistics()
+        assert (stats.completed, stats.cancelled, stats.pending, stats.running) == (2, 4, 0, 0)
+        assert log == []
+        cancelled = [e.data["ticket"] for e in rec.events if e.kind == "cancelled"]
+        assert sorted(cancelled) == [2, 3, 4, 5]
+
+    explore_ok(main)
+
+
+def test_cancelling_one_sequencer_interrupts_its_task_on_a_shared_dispatcher():
+    async def main():
+        log = []
+        async with open_dispatcher(workers=1) as d:
+            async with open_sequencer(dispatcher=d) as other:
+                with trio.move_on_after(1):
+                    async with open_sequencer(dispatcher=d) as seq:
+                        long = seq.submit_nowait(trio.sleep, 100)
+                        seq.submit_nowait(log.append, "never")
+                        await trio.sleep_forever()
+                assert long.cancelled
+                assert trio.current_time() == 1.0
+                assert await other.call(log.append, "other still served") is None
+        assert log == ["other still served"]
+        assert d.statistics().cancelled == 2
+
+    explore_ok(main)
+
+
+def test_cancelling_the_dispatcher_cancels_everything_queued_nothing_hangs():
+    async def main():
+        with trio.move_on_after(3):
+            async with open_dispatcher(workers=2) as d, open_sequencer(dispatcher=d) as seq:
+                tickets = [seq.submit_nowait(trio.sleep, 2) for _ in range(3)]
+                direct = [d.submit_nowait(trio.sleep, 10) for _ in range(3)]
+        assert trio.current_time() == 3
+        assert [t.cancelled for t in tickets] == [False, True, True]
+        assert all(t.cancelled for t in direct)
+        assert d.statistics().running == 0
+
+    explore_ok(main)
+
+
+def test_cancelled_wait_on_ticket_leaves_the_task_queued():
+    async def main():
+        async with open_sequencer() as seq:
+            ticket = seq.submit_nowait(trio.sleep, 5)
+            with trio.move_on_after(1):
+                await ticket
+            assert not ticket.done
+            with trio.move_on_after(1):
+                await seq.call(trio.sleep, 1)
+            assert await ticket is None
+        assert trio.current_time() == 6
+
+    explore_ok(main)
+
+
+# ---------------------------------------------------------------- deadlocks
+
+
+def test_waiting_on_own_sequencer_from_inside_raises_instead_of_hanging():
+    async def main():
+        async with open_sequencer(name="db") as seq:
+
+            async def nested():
+                return await seq.call(int, "1")
+
+            with pytest.raises(RuntimeError, match="same sequencer"):
+                await seq.call(nested)
+
+            async def awaits_later():
+                await later
+
+            first = seq.submit_nowait(awaits_later)
+            later = seq.submit_nowait(int, "2")
+            with pytest.raises(RuntimeError, match="wait forever"):
+                await first
+            assert await later == 2
+
+    seqlab.run(main, seed=0)
+
+
+def test_deadlock_report_names_the_sequencer():
+    async def main():
+        never = trio.Event()
+        async with open_sequencer(name="db") as seq:
+            seq.submit_nowait(never.wait)
+            await seq.call(int)
+
+    with pytest.raises(seqlab.Deadlock) as info:
+        seqlab.run(main, seed=0)
+    assert "Sequencer 'db' (ticket 0 running, 1 pending)" in str(info.value)
+
+
+# ---------------------------------------------------------------- statistics and trace
+
+
+def test_statistics_count_outcomes_and_exact_queue_delay():
+    async def main():
+        async with open_dispatcher(workers=1, name="pool") as d:
+            async with open_sequencer(name="db", dispatcher=d, max_pending=10) as seq:
+                seq.submit_nowait(trio.sleep, 5)
+                late = seq.submit_nowait(int, "3")
+                await trio.sleep(1)
+                stats = seq.statistics()
+                assert stats == SequencerStatistics(
+                    name="db",
+                    pending=1,
+                    running=1,
+                    completed=0,
+                    failed=0,
+                    cancelled=0,
+                    max_queue_delay=0.0,
+                    max_pending=10,
+                    blocked_submitters=0,
+                    closed=False,
+                )
+                assert await late == 3
+                assert seq.statistics().max_queue_delay == 5.0
+                assert seq.statistics().completed == 2
+            assert await d.call(int, "4") == 4
+            dstats = d.statistics()
+            assert isinstance(dstats, DispatcherStatistics)
+            assert (dstats.completed, dstats.max_queue_delay, dstats.workers) == (3, 5.0, 1)
+            assert dstats.sequencers == 0 and dstats.pending == 0
+            assert isinstance(d, Dispatcher) and d.workers == 1 and d.name == "pool"
+
+    seqlab.run(main, seed=0)
+
+
+def trace_main():
+    async def main():
+        def boom():
+            raise ValueError("x")
+
+        async with open_sequencer(name="db") as seq:
+            seq.submit_nowait(trio.sleep, 2)
+            bad = seq.submit_nowait(boom)
+            with pytest.raises(ValueError):
+                await bad
+
+    return main
+
+
+def test_trace_events_carry_queue_delay_and_are_reproducible():
+    texts = []
+    for _ in range(2):
+        rec = seqlab.Recorder()
+        seqlab.run(trace_main(), seed=11, recorder=rec)
+        texts.append(rec.to_text())
+        events = [(e.kind, dict(e.data)) for e in rec.events if e.primitive == "Sequencer 'db'"]
+        assert events == [
+            ("submit", {"ticket": 0, "pending": 1}),
+            ("submit", {"ticket": 1, "pending": 2}),
+            ("start", {"ticket": 0, "delay": 0.0}),
+            ("done", {"ticket": 0, "duration": 2.0}),
+            ("start", {"ticket": 1, "delay": 2.0}),
+            ("failed", {"ticket": 1, "duration": 0.0, "error": "ValueError: x"}),
+        ]
+    assert texts[0] == texts[1]
+    assert "db-worker" in texts[0]
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"max_pending": 0}, ValueError, "max_pending must be at least 1"),
+        ({"max_pending": -3}, ValueError, "max_pending"),
+        ({"max_pending": 1.5}, TypeError, "max_pending must be an int or None"),
+        ({"max_pending": True}, TypeError, "max_pending"),
+        ({"name": 3}, TypeError, "name must be a str"),
+        ({"dispatcher": "pool"}, TypeError, "dispatcher must be a Dispatcher"),
+    ],
+)
+def test_open_sequencer_rejects_bad_arguments_at_call_time(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        open_sequencer(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("workers", "error"),
+    [(0, ValueError), (-1, ValueError), (2.0, TypeError), ("2", TypeError), (True, TypeError)],
+)
+def test_open_dispatcher_rejects_bad_workers(workers, error):
+    with pytest.raises(error, match="workers"):
+        open_dispatcher(workers)
+    with pytest.raises(TypeError, match="name"):
+        open_dispatcher(name=b"x")
+
+
+def test_non_callable_fn_is_rejected_with_a_clear_error():
+    async def main():
+        async def work():
+            pass  # pragma: no cover
+
+        async with open_dispatcher() as d, open_sequencer(dispatcher=d) as seq:
+            for submit in (seq.submit_nowait, d.submit_nowait):
+                with pytest.raises(TypeError, match="fn must be callable"):
+                    submit(42)
+            with pytest.raises(TypeError, match="fn must be callable"):
+                await seq.submit("text")
+            with pytest.raises(TypeError, match="fn must be callable"):
+                await d.call(None)
+            coro = work()
+            with pytest.raises(TypeError, match=r"not submit_nowait\(fn\(x\)\)"):
+                seq.submit_nowait(coro)
+            coro.close()
+            assert seq.statistics().pending == 0
+
+    seqlab.run(main, seed=0)
+
+
+# ---------------------------------------------------------------- property
+
+
+task_spec = st.tuples(
+    st.integers(0, 2),  # sequencer index
+    st.booleans(),  # async?
+    st.booleans(),  # fails?
+    st.integers(0, 3),  # sleep (async) in virtual seconds
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    specs=st.lists(task_spec, max_size=25),
+    workers=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_property_order_no_overlap_and_outcomes(specs, workers, seed):
+    async def main():
+        logs: list[list[int]] = [[], [], []]
+        detectors = [RaceDetector() for _ in range(3)]
+
+        def make(k, i, is_async, fails, delay):
+            def sync_task():
+                detectors[k].inside += 1
+                assert detectors[k].inside == 1
+                logs[k].append(i)
+                detectors[k].inside -= 1
+                if fails:
+                    raise ValueError(i)
+                return i
+
+            async def async_task():
+                await detectors[k].section(logs[k], i, yields=1)
+                detectors[k].inside += 1
+                await trio.sleep(delay)
+                detectors[k].inside -= 1
+                if fails:
+                    raise ValueError(i)
+                return i
+
+            return async_task if is_async else sync_task
+
+        async with open_dispatcher(workers=workers) as d:
+            async with (
+                open_sequencer(dispatcher=d) as s0,
+                open_sequencer(dispatcher=d) as s1,
+                open_sequencer(dispatcher=d) as s2,
+            ):
+                seqs = [s0, s1, s2]
+                tickets = []
+                for i, (k, is_async, fails, delay) in enumerate(specs):
+                    tickets.append(seqs[k].submit_nowait(make(k, i, is_async, fails, delay)))
+                for i, ticket in enumerate(tickets):
+                    if specs[i][2]:
+                        with pytest.raises(ValueError):
+                            await ticket
+                    else:
+                        assert await ticket == i
+        for k in range(3):
+            assert logs[k] == [i for i, spec in enumerate(specs) if spec[0] == k]
+            assert detectors[k].max_inside <= 1
+        failed = sum(spec[2] for spec in specs)
+        assert d.statistics().failed == failed
+        assert d.statistics().completed == len(specs) - failed
+
+    seqlab.run(main, seed=seed)
