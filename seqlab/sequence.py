@@ -42,6 +42,23 @@ waits. The stages then drain the ring in batches of up to ``size`` events. Yield
 publish would turn batching back into one-event-at-a-time hand-offs, and a cancel check on every
 call alone costs about a third of a cheap pipeline's throughput; a cancelled producer notices
 within ``size`` events.
+
+Trace events (when a recorder is active; ``primitive`` is the object's label, such as
+``"Pipeline 'chat'"``):
+
+* ``stage`` - once per stage when a pipeline starts: ``stage``, ``after`` (names), ``size``.
+* ``claim`` / ``publish`` - ``sequence`` (the highest), ``lo`` for a range, and ``cursor``
+  on publish. A pipeline records the publishes made between two yields of its producer as one
+  range, before any stage sees them: tracing costs per batch, not per event.
+* ``advance`` - a stage finished a batch: ``stage``, ``sequence``, ``batch`` (its size). A
+  standalone :class:`Sequence` records ``advance`` with ``sequence`` when ``set``/``complete``
+  moves it.
+* ``wait`` - a stage (or a barrier) found nothing to do and parks: ``stage`` (pipelines only),
+  ``wanted``, ``available``.
+* ``full`` - a producer waits for room: ``wanted``, ``available`` (the highest claimable).
+* ``drain`` - leaving ``run()`` waits for the final stages: ``wanted``, ``available``.
+* ``error`` - a handler raised: ``stage``, ``sequence``, ``error`` (repr), ``action``
+  (``"stop"`` or ``"skip"``).
 """
 
 from __future__ import annotations
@@ -61,7 +78,7 @@ from trio.lowlevel import (
     current_task,
 )
 
-from .trace import _RECORDER
+from .trace import _RECORDER, Recorder
 
 __all__ = [
     "AlertError",
@@ -291,6 +308,7 @@ class SequenceBarrier:
         self._alerted = False
         self._wanted: int | None = None
         self._stage: str | None = None  # set when a Pipeline stage owns this barrier
+        self._wait_kind = "wait"
 
     @property
     def dependencies(self) -> tuple[Sequence, ...]:
@@ -328,7 +346,7 @@ class SequenceBarrier:
             data: dict[str, Any] = {"wanted": n, "available": available}
             if self._stage is not None:
                 data = {"stage": self._stage, **data}
-            rec.record(current_task(), self._label, "wait", data)
+            rec.record(current_task(), self._label, self._wait_kind, data)
         lot = self._lot
         while True:
             for dep in self._deps:
@@ -531,7 +549,7 @@ class RingBuffer:
             rec.record(
                 current_task(),
                 self._label,
-                "wait",
+                "full",
                 {"wanted": self._claimed + n, "available": self._gating_cache + self._size},
             )
         while True:
@@ -549,7 +567,7 @@ class RingBuffer:
     def _trace_claim(self, hi: int, n: int) -> None:
         rec = _RECORDER.get()
         if rec is not None:
-            data = {"sequence": hi} if n == 1 else {"lo": hi - n + 1, "hi": hi}
+            data = {"sequence": hi} if n == 1 else {"lo": hi - n + 1, "sequence": hi}
             rec.record(current_task(), self._label, "claim", data)
 
     def _check_window(self, seq: Any) -> int:
@@ -588,7 +606,7 @@ class RingBuffer:
         cursor._complete_range(lo, hi)
         rec = _RECORDER.get()
         if rec is not None:
-            data = {"sequence": hi} if lo == hi else {"lo": lo, "hi": hi}
+            data = {"sequence": hi} if lo == hi else {"lo": lo, "sequence": hi}
             rec.record(current_task(), self._label, "publish", {**data, "cursor": cursor._value})
 
     def new_barrier(self, *dependencies: Sequence) -> SequenceBarrier:
@@ -737,6 +755,8 @@ class Stage:
                 available = await barrier.wait_for(nxt)
             except AlertError:
                 return  # the pipeline is stopping (another stage failed)
+            if pipeline._trace_from is not None:
+                pipeline._trace_flush()
             seq = nxt
             try:
                 if is_async:
@@ -842,6 +862,10 @@ class Pipeline:
     * a callable ``on_error(error, event, sequence)``: called instead of recording (log it,
       count it); the event is skipped. If the callable raises, the pipeline stops with that.
 
+    Cancellation: a stage cancelled in the middle of a batch has not advanced past it, and the
+    batch's events stay in the ring (the producer is gated), so running the pipeline again
+    handles that batch again from its start: delivery is at-least-once across a cancellation.
+
     Leaving the ``run()`` block normally waits until every published event went through every
     stage. Leaving it with an exception stops the stages at once and re-raises it.
     Publishing after the block raises :class:`trio.ClosedResourceError`.
@@ -862,6 +886,11 @@ class Pipeline:
         self._closed = True
         self._error: BaseException | None = None
         self._scope: trio.CancelScope | None = None
+        # Tracing coalesces the publishes made between two yields of the producer into one
+        # claim and one publish event (a range), recorded before any stage sees them.
+        self._trace_from: int | None = None
+        self._trace_task: trio.lowlevel.Task | None = None
+        self._trace_rec: Recorder | None = None
 
     @property
     def size(self) -> int:
@@ -958,6 +987,17 @@ class Pipeline:
         ring._refresh_gating()
         for s in self._stages.values():
             s.barrier.clear_alert()
+        rec = _RECORDER.get()
+        if rec is not None:
+            task = current_task()
+            for s in self._stages.values():
+                after = [d.name for d in s.after]
+                rec.record(
+                    task,
+                    self._label,
+                    "stage",
+                    {"stage": s.name, "after": after, "size": ring._size},
+                )
         body_error: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
@@ -970,11 +1010,15 @@ class Pipeline:
                     body_error = exc
                 else:
                     self._closed = True
+                    self._trace_flush()
                     end = ring._cursor._value
-                    await SequenceBarrier(*ring._gating).wait_for(end)
+                    drained = SequenceBarrier(*ring._gating)
+                    drained._label, drained._wait_kind = self._label, "drain"
+                    await drained.wait_for(end)
                 self._closed = True
                 nursery.cancel_scope.cancel()
         finally:
+            self._trace_flush()
             self._running = False
             self._closed = True
             self._scope = None
@@ -1026,11 +1070,10 @@ class Pipeline:
             cursor._value = hi
             if cursor._armed:
                 cursor._advance(hi)
-        rec = _RECORDER.get()
-        if rec is not None:
-            task = current_task()
-            rec.record(task, self._label, "claim", {"sequence": hi})
-            rec.record(task, self._label, "publish", {"sequence": hi, "cursor": cursor._value})
+        if self._trace_from is None:
+            rec = _RECORDER.get()
+            if rec is not None:
+                self._trace_start(rec, hi)
 
     async def publish_many(self, events: Iterable[Any]) -> int:
         """Publish every event of ``events`` in order; return how many.
@@ -1069,18 +1112,33 @@ class Pipeline:
             ring._claimed = hi
             cursor._complete_range(lo, hi)
             count += hi - lo + 1
-            rec = _RECORDER.get()
-            if rec is not None:
-                task = current_task()
-                rec.record(task, self._label, "claim", {"lo": lo, "hi": hi})
-                rec.record(
-                    task, self._label, "publish", {"lo": lo, "hi": hi, "cursor": cursor._value}
-                )
+            if self._trace_from is None:
+                rec = _RECORDER.get()
+                if rec is not None:
+                    self._trace_start(rec, lo)
         if not waited:
             await cancel_shielded_checkpoint()
         return count
 
+    def _trace_start(self, rec: Recorder, first: int) -> None:
+        self._trace_from = first
+        self._trace_task = current_task()
+        self._trace_rec = rec
+
+    def _trace_flush(self) -> None:
+        """Record the publishes since the last flush as one claim and one publish range."""
+        lo, rec, task = self._trace_from, self._trace_rec, self._trace_task
+        if lo is None or rec is None or task is None:
+            return
+        self._trace_from = self._trace_rec = self._trace_task = None
+        cursor = self.ring._cursor._value
+        hi = self.ring._claimed
+        rng: dict[str, Any] = {"sequence": hi} if lo == hi else {"lo": lo, "sequence": hi}
+        rec.record(task, self._label, "claim", rng)
+        rec.record(task, self._label, "publish", {**rng, "cursor": cursor})
+
     async def _wait_for_room(self, n: int) -> None:
+        self._trace_flush()
         await self.ring._wait_for_room(n, lambda: self._closed)
         if self._closed:
             raise self._closed_error()
