@@ -63,11 +63,15 @@ _last_seed: int | None = None
 def check_trio_hooks() -> None:
     """Fail loudly if this trio no longer has the scheduling hook seqlab relies on."""
     missing = [
-        name for name in ("_ALLOW_DETERMINISTIC_SCHEDULING", "_r") if not hasattr(_trio_run, name)
+        name
+        for name in ("_ALLOW_DETERMINISTIC_SCHEDULING", "_r", "GLOBAL_RUN_CONTEXT")
+        if not hasattr(_trio_run, name)
     ]
+    task_fields = {a.name for a in getattr(trio.lowlevel.Task, "__attrs_attrs__", ())}
+    missing += [f"Task.{name}" for name in ("_next_send_fn", "_counter") if name not in task_fields]
     if missing:
         raise RuntimeError(
-            f"trio {trio.__version__} has no trio._core._run.{', '.join(missing)}: seqlab's "
+            f"trio {trio.__version__} has no {', '.join(missing)} in trio._core._run: seqlab's "
             "deterministic scheduling depends on it. Pin trio to a version seqlab supports."
         )
     if not isinstance(_trio_run._r, (random.Random, _ThreadRandom)):
@@ -219,13 +223,19 @@ class _Run:
         while True:
             await wait_all_tasks_blocked()
             stats = trio.lowlevel.current_statistics()
-            if stats.tasks_runnable or stats.run_sync_soon_queue_size:
+            if stats.tasks_runnable or stats.run_sync_soon_queue_size or self.someone_scheduled():
+                continue
+            others = _other_idle_cushion()
+            if others is not None:
+                # The program waits for idleness itself (trio.testing.wait_all_tasks_blocked):
+                # let it wake first, as MockClock does, and move the clock only afterwards.
+                await wait_all_tasks_blocked(others + 0.001)
                 continue
             if stats.seconds_to_next_deadline < math.inf:
                 clock.jump(max(stats.seconds_to_next_deadline, 0.0))
                 continue
             blocked = self.blocked_tasks()
-            if blocked is None or _io_waiters(stats) > 1 or _other_idle_waiters():
+            if blocked is None or _io_waiters(stats) > 1:
                 # Outside activity (a thread, a socket) may still wake someone: wait for it in
                 # real time, without spinning.
                 await wait_all_tasks_blocked(0.005)
@@ -238,6 +248,11 @@ class _Run:
                 # throw an error into each stuck wait so the run can end.
                 for task in self.stuck:
                     trio.lowlevel.reschedule(task, outcome.Error(_Abandoned()))
+
+    def someone_scheduled(self) -> bool:
+        """Whether a task was woken in the same batch as the watcher and has not run yet."""
+        assert self.main_task is not None
+        return any(t._next_send_fn is not None for t in _user_tasks(self.main_task))
 
     def blocked_tasks(self) -> list[BlockedTask] | None:
         assert self.main_task is not None
@@ -270,9 +285,11 @@ def _io_waiters(stats: Any) -> int:
     )
 
 
-def _other_idle_waiters() -> bool:
+def _other_idle_cushion() -> float | None:
+    """The longest cushion of the program's own wait_all_tasks_blocked calls, if any."""
     runner = getattr(_trio_run.GLOBAL_RUN_CONTEXT, "runner", None)
-    return len(getattr(runner, "waiting_for_idle", ())) > 0
+    waiting = getattr(runner, "waiting_for_idle", None)
+    return max(key[0] for key in waiting) if waiting else None
 
 
 def _callable_name(fn: Any) -> str:

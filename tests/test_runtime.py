@@ -342,3 +342,25 @@ def test_bad_recorder_and_virtual_time():
         seqlab.run(three_workers, recorder=[])
     with pytest.raises(TypeError, match="virtual_time"):
         seqlab.run(three_workers, virtual_time="yes")
+
+
+def test_program_waiting_for_idleness_is_not_a_deadlock():
+    async def main():
+        from trio.testing import wait_all_tasks_blocked
+
+        done = []
+
+        async def worker():
+            await trio.sleep(1)
+            done.append(trio.current_time())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker)
+            await wait_all_tasks_blocked()
+            before = list(done)
+            await wait_all_tasks_blocked(0.01)
+        return before, done
+
+    for seed in range(10):
+        before, done = seqlab.run(main, seed=seed)
+        assert before == [] and done == [1.0]
