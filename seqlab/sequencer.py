@@ -206,7 +206,8 @@ class Ticket(Generic[T]):
         return f"<Ticket {self.number} of {self._owner._label}: {_STATE_NAMES[self._state]}>"
 
     def __await__(self) -> Generator[Any, None, T]:
-        return self._wait().__await__()
+        # A generator (not the coroutine's own iterator) so deadlock reports can see this frame.
+        return (yield from self._wait().__await__())
 
     async def _wait(self) -> T:
         if self._state < _DONE:
@@ -275,6 +276,7 @@ async def _work(d: Dispatcher) -> None:
     ready = d._ready
     jobs = d._jobs
     busy = d._busy
+    interrupted = d._interrupted
     now = d._now
     # A schedule point, not a cancel point: cancellation reaches a worker inside an async task
     # or while it waits for work, and whoever cancels a dispatcher or sequencer empties its
@@ -284,6 +286,7 @@ async def _work(d: Dispatcher) -> None:
     busy[me] = None
     try:
         while True:
+            interrupted.discard(me)
             with trio.CancelScope() as scope:
                 d._scopes[me] = scope
                 while True:
@@ -353,6 +356,12 @@ async def _work(d: Dispatcher) -> None:
                             elif seq._drained is not None:
                                 seq._drained.set()
                     await yield_turn()
+                    if interrupted and me in interrupted:
+                        # The interrupted task finished without meeting the cancellation
+                        # (it swallowed it, or never checkpointed again): drop the cancelled
+                        # scope before it hits a task that did nothing wrong.
+                        interrupted.remove(me)
+                        break
     except trio.Cancelled:
         # The dispatcher is shutting down and has already accounted for every task.
         return
@@ -789,6 +798,7 @@ class Dispatcher:
         self._idle: deque[trio.lowlevel.Task] = deque()
         self._busy: dict[trio.lowlevel.Task, Ticket[Any] | None] = {}
         self._scopes: dict[trio.lowlevel.Task, trio.CancelScope] = {}
+        self._interrupted: set[trio.lowlevel.Task] = set()
         self._open: dict[Sequencer, None] = {}
         self._stamp = 0
         self._next_number = 0
@@ -893,6 +903,7 @@ class Dispatcher:
         for worker, running in self._busy.items():
             if running is ticket:
                 self._scopes[worker].cancel()
+                self._interrupted.add(worker)
 
     def _wake_one(self) -> None:
         _reschedule(self._idle.popleft())
