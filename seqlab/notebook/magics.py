@@ -171,14 +171,13 @@ def _show_view(kind: str, recorder: Recorder) -> None:
 
 
 def _display_view(view: Any) -> None:
-    if hasattr(view, "show"):
-        view.show()
-        if hasattr(view, "finish"):
-            view.finish()
-    else:
-        from IPython.display import display
+    from IPython.display import display
 
-        display(view)
+    # The run is over: let the view take its final state before it is displayed once.
+    finish = getattr(view, "finish", None)
+    if finish is not None:
+        finish()
+    display(view)
 
 
 @magics_class

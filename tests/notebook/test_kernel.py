@@ -158,6 +158,15 @@ def test_seqlab_run_in_the_kernel_is_deterministic(seqlab_kernel: Any):
     assert loop.results == ["'running'"]
 
 
+def test_seqlab_run_views_are_displayed_deterministically(seqlab_kernel: Any):
+    cell = "%%seqlab run --seed 1 --view timeline\nimport trio\nawait trio.sleep(1)"
+    first, second = seqlab_kernel.run(cell), seqlab_kernel.run(cell)
+    assert first.status == second.status == "ok", first.stderr
+    assert first.stdout == second.stdout
+    assert first.results == second.results
+    assert len(first.results) == 1  # one view, displayed once, with a text/plain fallback
+
+
 def test_interrupt_cancels_the_running_await_and_the_kernel_answers(
     fresh_seqlab_kernel: Any,
 ):
