@@ -352,6 +352,35 @@ def test_body_error_alone_propagates_unchanged_and_cancels_pending():
     explore_ok(main)
 
 
+def test_unretrieved_failure_on_shared_dispatcher_is_raised_by_its_sequencer_block():
+    async def main():
+        async with open_dispatcher(workers=2) as d:
+            with pytest.raises(ZeroDivisionError):
+                async with open_sequencer(dispatcher=d) as seq:
+                    seq.submit_nowait(divmod, 1, 0)
+            async with open_sequencer(dispatcher=d) as fine:
+                assert await fine.call(divmod, 7, 2) == (3, 1)
+            assert d.statistics().failed == 1
+
+    explore_ok(main)
+
+
+def test_task_may_await_another_sequencer_when_workers_are_free():
+    async def main():
+        async with (
+            open_dispatcher(workers=2) as d,
+            open_sequencer(dispatcher=d) as a,
+            open_sequencer(dispatcher=d) as b,
+        ):
+
+            async def ask_b():
+                return await b.call(pow, 3, 2) + 1
+
+            assert await a.call(ask_b) == 10
+
+    explore_ok(main)
+
+
 def test_direct_task_failure_reported_at_dispatcher_exit():
     async def main():
         async with open_dispatcher(workers=2) as d:
