@@ -95,9 +95,11 @@ class Recorder:
         """Every event recorded so far, oldest first."""
         raw = self._raw
         if len(self._events) < len(raw):
-            labels = self._labels
+            if self._t0 is None:
+                self._t0 = raw[0][0]
+            t0, labels = self._t0, self._labels
             self._events.extend(
-                TraceEvent(t, labels.get(task) or self._first_label(task), p, k, d)
+                TraceEvent(t - t0, labels.get(task) or self._first_label(task), p, k, d)
                 for t, task, p, k, d in raw[len(self._events) :]
             )
         return self._events
@@ -143,9 +145,7 @@ class Recorder:
         self, task: trio.lowlevel.Task, primitive: str, kind: str, data: Mapping[str, Any]
     ) -> None:
         """Append an event for ``task`` at the current trio time."""
-        if self._t0 is None:
-            self._start()
-        self._raw.append((self._now() - self._t0, task, primitive, kind, data))  # type: ignore[operator]
+        self._raw.append((self._now(), task, primitive, kind, data))
         if self._listeners:
             event = self.events[-1]
             for listener in self._listeners:
