@@ -116,5 +116,28 @@ def _install_kernel(args: argparse.Namespace) -> int:
     return 0
 
 
+@command(
+    "bench",
+    "measure each primitive against its peers and print one table of ratios",
+    arg("--quick", action="store_true", help="smaller workloads, one repeat (a smoke run)"),
+    arg("--json", metavar="FILE", help="also write the results as JSON to FILE"),
+    arg("--only", metavar="NAME", action="append", help="only this scenario (repeatable)"),
+)
+def _bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    try:
+        results = bench.run_all(quick=args.quick, only=args.only)
+    except ValueError as error:
+        print(f"seqlab bench: {error}", file=sys.stderr)
+        return 2
+    print(f"seqlab bench{' --quick' if args.quick else ''} on {bench.machine()}\n")
+    print(bench.format_table(results))
+    if args.json:
+        with open(args.json, "w") as file:
+            file.write(bench.to_json(results, quick=args.quick))
+    return 0
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
