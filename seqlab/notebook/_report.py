@@ -19,8 +19,12 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 # Frames from these directories (the standard library, trio, seqlab) are left out of reports:
 # a report shows the code the user wrote.
 _LIBRARY_DIRS = tuple(
-    os.path.dirname(os.path.abspath(module_file)) + os.sep
-    for module_file in (os.__file__, trio.__file__, os.path.dirname(os.path.dirname(__file__)))
+    directory + os.sep
+    for directory in (
+        os.path.dirname(os.path.abspath(os.__file__)),
+        os.path.dirname(os.path.abspath(trio.__file__)),
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
 )
 
 

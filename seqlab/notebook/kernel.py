@@ -101,6 +101,7 @@ class GuestLoop:
         self._nursery: trio.Nursery | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._done = threading.Event()
+        self._ready = asyncio.Event()  # binds to the host loop when first awaited
         self._background: set[str] = set()
         self._cells = 0
         self._busy = False
@@ -114,22 +115,42 @@ class GuestLoop:
             raise RuntimeError(f"this loop was already started (state: {self.state})")
         self._host = host if host is not None else asyncio.get_running_loop()
         self.state = "starting"
-        # The loop's tasks start from an empty context: nothing of the cell that happened to
-        # be current leaks into them (cells pass their own context explicitly).
-        contextvars.Context().run(
-            trio.lowlevel.start_guest_run,
-            self._main,
-            run_sync_soon_threadsafe=self._host.call_soon_threadsafe,
-            run_sync_soon_not_threadsafe=self._host.call_soon,
-            done_callback=self._finished,
-            host_uses_signal_set_wakeup_fd=True,
-        )
+        # SIGINT belongs to ipykernel, which routes it to the running cell. trio takes it over
+        # when it finds Python's default handler, which ipykernel sets while it handles a
+        # message, so hide that handler from trio for the moment the run starts.
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGINT) if on_main_thread else None
+        if previous is signal.default_int_handler:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            # The loop's tasks start from an empty context: nothing of the cell that happens
+            # to be current leaks into them (cells pass their own context explicitly).
+            contextvars.Context().run(
+                trio.lowlevel.start_guest_run,
+                self._main,
+                run_sync_soon_threadsafe=self._host.call_soon_threadsafe,
+                run_sync_soon_not_threadsafe=self._host.call_soon,
+                done_callback=self._finished,
+                host_uses_signal_set_wakeup_fd=True,
+            )
+        finally:
+            if previous is signal.default_int_handler:
+                signal.signal(signal.SIGINT, previous)
+
+    async def wait_ready(self) -> None:
+        """Wait (on the asyncio side) until a starting loop runs or has ended."""
+        if self.state == "starting":
+            await self._ready.wait()
 
     async def _main(self) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._token = trio.lowlevel.current_trio_token()
-            self.state = "running"
+            if self.state == "starting":
+                self.state = "running"
+            else:  # stop() was called while the loop was starting
+                nursery.cancel_scope.cancel()
+            self._ready.set()
             await trio.sleep_forever()
 
     def _finished(self, result: outcome.Outcome[None]) -> None:
@@ -143,6 +164,7 @@ class GuestLoop:
             self.state = "stopped"
         self._nursery = None
         self._done.set()
+        self._ready.set()
 
     @property
     def running(self) -> bool:
@@ -150,7 +172,9 @@ class GuestLoop:
 
     def stop(self) -> None:
         """Ask the loop to cancel every task and finish (returns at once; thread-safe)."""
-        if self.state in ("running", "starting") and self._token is not None:
+        if self.state == "starting":
+            self.state = "stopping"  # _main sees this and cancels at once
+        elif self.state == "running" and self._token is not None:
             self.state = "stopping"
             try:
                 self._token.run_sync_soon(self._cancel_all)
@@ -217,9 +241,9 @@ class GuestLoop:
                     result = await asyncio.shield(cell.future)
                     break
                 except asyncio.CancelledError:
-                    # ipykernel cancels the awaiting asyncio task on an interrupt. When our
-                    # own SIGINT handler is in place it has seen the same interrupt already.
-                    if restore is None:
+                    # ipykernel cancels the awaiting asyncio task on an interrupt; our own
+                    # SIGINT handler, when in place, has already counted that interrupt.
+                    if cell.interrupts == 0:
                         self._interrupt(cell)
         finally:
             if restore is not None:
@@ -415,13 +439,14 @@ def spawn(async_fn: Callable[..., Awaitable[object]], *args: Any, name: str | No
     cell does not cancel background tasks; shutting down or restarting the kernel does.
     Works only in the seqlab kernel ("Python 3 (seqlab)"), which hosts the persistent loop.
     """
-    if not callable(async_fn):
-        raise TypeError(f"async_fn must be an async function, got {type(async_fn).__name__}")
     if isinstance(async_fn, Coroutine):
+        async_fn.close()
         raise TypeError(
             "pass the async function and its arguments, not a coroutine: "
             "spawn(fn, x), not spawn(fn(x))"
         )
+    if not callable(async_fn):
+        raise TypeError(f"async_fn must be an async function, got {type(async_fn).__name__}")
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
     loop = _current
@@ -446,6 +471,8 @@ def attach_shell(shell: Any, loop: GuestLoop) -> None:
     original = shell.run_code
 
     async def run_code(code_obj: Any, result: Any = None, *, async_: bool = False) -> bool:
+        if async_:
+            await loop.wait_ready()
         if not async_ or not loop.running:
             return bool(await original(code_obj, result, async_=async_))
         return await _run_code_in_loop(shell, loop, code_obj, result)

@@ -280,3 +280,82 @@ def test_importing_stays_light(module):
     code = f"import sys, {module}; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+def test_guest_loop_on_a_plain_asyncio_loop(capsys):
+    """The loop's machinery without a kernel: cells, errors, background reports, stop."""
+    import asyncio
+
+    import trio
+
+    from seqlab.notebook.kernel import GuestLoop
+
+    async def cell(value):
+        await trio.sleep(0.01)
+        return value, trio.lowlevel.current_trio_token()
+
+    async def broken():
+        await trio.sleep(0)
+        raise LookupError("nothing here")
+
+    async def fails_later():
+        await trio.sleep(0.01)
+        raise ValueError("late")
+
+    async def main():
+        loop = GuestLoop()
+        assert loop.state == "not started"
+        loop.start()
+        await loop.wait_ready()
+        assert loop.running
+        first, token = await loop.run_cell_coroutine(cell("a"))
+        second, token2 = await loop.run_cell_coroutine(cell("b"))
+        assert (first, second, token is token2) == ("a", "b", True)
+        with pytest.raises(LookupError, match="nothing here"):
+            await loop.run_cell_coroutine(broken())
+
+        # Cancelling the awaiting asyncio task (what ipykernel does on an interrupt)
+        # cancels the trio side and surfaces as KeyboardInterrupt.
+        async def interrupted_cell():
+            try:
+                await loop.run_cell_coroutine(trio.sleep(3600))
+            except KeyboardInterrupt:  # IPython's run_code catches it the same way
+                return "interrupted"
+
+        waiting = asyncio.ensure_future(interrupted_cell())
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        assert await waiting == "interrupted"
+        loop.spawn(fails_later, name="late")
+        assert loop.background_tasks == []  # not started until the loop runs it
+        await asyncio.sleep(0.1)
+        assert capsys.readouterr().err == ""  # idle: kept for the next cell
+        loop.cell_started()
+        report = capsys.readouterr().err
+        assert report.startswith("seqlab: background task 'late' failed:\nValueError: late\n")
+        assert report.endswith(': raise ValueError("late")\n')
+        loop.cell_finished()
+        assert loop.running
+        loop.stop()
+        while loop.state != "stopped":
+            await asyncio.sleep(0.01)
+        assert loop.describe() == "stopped"
+
+    asyncio.run(main())
+
+
+def test_spawn_outside_the_seqlab_kernel_says_what_to_do():
+    from seqlab.notebook import spawn
+
+    async def task():
+        pass
+
+    with pytest.raises(RuntimeError, match="seqlab install-kernel"):
+        spawn(task)
+    with pytest.raises(TypeError, match="not a coroutine"):
+        spawn(task())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="async_fn must be"):
+        spawn(3)  # type: ignore[arg-type]
