@@ -90,8 +90,8 @@ class _CellRun:
 class GuestLoop:
     """One trio run in guest mode on an asyncio loop, kept alive until :meth:`stop`.
 
-    States: ``"not started"``, ``"running"``, ``"stopping"``, ``"stopped"`` and ``"crashed"``
-    (the run ended with an error; cells then run on plain asyncio again).
+    States: ``"not started"``, ``"starting"``, ``"running"``, ``"stopping"``, ``"stopped"``
+    and ``"crashed"`` (the run ended with an error; cells then run on plain asyncio again).
     """
 
     def __init__(self) -> None:
@@ -102,7 +102,7 @@ class GuestLoop:
         self._token: trio.lowlevel.TrioToken | None = None
         self._done = threading.Event()
         self._ready = asyncio.Event()  # binds to the host loop when first awaited
-        self._background: set[str] = set()
+        self._background: list[str] = []
         self._cells = 0
         self._busy = False
         self._pending_reports: list[str] = []
@@ -359,7 +359,7 @@ class GuestLoop:
     async def _background_task(
         self, async_fn: Callable[..., Awaitable[object]], args: tuple[Any, ...], label: str
     ) -> None:
-        self._background.add(label)
+        self._background.append(label)
         try:
             await async_fn(*args)
         except trio.Cancelled:
@@ -374,7 +374,7 @@ class GuestLoop:
             if cancelled is not None:
                 raise cancelled from None
         finally:
-            self._background.discard(label)
+            self._background.remove(label)
 
     # ----------------------------------------------------------------- error reports
 
@@ -432,10 +432,12 @@ def spawn(async_fn: Callable[..., Awaitable[object]], *args: Any, name: str | No
                 await trio.sleep(1)
                 print("tick", i)
 
-        seqlab.spawn(ticker, 10)
+        from seqlab.notebook import spawn
+        spawn(ticker, 10)
 
-    If the task raises, its traceback is printed to stderr (in the running cell, or in the
-    next one when the kernel is idle) and the loop keeps going. Cancellation: interrupting a
+    If the task raises, a short report (the error and the lines of your code it came
+    through) is printed to stderr, in the running cell or, when the kernel is idle, in the
+    next one; the loop and the other tasks keep going. Cancellation: interrupting a
     cell does not cancel background tasks; shutting down or restarting the kernel does.
     Works only in the seqlab kernel ("Python 3 (seqlab)"), which hosts the persistent loop.
     """
