@@ -50,6 +50,7 @@ class _LiveView(anywidget.AnyWidget):
     title = traitlets.Unicode("").tag(sync=True)
     steps = traitlets.Int(0).tag(sync=True)
     t_end = traitlets.Float(0.0).tag(sync=True)
+    #: True while events arrive from a recorder the view follows (detach() ends it).
     live = traitlets.Bool(False).tag(sync=True)
 
     _model_class: type[_Model] = _Model
@@ -78,6 +79,7 @@ class _LiveView(anywidget.AnyWidget):
         self._interval = float(interval)
         self._last_flush = 0.0
         self._dirty = False
+        self._live_events = False
         self._timer: threading.Timer | None = None
         self._recorder: Recorder | None = None
         self._display_handle: Any = None
@@ -88,7 +90,6 @@ class _LiveView(anywidget.AnyWidget):
             self._trace_model.feed_all(list(recorder.events))
             if live:
                 self._recorder = recorder
-                self.live = True
                 recorder.subscribe(self._on_event)
         self._push()
 
@@ -107,6 +108,7 @@ class _LiveView(anywidget.AnyWidget):
         with self._lock:
             self._trace_model.feed(event)
             self._dirty = True
+            self._live_events = True
             now = time.monotonic()
             wait = self._interval - (now - self._last_flush)
             if wait <= 0:
@@ -148,6 +150,8 @@ class _LiveView(anywidget.AnyWidget):
     def _push(self) -> None:
         state = self._trace_model.state()
         with self.hold_sync():
+            # The "live" badge: events are arriving from a recorder this view follows.
+            self.live = self._live_events and self._recorder is not None
             for name in self._fields:
                 setattr(self, name, state[name])
             self.steps = state["steps"]

@@ -268,8 +268,10 @@ def test_ring_size_inferred_when_unknown() -> None:
 def test_live_view_follows_a_run_and_ends_equal_to_a_static_one() -> None:
     rec = seqlab.Recorder()
     live = Timeline(rec)
-    assert live.live
+    assert not live.live  # nothing arrived yet
     seqlab.run(scenario(rounds=3), seed=5, recorder=rec)
+    live.flush()
+    assert live.live
     live.detach()
     assert not live.live
     static = Timeline(rec, live=False)

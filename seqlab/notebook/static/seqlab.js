@@ -84,19 +84,22 @@ function renderTimeline(model, body, tooltip, view) {
     viewBox: `0 0 ${width} ${height}`,
   });
 
-  // axis ticks
-  const ticks = 6;
-  for (let i = 0; i <= ticks; i++) {
-    const v = (end * i) / ticks;
-    const tx = labelW + (plotW * i) / ticks;
+  // axis ticks at 1, 2 or 5 times a power of ten, about one per 90 pixels
+  const span = end || 1;
+  const raw = span / Math.max(1, Math.floor(plotW / 90));
+  const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  const stepSize = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) || 10 * mag;
+  for (let v = 0; v <= span + stepSize * 1e-9; v += stepSize) {
+    if (axis === "steps" && v !== Math.round(v)) continue;
+    const tx = labelW + plotW * (v / span);
     svg.appendChild(el("svg:line", { class: "seqlab-grid", x1: tx, x2: tx, y1: top - 4, y2: height }));
     svg.appendChild(
       el("svg:text", {
         class: "seqlab-axis-label",
         x: tx,
         y: top - 8,
-        "text-anchor": i === 0 ? "start" : i === ticks ? "end" : "middle",
-        text: axis === "time" ? `${Number(v.toPrecision(4))} s` : `${Math.round(v)}`,
+        "text-anchor": v === 0 ? "start" : tx > width - 40 ? "end" : "middle",
+        text: axis === "time" ? `${Number(v.toPrecision(6))} s` : `${Math.round(v)}`,
       }),
     );
   }
