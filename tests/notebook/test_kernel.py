@@ -204,6 +204,13 @@ def test_interrupt_also_works_when_nothing_else_wakes_the_loop(fresh_seqlab_kern
     kernel.manager.interrupt_kernel()
     assert kernel.collect(msg_id, timeout=10).ename == "KeyboardInterrupt"
     assert kernel.run("await trio.sleep(0)\n1 + 1").results == ["2"]
+    # A real-time scenario (a blocking cell: seqlab.run on its own thread) is cancelled too.
+    msg_id = kernel.client.execute("%%seqlab run --real-time\nawait trio.sleep(3600)")
+    kernel.wait_started(msg_id)
+    time.sleep(0.3)
+    kernel.manager.interrupt_kernel()
+    assert kernel.collect(msg_id, timeout=10).ename == "KeyboardInterrupt"
+    assert kernel.run("await trio.sleep(0)\nprint('alive')").stdout == "alive\n"
 
 
 def test_shutdown_cancels_the_loop_cleanly(fresh_seqlab_kernel: Any, tmp_path):
