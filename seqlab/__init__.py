@@ -99,7 +99,17 @@ __all__ = [
     "open_sequencer",
     "recording",
     "run",
+    "spawn",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # seqlab.spawn lives with the teaching kernel; importing it lazily keeps `import seqlab` light.
+    if name == "spawn":
+        from .notebook.kernel import spawn
+
+        return spawn
+    raise AttributeError(f"module 'seqlab' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython: object) -> None:
