@@ -23,7 +23,16 @@ from typing import Literal
 
 import trio
 
-__all__ = ["Comparison", "Result", "comparison", "run_all", "format_table", "to_json"]
+__all__ = [
+    "Comparison",
+    "Limit",
+    "Result",
+    "comparison",
+    "limit",
+    "run_all",
+    "format_table",
+    "to_json",
+]
 
 Workload = Callable[[bool], float]
 """A workload takes ``quick`` and returns the seconds one run took (it times itself)."""
@@ -43,20 +52,37 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class Limit:
+    """An absolute target with no peer: ``measure(quick)`` must stay at most ``target``
+    (or, with ``target=None``, is reported for information). ``heavy`` ones run only when
+    asked for by name or in a full run, never in ``--quick``."""
+
+    group: str
+    name: str
+    measure: Callable[[bool], float]
+    unit: str
+    target: float | None
+    heavy: bool
+
+
+@dataclass(frozen=True)
 class Result:
+    """One row: ``seqlab`` and ``peer`` are per-operation costs in microseconds (for a
+    :class:`Comparison`), or ``seqlab`` is the measured value in ``unit`` (for a :class:`Limit`)."""
+
     group: str
     scenario: str
     peer: str
-    seqlab_us_per_op: float
-    peer_us_per_op: float
+    seqlab: float
+    peer_value: float | None
     unit: str
     kind: str
-    ratio: float
+    ratio: float | None
     target: float | None
     passed: bool | None
 
 
-_COMPARISONS: list[Comparison] = []
+_COMPARISONS: list[Comparison | Limit] = []
 
 
 def comparison(
@@ -79,6 +105,18 @@ def comparison(
     return register
 
 
+def limit(
+    group: str, name: str, *, unit: str, target: float | None, heavy: bool = False
+) -> Callable[[Callable[[bool], float]], Callable[[bool], float]]:
+    """Register the decorated measurement, which must stay at most ``target`` ``unit``."""
+
+    def register(fn: Callable[[bool], float]) -> Callable[[bool], float]:
+        _COMPARISONS.append(Limit(group, name, fn, unit, target, heavy))
+        return fn
+
+    return register
+
+
 def timed_trio(async_fn: Callable[[], object]) -> float:
     """Seconds ``trio.run(async_fn)`` takes, measured inside the run (startup excluded)."""
 
@@ -90,7 +128,12 @@ def timed_trio(async_fn: Callable[[], object]) -> float:
     return trio.run(main)
 
 
-def measure(c: Comparison, quick: bool) -> Result:
+def measure(c: Comparison | Limit, quick: bool) -> Result:
+    if isinstance(c, Limit):
+        value = c.measure(quick)
+        passed = None if c.target is None else value <= c.target
+        ratio = None if c.target is None else value / c.target
+        return Result(c.group, c.name, "-", value, None, c.unit, "limit", ratio, c.target, passed)
     ours, theirs = math.inf, math.inf
     for _ in range(1 if quick else 3):
         # Alternate, so drift in the machine's speed hits both sides alike; keep the best.
@@ -143,36 +186,40 @@ def run_all(
             )
     results = []
     for c in _COMPARISONS:
-        if wanted is None or c.group in wanted:
+        skip_heavy = quick and isinstance(c, Limit) and c.heavy
+        if (wanted is None and not skip_heavy) or (wanted is not None and c.group in wanted):
             if progress:
                 print(f"  measuring {c.group}: {c.name} ...", flush=True)
             results.append(measure(c, quick))
     return results
 
 
-def _target_text(r: Result) -> str:
+def _cells(r: Result) -> tuple[str, str, str, str, str, str]:
+    verdict = {True: "pass", False: "FAIL", None: "-"}[r.passed]
+    name = f"{r.group}: {r.scenario}"
+    if r.kind == "limit":
+        target = "(info)" if r.target is None else f"<= {r.target:g} {r.unit}"
+        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x of limit"
+        return name, f"{r.seqlab:.2f} {r.unit}", "-", ratio, target, verdict
+    assert r.peer_value is not None and r.ratio is not None
     if r.target is None:
-        return "(info)"
-    return f">= {r.target:g}x" if r.kind == "faster" else f"<= {r.target:g}x"
+        target = "(info)"
+    else:
+        target = f">= {r.target:g}x" if r.kind == "faster" else f"<= {r.target:g}x"
+    return (
+        name,
+        f"{r.seqlab:.2f} us/{r.unit}",
+        f"{r.peer}: {r.peer_value:.2f} us/{r.unit}",
+        f"{r.ratio:.2f}x {'faster' if r.kind == 'faster' else 'cost'}",
+        target,
+        verdict,
+    )
 
 
 def format_table(results: list[Result]) -> str:
     """The results as one aligned table: scenario, seqlab, peer, ratio, target, pass/fail."""
     header = ("scenario", "seqlab", "peer", "ratio", "target", "result")
-    rows = [header]
-    for r in results:
-        verdict = {True: "pass", False: "FAIL", None: "-"}[r.passed]
-        ratio = f"{r.ratio:.2f}x {'faster' if r.kind == 'faster' else 'cost'}"
-        rows.append(
-            (
-                f"{r.group}: {r.scenario}",
-                f"{r.seqlab_us_per_op:.2f} us/{r.unit}",
-                f"{r.peer}: {r.peer_us_per_op:.2f} us/{r.unit}",
-                ratio,
-                _target_text(r),
-                verdict,
-            )
-        )
+    rows = [header, *(_cells(r) for r in results)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
