@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -92,17 +91,44 @@ Timeline(rec, title="4 workers meet at a barrier")
 """
 
 
+OTHER_VIEWS = """\
+from seqlab.trace import TraceEvent
+from seqlab.notebook.widgets import BarrierView, ConvoyView, RingView
+
+def E(t, task, prim, kind, **data):
+    return TraceEvent(t, task, prim, kind, data)
+
+convoy = ConvoyView()
+convoy.feed([
+    E(0, "main", "Convoy", "send", key="alice", sequence=0),
+    E(0, "main", "Convoy", "send", key="bob", sequence=0),
+    E(1, "c0", "Convoy", "deliver", key="alice", sequence=0, attempt=1, consumer="c0"),
+    E(2, "c0", "Convoy", "retry", key="alice", sequence=0, attempt=1),
+])
+ring = RingView()
+ring.feed([
+    E(0, "p", "RingBuffer", "publish", sequence=5, size=16),
+    E(0, "persist", "Sequence", "advance", stage="persist", sequence=3),
+    E(0, "deliver", "Sequence", "stage", stage="deliver", after=["persist"]),
+])
+convoy.flush(); ring.flush()
+display(BarrierView(rec), convoy, ring)
+"""
+
+
 def make_notebook(path: Path) -> None:
+    cells = [("barrier-scenario", SCENARIO), ("other-views", OTHER_VIEWS)]
     nb = {
         "cells": [
             {
                 "cell_type": "code",
                 "execution_count": None,
-                "id": "barrier-scenario",
+                "id": cell_id,
                 "metadata": {},
                 "outputs": [],
-                "source": SCENARIO,
+                "source": source,
             }
+            for cell_id, source in cells
         ],
         "metadata": {
             "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
@@ -274,7 +300,7 @@ def test_timeline_renders_live_in_jupyterlab_and_static_in_nbconvert(
     page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=60_000)
     run_all_cells(page)
 
-    widget = page.locator(".seqlab-view")
+    widget = page.locator(".seqlab-view").first
     try:
         widget.wait_for(timeout=30_000)
     except Exception:
@@ -293,12 +319,12 @@ def test_timeline_renders_live_in_jupyterlab_and_static_in_nbconvert(
 
     # Hover shows the event.
     page.locator('.seqlab-marker[data-kind="release"]').first.hover()
-    tooltip = page.locator(".seqlab-tooltip")
+    tooltip = widget.locator(".seqlab-tooltip")
     assert tooltip.is_visible()
     assert "release" in tooltip.inner_text()
 
     # Zoom widens the drawing; fit brings it back.
-    svg = page.locator(".seqlab-timeline-svg")
+    svg = widget.locator(".seqlab-timeline-svg")
     width = float(svg.get_attribute("width") or 0)
     page.locator(".seqlab-button", has_text="+").click()
     page.wait_for_function(
@@ -310,6 +336,16 @@ def test_timeline_renders_live_in_jupyterlab_and_static_in_nbconvert(
         f" - {width}) < 1"
     )
     widget.screenshot(path=str(workdir / "timeline.png"))
+
+    # The primitive views render too (same module, other renderers).
+    page.wait_for_selector(".seqlab-barrier")
+    assert page.locator(".seqlab-barrier .seqlab-chip").count() == 4
+    assert "released" in page.locator(".seqlab-barrier").inner_text()
+    convoy_rows = page.locator(".seqlab-view .seqlab-table").first.locator("tr")
+    assert convoy_rows.count() == 3  # header, alice, bob
+    assert page.locator(".seqlab-slot").count() == 16
+    assert page.locator(".seqlab-slot.slot-published").count() == 6  # 0..5: deliver is at -1
+    page.locator(".seqlab-view").nth(3).screenshot(path=str(workdir / "ring.png"))
     page.screenshot(path=str(workdir / "jupyterlab.png"))
     print(f"screenshots: {workdir / 'timeline.png'}, {workdir / 'jupyterlab.png'}")
     assert errors == [], errors
@@ -328,6 +364,8 @@ def test_timeline_renders_live_in_jupyterlab_and_static_in_nbconvert(
 
     offline.route("**/*", refuse)
     offline.goto(html.as_uri())
+    assert offline.locator("svg.seqlab-static.seqlab-barrier").count() == 1
+    assert offline.locator("svg.seqlab-static.seqlab-ring").count() == 1
     snapshot = offline.locator("svg.seqlab-static.seqlab-timeline")
     snapshot.wait_for(timeout=10_000)
     assert snapshot.locator(".seqlab-lane").count() == 4
@@ -335,4 +373,3 @@ def test_timeline_renders_live_in_jupyterlab_and_static_in_nbconvert(
     box = snapshot.bounding_box()
     assert box is not None and box["width"] > 300 and box["height"] > 80
     snapshot.screenshot(path=str(workdir / "static.png"))
-    shutil.copy(html, workdir / "export.html")
