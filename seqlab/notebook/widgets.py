@@ -25,7 +25,8 @@ from __future__ import annotations
 import pathlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import anywidget
@@ -34,7 +35,15 @@ import traitlets
 from ..trace import Recorder, TraceEvent
 from .views import VIEW_MODELS, BarrierModel, ConvoyModel, RingModel, TimelineModel, _Model
 
-__all__ = ["Timeline", "BarrierView", "ConvoyView", "RingView", "make_view", "VIEW_KINDS"]
+__all__ = [
+    "Timeline",
+    "BarrierView",
+    "ConvoyView",
+    "RingView",
+    "make_view",
+    "live_view",
+    "VIEW_KINDS",
+]
 
 _STATIC = pathlib.Path(__file__).parent / "static"
 VIEW_KINDS = tuple(VIEW_MODELS)
@@ -329,3 +338,26 @@ def make_view(kind: str, recorder: Recorder | None = None, **options: Any) -> _L
     except KeyError:
         raise ValueError(f"kind must be one of {', '.join(VIEW_KINDS)}; got {kind!r}") from None
     return factory(recorder, **options)
+
+
+@contextmanager
+def live_view(kind: str, recorder: Recorder, **options: Any) -> Iterator[_LiveView]:
+    """Show a view of ``recorder`` now, update it while the block runs, finish it at the end.
+
+    Example::
+
+        rec = seqlab.Recorder()
+        with live_view("timeline", rec):
+            seqlab.run(main, recorder=rec, virtual_time=False)
+
+    The final state is sent, and the displayed text and SVG snapshot refreshed, even when the
+    block raises.
+    """
+    if not isinstance(recorder, Recorder):
+        raise TypeError(f"recorder must be a seqlab.Recorder, got {type(recorder).__name__}")
+    view = make_view(kind, recorder, **options)
+    view.show()
+    try:
+        yield view
+    finally:
+        view.finish()

@@ -116,8 +116,27 @@ display(BarrierView(rec), convoy, ring)
 """
 
 
+LIVE = """\
+from seqlab.notebook.widgets import live_view
+
+async def slow():
+    async def worker(i):
+        for j in range(8):
+            seqlab.emit("Sequencer 'jobs'", "submit", job=j)
+            await trio.sleep(0.2)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(3):
+            nursery.start_soon(worker, i, name=f"live-{i}")
+
+live_rec = seqlab.Recorder()
+with live_view("timeline", live_rec, title="live run"):
+    seqlab.run(slow, seed=1, virtual_time=False, recorder=live_rec)
+"""
+
+
 def make_notebook(path: Path) -> None:
-    cells = [("barrier-scenario", SCENARIO), ("other-views", OTHER_VIEWS)]
+    cells = [("barrier-scenario", SCENARIO), ("other-views", OTHER_VIEWS), ("live", LIVE)]
     nb = {
         "cells": [
             {
@@ -308,17 +327,17 @@ def test_timeline_renders_live_in_jupyterlab_and_static_in_nbconvert(
         raise AssertionError(
             f"no timeline appeared (see {workdir / 'failure.png'}); browser errors: {errors}"
         ) from None
-    page.wait_for_selector(".seqlab-timeline-svg .seqlab-marker")
-    lanes = page.locator(".seqlab-timeline-svg .seqlab-lane")
+    widget.locator(".seqlab-timeline-svg .seqlab-marker").first.wait_for()
+    lanes = widget.locator(".seqlab-timeline-svg .seqlab-lane")
     assert lanes.count() == 4
     names = [lanes.nth(i).get_attribute("data-task") for i in range(4)]
     assert names == ["worker-0", "worker-1", "worker-2", "worker-3"]
-    assert page.locator('.seqlab-marker[data-kind="release"]').count() == 4
-    assert page.locator(".seqlab-span.state-waiting").count() >= 3
+    assert widget.locator('.seqlab-marker[data-kind="release"]').count() == 4
+    assert widget.locator(".seqlab-span.state-waiting").count() >= 3
     assert "4 workers meet at a barrier" in widget.inner_text()
 
     # Hover shows the event.
-    page.locator('.seqlab-marker[data-kind="release"]').first.hover()
+    widget.locator('.seqlab-marker[data-kind="release"]').first.hover()
     tooltip = widget.locator(".seqlab-tooltip")
     assert tooltip.is_visible()
     assert "release" in tooltip.inner_text()
@@ -326,11 +345,11 @@ def test_timeline_renders_live_in_jupyterlab_and_static_in_nbconvert(
     # Zoom widens the drawing; fit brings it back.
     svg = widget.locator(".seqlab-timeline-svg")
     width = float(svg.get_attribute("width") or 0)
-    page.locator(".seqlab-button", has_text="+").click()
+    widget.locator(".seqlab-button", has_text="+").click()
     page.wait_for_function(
         f"document.querySelector('.seqlab-timeline-svg').getAttribute('width') > {width + 1}"
     )
-    page.locator(".seqlab-button", has_text="fit").click()
+    widget.locator(".seqlab-button", has_text="fit").click()
     page.wait_for_function(
         f"Math.abs(document.querySelector('.seqlab-timeline-svg').getAttribute('width')"
         f" - {width}) < 1"
@@ -346,6 +365,18 @@ def test_timeline_renders_live_in_jupyterlab_and_static_in_nbconvert(
     assert page.locator(".seqlab-slot").count() == 16
     assert page.locator(".seqlab-slot.slot-published").count() == 6  # 0..5: deliver is at -1
     page.locator(".seqlab-view").nth(3).screenshot(path=str(workdir / "ring.png"))
+
+    # A live run (real time, ~1.6 s): updates reach the page while the cell still runs.
+    live = page.locator(".seqlab-view").nth(4)
+    live.locator(".seqlab-live").wait_for(state="visible", timeout=30_000)
+    partial = int(re.findall(r"(\d+) events", live.locator(".seqlab-summary").inner_text())[0])
+    page.wait_for_function(
+        "() => document.querySelectorAll('.jp-InputArea-prompt')[2].textContent.includes('3')"
+    )
+    live.locator(".seqlab-live").wait_for(state="hidden")
+    final = int(re.findall(r"(\d+) events", live.locator(".seqlab-summary").inner_text())[0])
+    assert 0 < partial < final == 1 + 2 * 3 + 3 * 8 + 1, (partial, final)
+    assert live.locator(".seqlab-lane").count() == 4  # main and live-0..2
     page.screenshot(path=str(workdir / "jupyterlab.png"))
     print(f"screenshots: {workdir / 'timeline.png'}, {workdir / 'jupyterlab.png'}")
     assert errors == [], errors
@@ -366,7 +397,12 @@ def test_timeline_renders_live_in_jupyterlab_and_static_in_nbconvert(
     offline.goto(html.as_uri())
     assert offline.locator("svg.seqlab-static.seqlab-barrier").count() == 1
     assert offline.locator("svg.seqlab-static.seqlab-ring").count() == 1
-    snapshot = offline.locator("svg.seqlab-static.seqlab-timeline")
+    timelines = offline.locator("svg.seqlab-static.seqlab-timeline")
+    timelines.first.wait_for(timeout=10_000)
+    assert timelines.count() == 2
+    # The live view's snapshot was refreshed when it finished: it shows the whole run.
+    assert "32 events, 4 tasks" in (timelines.nth(1).text_content() or "")
+    snapshot = timelines.first
     snapshot.wait_for(timeout=10_000)
     assert snapshot.locator(".seqlab-lane").count() == 4
     assert snapshot.locator('.seqlab-marker[data-kind="release"]').count() == 4

@@ -466,3 +466,24 @@ def test_static_assets_are_plain_offline_modules() -> None:
 
 
 SVG_NS = "http://www.w3.org/2000/svg"
+
+
+def test_live_view_shows_then_finishes(capsys: pytest.CaptureFixture[str]) -> None:
+    from seqlab.notebook.widgets import live_view
+
+    updates: list[Any] = []
+    rec = seqlab.Recorder()
+    with live_view("barrier", rec) as view:
+        assert rec._listeners == [view._on_event]
+        # Outside a kernel display() returns no handle; stand in for the kernel's one.
+        view._display_handle = type("Handle", (), {"update": staticmethod(updates.append)})()
+        seqlab.run(scenario(rounds=2), seed=4, recorder=rec)
+    assert rec._listeners == []
+    assert updates == [view]  # the displayed output is refreshed with the final snapshot
+    assert not view.live
+    assert view.steps == len(rec.events)
+    assert [g["outcome"] for g in view.barriers[0]["generations"]] == ["released", "released"]
+    # Outside a kernel, display() prints text/plain: the view as it was when shown.
+    assert capsys.readouterr().out == "BarrierView: 0 barriers, 0 events\n"
+    with pytest.raises(TypeError, match="recorder"), live_view("timeline", None):  # type: ignore[arg-type]
+        pass
