@@ -139,5 +139,95 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+@command(
+    "lab",
+    "copy the lessons (student versions) into DIR, make sure the seqlab kernel is installed, "
+    "and start JupyterLab there",
+    arg(
+        "dir",
+        nargs="?",
+        default="seqlab-lessons",
+        metavar="DIR",
+        help="working folder for your copies of the lessons (default ./seqlab-lessons); "
+        "lessons already there are kept, never overwritten",
+    ),
+    arg("--no-browser", action="store_true", help="start the server without opening a browser"),
+    arg("--port", type=int, default=None, help="port for JupyterLab (default: its own choice)"),
+    arg("--allow-root", action="store_true", help="let JupyterLab run as root (containers)"),
+)
+def _lab(args: argparse.Namespace) -> int:
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    if importlib.util.find_spec("jupyterlab") is None:
+        print(
+            "seqlab lab: JupyterLab is not installed; install it with: pip install 'seqlab[lab]'",
+            file=sys.stderr,
+        )
+        return 1
+    import nbformat
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    from .grading.lesson import installed_lessons
+    from .grading.release import release_notebook
+    from .notebook.kernel import KERNEL_NAME, install_kernel
+
+    lessons = installed_lessons()
+    if not lessons:
+        print("seqlab lab: no lessons found in the installed seqlab package", file=sys.stderr)
+        return 1
+    workdir = Path(args.dir).expanduser().resolve()
+    if workdir.exists() and not workdir.is_dir():
+        print(f"seqlab lab: {workdir} exists and is not a directory", file=sys.stderr)
+        return 2
+    workdir.mkdir(parents=True, exist_ok=True)
+    copied, kept = [], []
+    for lesson_id, source in lessons.items():
+        target = workdir / f"{lesson_id}.ipynb"
+        if target.exists():
+            kept.append(target.name)
+            continue
+        student = release_notebook(nbformat.read(str(source), as_version=4))
+        nbformat.write(student, str(target))
+        copied.append(target.name)
+    if copied:
+        print(f"copied {len(copied)} lessons into {workdir}: {', '.join(copied)}")
+    if kept:
+        print(f"kept your own copies of: {', '.join(kept)}")
+
+    # The kernel must run this Python (the one that has this seqlab); reinstall it otherwise.
+    try:
+        spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+        current = bool(spec.argv) and os.path.realpath(spec.argv[0]) == os.path.realpath(
+            sys.executable
+        )
+    except NoSuchKernel:
+        current = False
+    if not current:
+        in_venv = sys.prefix != getattr(sys, "base_prefix", sys.prefix)
+        where = install_kernel(user=not in_venv, sys_prefix=in_venv)
+        print(f"installed the seqlab kernel in {where}")
+
+    command_line = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={workdir}"]
+    if args.no_browser:
+        command_line.append("--no-browser")
+    if args.port is not None:
+        command_line.append(f"--port={args.port}")
+    if args.allow_root:
+        command_line.append("--allow-root")
+    print("starting JupyterLab; stop it with Ctrl-C")
+    sys.stdout.flush()
+    if os.name == "posix":
+        os.chdir(workdir)
+        os.execv(sys.executable, command_line)
+    import subprocess
+
+    try:
+        return subprocess.call(command_line, cwd=workdir)
+    except KeyboardInterrupt:
+        return 0
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
