@@ -45,6 +45,8 @@ FAIL_KINDS = frozenset({"failed", "broken", "dead_letter", "lock_lost", "error",
 _EXIT_ERROR_KEYS = ("error", "exception", "failed")
 
 RUNNING, DONE, FAILED = 0, 1, 2
+# Beyond this many tasks without a lane, the count of hidden tasks stops growing (memory bound).
+_MAX_HIDDEN_NAMES = 100_000
 _BASE_STATES = ("running", "done", "failed")
 
 # Colours: a JupyterLab CSS variable and a fallback for pages without JupyterLab's theme.
@@ -220,7 +222,8 @@ class TimelineModel(_Model):
         if lane is not None:
             return lane
         if len(self.lanes) >= self.max_lanes:
-            self._hidden.add(task)
+            if len(self._hidden) < _MAX_HIDDEN_NAMES:
+                self._hidden.add(task)
             return None
         lane = len(self.lanes)
         self.lanes.append(task)
@@ -432,16 +435,25 @@ class BarrierModel(_Model):
 
     kind = "barrier"
 
-    def __init__(self, primitive: str | None = None, *, max_generations: int = 32) -> None:
+    def __init__(
+        self, primitive: str | None = None, *, max_generations: int = 32, max_barriers: int = 16
+    ) -> None:
         super().__init__(primitive)
         if not isinstance(max_generations, int) or max_generations < 1:
             raise ValueError(f"max_generations must be an int >= 1, got {max_generations!r}")
+        if not isinstance(max_barriers, int) or max_barriers < 1:
+            raise ValueError(f"max_barriers must be an int >= 1, got {max_barriers!r}")
         self.max_generations = max_generations
+        self.max_barriers = max_barriers
         self.barriers: dict[str, dict[str, Any]] = {}
+        self.hidden_events = 0
 
-    def _barrier(self, name: str) -> dict[str, Any]:
+    def _barrier(self, name: str) -> dict[str, Any] | None:
         b = self.barriers.get(name)
         if b is None:
+            if len(self.barriers) >= self.max_barriers:
+                self.hidden_events += 1
+                return None
             b = {
                 "name": name,
                 "parties": None,
@@ -479,6 +491,8 @@ class BarrierModel(_Model):
         if event.primitive == "task" or event.kind not in BARRIER_KINDS:
             return
         b = self._barrier(event.primitive)
+        if b is None:
+            return
         b["counts"][event.kind] = b["counts"].get(event.kind, 0) + 1
         data = event.data
         if isinstance(data.get("parties"), int):
@@ -545,6 +559,8 @@ class BarrierModel(_Model):
                 lines.append(f"    gen {g['generation']}: {g['outcome']}{when}: {order}")
             if b["hidden_generations"]:
                 lines.append(f"    ({b['hidden_generations']} older generations summarised)")
+        if self.hidden_events:
+            lines.append(f"  ({self.hidden_events} events on further barriers not shown)")
         return "\n".join(lines)
 
     def svg(self, width: int = 720) -> str:

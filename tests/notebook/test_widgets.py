@@ -317,8 +317,9 @@ def test_100k_events_send_a_bounded_number_of_small_messages() -> None:
     elapsed = time.monotonic() - started
     view.finish()
     assert len(rec.events) >= 100_000
-    # At most one message per 0.25 s while events flow, plus the final one.
-    assert len(sent) <= elapsed / 0.25 + 2
+    # The first event is sent at once, then at most one message per 0.25 s, a trailing one
+    # for the tail, and the final one that also turns the "live" badge off.
+    assert len(sent) <= elapsed / 0.25 + 3
     assert len(sent) <= 60
     assert all(m["method"] == "update" for m in sent)
     biggest = max(len(json.dumps(m["state"])) for m in sent)
@@ -487,3 +488,12 @@ def test_live_view_shows_then_finishes(capsys: pytest.CaptureFixture[str]) -> No
     assert capsys.readouterr().out == "BarrierView: 0 barriers, 0 events\n"
     with pytest.raises(TypeError, match="recorder"), live_view("timeline", None):  # type: ignore[arg-type]
         pass
+
+
+def test_barriers_bounded() -> None:
+    m = BarrierModel(max_barriers=2)
+    for i in range(5):
+        m.feed(ev(0.0, "t", f"Barrier 'b{i}'", "arrive"))
+    assert [b["name"] for b in m.state()["barriers"]] == ["Barrier 'b0'", "Barrier 'b1'"]
+    assert m.hidden_events == 3
+    assert m.text().endswith("(3 events on further barriers not shown)")
