@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib
 import itertools
 import linecache
 import shlex
@@ -144,40 +143,32 @@ def compile_scenario(source: str, namespace: dict[str, Any]) -> Callable[[], Any
 def _show_view(kind: str, recorder: Recorder) -> None:
     """Show a finished run's trace as ``kind`` (one of :data:`VIEWS`).
 
-    This is the one place where views plug in. ``none`` shows nothing and ``text`` prints
-    the trace. Other kinds go to ``seqlab.notebook.widgets``: its ``show_view(kind, recorder)``
-    when it defines one, else the view ``make_view(kind, recorder)`` returns, displayed (its
-    ``text/plain`` fallback keeps the output deterministic). Without that module, they print
-    the text too.
+    ``none`` shows nothing and ``text`` prints the trace; the other kinds display a widget
+    whose ``text/plain`` fallback keeps the output deterministic.
     """
     if kind == "none":
         return
-    if kind != "text":
-        try:
-            widgets = importlib.import_module(f"{__package__}.widgets")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.widgets":
-                raise
-        else:
-            show = getattr(widgets, "show_view", None)
-            if show is not None:
-                show(kind, recorder)
-                return
-            make = getattr(widgets, "make_view", None)
-            if make is not None:
-                _display_view(make(kind, recorder))
-                return
-    print(recorder.to_text(), end="")
-
-
-def _display_view(view: Any) -> None:
+    if kind == "text":
+        print(recorder.to_text(), end="")
+        return
     from IPython.display import display
 
-    # The run is over: let the view take its final state before it is displayed once.
-    finish = getattr(view, "finish", None)
-    if finish is not None:
-        finish()
+    from .widgets import make_view
+
+    view = make_view(kind, recorder)
+    view.finish()
     display(view)
+
+
+def _live_view(kind: str, recorder: Recorder) -> Any:
+    """For a widget ``kind``, display a view now that follows ``recorder`` while it fills."""
+    if kind in ("none", "text"):
+        return None
+    from .widgets import make_view
+
+    view = make_view(kind, recorder)
+    view.show()
+    return view
 
 
 @magics_class
@@ -294,10 +285,14 @@ class SeqlabMagics(Magics):
         main.__name__ = "scenario"
         error: BaseException | None = None
         value: Any = None
+        live = _live_view(scenario.view, recorder)
         try:
             value = run(main, seed=seed, virtual_time=not scenario.real_time, recorder=recorder)
         except Exception as exc:
             error = exc
+        finally:
+            if live is not None:
+                live.finish()
         self.last_recorder = recorder
         self.last_clock = "real time" if scenario.real_time else "virtual"
         print(f"seed: {seed}")
@@ -316,9 +311,9 @@ class SeqlabMagics(Magics):
         print(f"events: {len(recorder)}")
         if error is None and value is not None:
             print(f"result: {safe_repr(value)}")
-        if scenario.view != "none":
+        if scenario.view == "text":
             print()
-        _show_view(scenario.view, recorder)
+            _show_view("text", recorder)
         if error is not None:
             print()
             print(describe_error(error), end="")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -210,20 +208,27 @@ def test_syntax_error_in_the_scenario_is_one_line(sh: Shell):
     assert err == "scenario: SyntaxError: '(' was never closed (line 1)\n"
 
 
-def test_views_plug_in_through_the_widgets_module(sh: Shell, monkeypatch):
-    shown: list[tuple[str, Any]] = []
-    fake = types.ModuleType("seqlab.notebook.widgets")
-    fake.show_view = lambda kind, recorder: shown.append((kind, recorder))  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "seqlab.notebook.widgets", fake)
-    monkeypatch.setattr(sys.modules["seqlab.notebook"], "widgets", fake, raising=False)
+def test_widget_views_are_shown_before_the_run_and_follow_it(sh: Shell, monkeypatch):
+    from seqlab.notebook import widgets
+
+    made: list[tuple[str, Any, int]] = []
+    real = widgets.make_view
+
+    def spy(kind: str, recorder: Any, **options: Any) -> Any:
+        view = real(kind, recorder, **options)
+        made.append((kind, view, len(recorder)))
+        return view
+
+    monkeypatch.setattr(widgets, "make_view", spy)
     out, _ = sh.cell("%%seqlab run --view barrier\nawait trio.sleep(1)")
-    assert [kind for kind, _ in shown] == ["barrier"]
-    assert len(shown[0][1]) == 2
+    assert [(kind, events) for kind, _, events in made] == [("barrier", 0)]  # before the run
+    view = made[0][1]
+    assert view.steps == 2 and not view.live  # it saw both events and was finished
     assert "task  spawn" not in out  # the view, not the text, shows the trace
     out, _ = sh.cell("%%seqlab run --view text\nawait trio.sleep(1)")
-    assert "scenario  task  spawn" in out and len(shown) == 1
+    assert "scenario  task  spawn" in out and len(made) == 1
     out, _ = sh.cell("%%seqlab run --view none\nawait trio.sleep(1)")
-    assert out.endswith("events: 2\n") and len(shown) == 1
+    assert out.endswith("events: 2\n") and len(made) == 1
 
 
 def test_compile_scenario_returns_an_async_function_with_the_given_globals():
