@@ -160,62 +160,34 @@ def _lab(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
+    from .lessons import copy_student_versions, ensure_kernel, jupyterlab_command, lesson_sources
+
     if importlib.util.find_spec("jupyterlab") is None:
         print(
             "seqlab lab: JupyterLab is not installed; install it with: pip install 'seqlab[lab]'",
             file=sys.stderr,
         )
         return 1
-    import nbformat
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-    from .grading.lesson import installed_lessons
-    from .grading.release import release_notebook
-    from .notebook.kernel import KERNEL_NAME, install_kernel
-
-    lessons = installed_lessons()
-    if not lessons:
+    if not lesson_sources():
         print("seqlab lab: no lessons found in the installed seqlab package", file=sys.stderr)
         return 1
     workdir = Path(args.dir).expanduser().resolve()
-    if workdir.exists() and not workdir.is_dir():
+    try:
+        copied, kept = copy_student_versions(workdir)
+    except NotADirectoryError:
         print(f"seqlab lab: {workdir} exists and is not a directory", file=sys.stderr)
         return 2
-    workdir.mkdir(parents=True, exist_ok=True)
-    copied, kept = [], []
-    for lesson_id, source in lessons.items():
-        target = workdir / f"{lesson_id}.ipynb"
-        if target.exists():
-            kept.append(target.name)
-            continue
-        student = release_notebook(nbformat.read(str(source), as_version=4))
-        nbformat.write(student, str(target))
-        copied.append(target.name)
     if copied:
         print(f"copied {len(copied)} lessons into {workdir}: {', '.join(copied)}")
     if kept:
         print(f"kept your own copies of: {', '.join(kept)}")
+    installed = ensure_kernel()
+    if installed is not None:
+        print(f"installed the seqlab kernel in {installed}")
 
-    # The kernel must run this Python (the one that has this seqlab); reinstall it otherwise.
-    try:
-        spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
-        current = bool(spec.argv) and os.path.realpath(spec.argv[0]) == os.path.realpath(
-            sys.executable
-        )
-    except NoSuchKernel:
-        current = False
-    if not current:
-        in_venv = sys.prefix != getattr(sys, "base_prefix", sys.prefix)
-        where = install_kernel(user=not in_venv, sys_prefix=in_venv)
-        print(f"installed the seqlab kernel in {where}")
-
-    command_line = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={workdir}"]
-    if args.no_browser:
-        command_line.append("--no-browser")
-    if args.port is not None:
-        command_line.append(f"--port={args.port}")
-    if args.allow_root:
-        command_line.append("--allow-root")
+    command_line = jupyterlab_command(
+        workdir, no_browser=args.no_browser, port=args.port, allow_root=args.allow_root
+    )
     print("starting JupyterLab; stop it with Ctrl-C")
     sys.stdout.flush()
     if os.name == "posix":
