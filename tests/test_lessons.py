@@ -130,6 +130,15 @@ def test_lesson_structure(path: Path) -> None:
         assert cell.source.count("### BEGIN SOLUTION") == cell.source.count("### END SOLUTION")
         assert "### BEGIN SOLUTION" in cell.source
 
+    # Code the checks rely on (imports, given helpers) is read-only, so a grader can restore it.
+    given = [
+        c
+        for c in nb.cells
+        if nbgrader(c) and not (c.metadata.nbgrader.grade or c.metadata.nbgrader.solution)
+    ]
+    assert given and all(nbgrader(c)["locked"] for c in given)
+    assert "import seqlab" in given[0].source
+
     # Stored outputs are what nbval compares: plain text, no errors, nothing run-specific.
     for cell in nb.cells:
         for out in cell.get("outputs", []):
