@@ -251,6 +251,18 @@ def test_binder_build_in_a_fresh_venv_runs_lesson_00(tmp_path: Path) -> None:
     assert build.returncode == 0, build.stdout + build.stderr
     assert sorted(p.stem for p in (repo / "my-lessons").glob("*.ipynb")) == EXPECTED
 
+    # The wheel ships the lessons: the installed package (not the checkout) lists all six.
+    shipped = subprocess.run(
+        [str(python), "-c", "from seqlab.lessons import lesson_sources as s; print(*s().values())"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert [Path(p).stem for p in shipped] == EXPECTED
+    assert all(Path(p).is_relative_to(venv) for p in shipped)
+
     spec = json.loads(
         (venv / "share" / "jupyter" / "kernels" / "seqlab" / "kernel.json").read_text()
     )
