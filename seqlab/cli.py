@@ -140,6 +140,67 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 @command(
+    "release",
+    "write student versions of lesson source notebooks (solutions and hidden tests removed)",
+    arg("sources", nargs="+", metavar="SOURCE", help="source notebook path or installed lesson ID"),
+    arg("--out", metavar="DIR", required=True, help="directory for the student notebooks"),
+)
+def _release(args: argparse.Namespace) -> int:
+    from .grading.commands import release_command
+
+    return release_command(args)
+
+
+@command(
+    "grade",
+    "grade submitted notebooks against a lesson's source in fresh, limited kernels",
+    arg("submissions", nargs="+", metavar="SUBMISSION", help="submitted .ipynb files"),
+    arg("--lesson", metavar="ID", help="installed lesson ID or source notebook path"),
+    arg("--out", metavar="FILE", help="write results here (default: stdout)"),
+    arg(
+        "--format",
+        choices=["gradescope", "json", "text"],
+        default=None,
+        help="gradescope (one submission's results.json), json (a batch) or text",
+    ),
+    arg("--jobs", type=int, default=1, help="submissions graded in parallel (default 1)"),
+    arg("--timeout", type=float, default=60.0, help="seconds per cell (default 60)"),
+    arg(
+        "--total-timeout",
+        type=float,
+        default=None,
+        help="seconds per submission (default 10 x --timeout)",
+    ),
+    arg(
+        "--memory",
+        type=int,
+        default=2048,
+        metavar="MIB",
+        help="kernel address-space limit in MiB (default 2048)",
+    ),
+)
+def _grade(args: argparse.Namespace) -> int:
+    from .grading.commands import grade_command
+
+    return grade_command(args)
+
+
+@command(
+    "gradescope-bundle",
+    "write a Gradescope autograder.zip (setup.sh, run_autograder, lesson, seqlab wheel)",
+    arg("lesson", metavar="LESSON", help="installed lesson ID or source notebook path"),
+    arg("--out", metavar="ZIP", default="autograder.zip", help="default autograder.zip"),
+    arg("--wheel", metavar="WHL", help="bundle this seqlab wheel instead of building one"),
+    arg("--timeout", type=float, default=60.0, help="seconds per cell (default 60)"),
+    arg("--memory", type=int, default=2048, metavar="MIB", help="kernel memory limit in MiB"),
+)
+def _gradescope_bundle(args: argparse.Namespace) -> int:
+    from .grading.commands import bundle_command
+
+    return bundle_command(args)
+
+
+@command(
     "lab",
     "copy the lessons (student versions) into DIR, make sure the seqlab kernel is installed, "
     "and start JupyterLab there",

@@ -14,11 +14,15 @@ Example (a check cell in a lesson)::
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ..runtime import Deadlock, ExploreResult, explore
 from ..trace import Recorder
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["CheckFailed", "check", "check_equal", "check_raises", "check_explore", "excerpt"]
 
@@ -29,15 +33,47 @@ class CheckFailed(AssertionError):
     """A lesson check did not pass; the message says why and what to try."""
 
 
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset)
+_PLAIN_DEPTH = 20
+
+
+def _plain(value: object, depth: int = 0) -> bool:
+    """True for values built only from built-in types (whose ``==`` learner code cannot fake)."""
+    if type(value) not in _PLAIN or depth > _PLAIN_DEPTH:
+        return False
+    if isinstance(value, dict):
+        return all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return all(_plain(item, depth + 1) for item in value)
+    return True
+
+
 def check(condition: object, message: str) -> None:
-    """Pass when ``condition`` is true; otherwise fail with ``message``."""
+    """Pass when ``condition`` is true; otherwise fail with ``message``.
+
+    ``condition`` must be a built-in value (``True``/``False``, a number, a list, ...): an
+    object of a learner's class could claim to be true whatever it holds.
+    """
+    if not _plain(condition):
+        raise CheckFailed(
+            f"{message} (the check expected True or False, not a {type(condition).__name__})"
+        )
     if not condition:
         raise CheckFailed(message)
 
 
 def check_equal(actual: object, expected: object, *, what: str = "the result") -> None:
-    """Pass when ``actual == expected``."""
-    if actual != expected:
+    """Pass when ``actual == expected``.
+
+    When ``expected`` is a built-in value, ``actual`` must be one too (an object whose
+    ``__eq__`` always says yes does not pass).
+    """
+    if _plain(expected) and not _plain(actual):
+        raise CheckFailed(
+            f"{what} should be {expected!r} (a {type(expected).__name__}), but it is a "
+            f"{type(actual).__name__}: {actual!r}."
+        )
+    if not expected == actual:
         raise CheckFailed(f"{what} should be {expected!r}, but it is {actual!r}.")
 
 
@@ -73,6 +109,13 @@ def excerpt(trace: Recorder, lines: int = _EXCERPT_LINES) -> str:
     return "\n".join([f"... ({len(text) - lines} earlier events)", *text[-lines:]])
 
 
+def _innermost(error: BaseException | None) -> BaseException | None:
+    """The one exception inside nested single-member exception groups (nurseries make them)."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
 def check_explore(
     async_fn: Callable[..., Awaitable[Any]],
     *args: Any,
@@ -92,12 +135,16 @@ def check_explore(
     first = result.failures[0]
     name = getattr(async_fn, "__name__", "the scenario")
     label = what or f"{name}"
-    if first.error is None:
+    error = _innermost(first.error)
+    if isinstance(error, NotImplementedError):
+        # An exercise left undone: say so plainly rather than as a schedule failure.
+        raise error
+    if error is None:
         reason = "the check rejected its trace"
-    elif isinstance(first.error, Deadlock):
-        reason = f"it deadlocked:\n{first.error}"
+    elif isinstance(error, Deadlock):
+        reason = f"it deadlocked:\n{error}"
     else:
-        reason = f"it raised {type(first.error).__name__}: {first.error}"
+        reason = f"it raised {type(error).__name__}: {error}"
     raise CheckFailed(
         f"{label} failed on {len(result.failures)} of {result.runs} schedules. "
         f"With seed {first.seed}, {reason}\n"

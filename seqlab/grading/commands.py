@@ -1,0 +1,127 @@
+"""The ``seqlab release``, ``seqlab grade`` and ``seqlab gradescope-bundle`` commands.
+
+:mod:`seqlab.cli` registers thin wrappers that call these functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["release_command", "grade_command", "bundle_command", "infer_lesson"]
+
+
+def release_command(args: argparse.Namespace) -> int:
+    from .lesson import LessonNotFound
+    from .release import release
+
+    try:
+        written = release(args.sources, args.out)
+    except (LessonNotFound, ValueError) as error:
+        print(f"seqlab release: {error}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def infer_lesson(submissions: list[str]) -> str | None:
+    """The installed lesson whose ID is the first submission's file stem, if any."""
+    from .lesson import installed_lessons
+
+    lessons = installed_lessons()
+    for sub in submissions:
+        stem = Path(sub).stem
+        if stem in lessons:
+            return stem
+    return None
+
+
+def _write(text: str, out: str | None) -> None:
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+def grade_command(args: argparse.Namespace) -> int:
+    from .grader import GradeSettings, SubmissionResult, grade_many
+    from .lesson import LessonNotFound, load_lesson
+
+    spec = args.lesson or infer_lesson(args.submissions)
+    if spec is None:
+        print(
+            "seqlab grade: which lesson? pass --lesson ID or --lesson PATH/TO/SOURCE.ipynb",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        lesson = load_lesson(spec)
+    except LessonNotFound as error:
+        print(f"seqlab grade: {error}", file=sys.stderr)
+        return 2
+    fmt = args.format or ("gradescope" if len(args.submissions) == 1 else "json")
+    if fmt == "gradescope" and len(args.submissions) != 1:
+        print(
+            "seqlab grade: --format gradescope writes one submission's results.json; "
+            "use --format json (or text) for a batch",
+            file=sys.stderr,
+        )
+        return 2
+    if args.jobs < 1:
+        print("seqlab grade: --jobs must be at least 1", file=sys.stderr)
+        return 2
+    if args.timeout <= 0:
+        print("seqlab grade: --timeout must be positive", file=sys.stderr)
+        return 2
+    settings = GradeSettings(
+        cell_timeout=args.timeout, total_timeout=args.total_timeout, memory_mb=args.memory
+    )
+
+    def progress(result: SubmissionResult) -> None:
+        if len(args.submissions) > 1:
+            print(
+                f"graded {result.submission}: {result.score:g}/{result.max_score:g}",
+                file=sys.stderr,
+            )
+
+    batch = grade_many(args.submissions, lesson, settings, jobs=args.jobs, progress=progress)
+    data: Any
+    if fmt == "gradescope":
+        _write(json.dumps(batch.results[0].to_gradescope(), indent=2) + "\n", args.out)
+    elif fmt == "json":
+        data = batch.to_json()
+        data["lesson"] = lesson.id
+        _write(json.dumps(data, indent=2) + "\n", args.out)
+    else:
+        _write("\n\n".join(r.to_text() for r in batch.results) + "\n", args.out)
+    if len(batch.results) > 1:
+        print(
+            f"graded {len(batch.results)} submissions in {batch.seconds:.1f} s with "
+            f"{batch.jobs} job(s): {batch.per_minute:.1f} submissions per minute",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def bundle_command(args: argparse.Namespace) -> int:
+    from .gradescope import BundleError, build_bundle
+    from .lesson import LessonNotFound
+
+    try:
+        path = build_bundle(
+            args.lesson,
+            args.out,
+            wheel=args.wheel,
+            timeout=args.timeout,
+            memory_mb=args.memory,
+        )
+    except (LessonNotFound, BundleError) as error:
+        print(f"seqlab gradescope-bundle: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
