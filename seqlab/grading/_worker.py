@@ -8,8 +8,10 @@ execute-reply status and, on error, the exception name, message and traceback. E
 authenticated with an HMAC of the secret key, which never touches the disk, the command line
 or the environment, so code in the kernel cannot forge a line the grader will accept.
 
-A cell that runs past the per-cell limit is interrupted; if the kernel does not answer a probe
-afterwards, the run stops. A kernel that dies (``os._exit``, a crash, the memory limit) ends
+It drives the kernel with :mod:`jupyter_client` directly, one request at a time, reading only
+the messages that answer that request. (nbclient keeps the output reader of a timed-out cell
+running, and it swallows the next cells' messages.) A cell that runs past the per-cell limit
+is interrupted; if it does not finish within a few seconds of the interrupt, the run stops. A kernel that dies (``os._exit``, a crash, the memory limit) ends
 the run with a ``dead`` line. The grader process decides the scores.
 """
 

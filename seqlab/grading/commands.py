@@ -28,16 +28,12 @@ def release_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def infer_lesson(submissions: list[str]) -> str | None:
-    """The installed lesson whose ID is the first submission's file stem, if any."""
+def infer_lesson(submission: str) -> str | None:
+    """The installed lesson whose ID is the submission's file stem, if any."""
     from .lesson import installed_lessons
 
-    lessons = installed_lessons()
-    for sub in submissions:
-        stem = Path(sub).stem
-        if stem in lessons:
-            return stem
-    return None
+    stem = Path(submission).stem
+    return stem if stem in installed_lessons() else None
 
 
 def _write(text: str, out: str | None) -> None:
@@ -50,20 +46,27 @@ def _write(text: str, out: str | None) -> None:
 
 def grade_command(args: argparse.Namespace) -> int:
     from .grader import GradeSettings, SubmissionResult, grade_many
-    from .lesson import LessonNotFound, load_lesson
+    from .lesson import Lesson, LessonNotFound, load_lesson
 
-    spec = args.lesson or infer_lesson(args.submissions)
-    if spec is None:
+    specs = [args.lesson or infer_lesson(sub) for sub in args.submissions]
+    unknown = [sub for sub, spec in zip(args.submissions, specs, strict=True) if spec is None]
+    if unknown:
         print(
-            "seqlab grade: which lesson? pass --lesson ID or --lesson PATH/TO/SOURCE.ipynb",
+            "seqlab grade: which lesson? no installed lesson is named like "
+            f"{', '.join(unknown)}: pass --lesson ID or --lesson PATH/TO/SOURCE.ipynb",
             file=sys.stderr,
         )
         return 2
+    loaded: dict[str, Lesson] = {}
     try:
-        lesson = load_lesson(spec)
+        for spec in specs:
+            assert spec is not None
+            if spec not in loaded:
+                loaded[spec] = load_lesson(spec)
     except LessonNotFound as error:
         print(f"seqlab grade: {error}", file=sys.stderr)
         return 2
+    lessons = [loaded[str(spec)] for spec in specs]
     fmt = args.format or ("gradescope" if len(args.submissions) == 1 else "json")
     if fmt == "gradescope" and len(args.submissions) != 1:
         print(
@@ -89,13 +92,12 @@ def grade_command(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-    batch = grade_many(args.submissions, lesson, settings, jobs=args.jobs, progress=progress)
+    batch = grade_many(args.submissions, lessons, settings, jobs=args.jobs, progress=progress)
     data: Any
     if fmt == "gradescope":
         _write(json.dumps(batch.results[0].to_gradescope(), indent=2) + "\n", args.out)
     elif fmt == "json":
         data = batch.to_json()
-        data["lesson"] = lesson.id
         _write(json.dumps(data, indent=2) + "\n", args.out)
     else:
         _write("\n\n".join(r.to_text() for r in batch.results) + "\n", args.out)

@@ -6,8 +6,8 @@ How one submission is graded (:func:`grade`):
    every check cell (hidden checks included) comes from the source; from the submission only
    the solution cells are taken, matched by ``grade_id``. Cells the learner added are not run
    (the report says so); a solution cell the learner deleted is replaced by its placeholder.
-2. **Run in a fresh kernel.** A worker process (:mod:`seqlab.grading._worker`) starts the
-   grading kernel (:mod:`seqlab.grading._kernel`: the seqlab kernel, so top-level ``await``
+2. **Run in a fresh kernel.** A worker process (:mod:`seqlab.grading._worker`, one per
+   submission; ``jobs`` of them at a time) starts the grading kernel (:mod:`seqlab.grading._kernel`: the seqlab kernel, so top-level ``await``
    works, under ``RLIMIT_AS``/``RLIMIT_CPU`` limits) in an empty working directory and runs
    the cells with a per-cell time limit; the grader kills worker and kernel at the total limit.
 3. **Guard the checks.** The first cell snapshots seqlab, trio and the builtins before any
@@ -15,7 +15,7 @@ How one submission is graded (:func:`grade`):
    check helpers (:mod:`seqlab.grading._guard`), so learner redefinitions and monkeypatches
    do not reach the check.
 4. **Decide from the kernel's replies.** A check passes when the kernel's execute reply for
-   its cell says ``ok`` and the cell shows no error. Nothing the cell prints counts. After each
+   its cell says ``ok`` and the kernel published no error for it. Nothing the cell prints counts. After each
    check cell a *canary* cell that must fail is run; if the kernel reports it as passing,
    something in the submission is hiding errors and that check (and every later one) scores 0.
    The worker reports replies over its stdout, every line signed with a key the kernel never
@@ -163,7 +163,8 @@ class Batch:
     def to_json(self) -> dict[str, Any]:
         return {
             "submissions": [
-                {"submission": r.submission, "results": r.to_gradescope()} for r in self.results
+                {"submission": r.submission, "lesson": r.lesson, "results": r.to_gradescope()}
+                for r in self.results
             ],
             "summary": {
                 "count": len(self.results),
@@ -213,10 +214,17 @@ def rebuild(lesson: Lesson, submission: Any, nonce: str | None = None) -> _Plan:
     student_cells: dict[str, Any] = {}
     extra = 0
     duplicates: set[str] = set()
+    # The lesson's own cells without nbgrader metadata are not "added" by the learner.
+    unmarked = {
+        source_text(c).strip()
+        for c in lesson.notebook.cells
+        if c.cell_type == "code" and "grade_id" not in nbgrader_meta(c)
+    }
     for cell in submission.get("cells", []):
         gid = nbgrader_meta(cell).get("grade_id")
         if gid is None:
-            if cell.get("cell_type") == "code" and source_text(cell).strip():
+            text = source_text(cell).strip()
+            if cell.get("cell_type") == "code" and text and text not in unmarked:
                 extra += 1
             continue
         gid = str(gid)
@@ -549,23 +557,29 @@ def grade(
 
 def grade_many(
     submissions: Iterable[str | Path],
-    lesson: Lesson,
+    lesson: Lesson | Sequence[Lesson],
     settings: GradeSettings | None = None,
     jobs: int = 1,
     progress: Callable[[SubmissionResult], None] | None = None,
 ) -> Batch:
-    """Grade many submissions, ``jobs`` at a time (each in its own worker and kernel)."""
+    """Grade many submissions, ``jobs`` at a time (each in its own worker and kernel).
+
+    ``lesson`` is one lesson for all, or a sequence with one lesson per submission.
+    """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, not {jobs}")
     items: Sequence[str | Path] = list(submissions)
+    lessons = [lesson] * len(items) if isinstance(lesson, Lesson) else list(lesson)
+    if len(lessons) != len(items):
+        raise ValueError(f"lesson: {len(lessons)} lessons for {len(items)} submissions")
     began = time.monotonic()
 
-    def one(item: str | Path) -> SubmissionResult:
-        result = grade(item, lesson, settings)
+    def one(pair: tuple[str | Path, Lesson]) -> SubmissionResult:
+        result = grade(pair[0], pair[1], settings)
         if progress is not None:
             progress(result)
         return result
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        results = list(pool.map(one, items))
+        results = list(pool.map(one, zip(items, lessons, strict=True)))
     return Batch(results, time.monotonic() - began, jobs)
