@@ -8,7 +8,9 @@ descriptor, and every module attribute that is a function, class or module, plus
 puts all of that back and rebinds the grading helpers (``check_equal`` and friends) in the
 user namespace. So ``check_equal = lambda *a, **k: None``, ``seqlab.grading.check = ...``,
 ``seqlab.runtime.explore = ...`` or ``f.__code__ = ...`` in learner code no longer matter
-when the check runs.
+when the check runs. Each check cell ends by verifying that nothing in the snapshot changed
+while it ran (a learner's background thread re-patching it); if something did, the cell
+fails.
 
 This is a defence against tampering from ordinary Python code, not a sandbox: code running in
 the same process can in principle find and disable this object too. The grader therefore
@@ -114,6 +116,34 @@ class Guard:
                 namespace["trio"] = self._modules["trio"]
 
 
+class TamperedError(RuntimeError):
+    """The grading machinery changed while a check ran (a learner thread patching it)."""
+
+
+def _verify(guard: Guard) -> None:
+    changed = [
+        f"{name}"
+        for module_dict, name, value in guard._module_attrs
+        if module_dict.get(name) is not value
+    ]
+    changed += [
+        f"{cls.__name__}.{name}"
+        for cls, name, value in guard._class_attrs
+        if cls.__dict__.get(name) is not value
+    ]
+    changed += [
+        fn.__qualname__
+        for fn, saved in guard._functions
+        if any(getattr(fn, a) is not v for a, v in zip(_FN_ATTRS, saved, strict=True))
+    ]
+    if changed:
+        raise TamperedError(
+            "the grading helpers were changed while this check ran ("
+            + ", ".join(sorted(set(changed))[:5])
+            + "); the check does not count"
+        )
+
+
 def install(nonce: str) -> Guard:
     """Snapshot now and keep the guard where the grader's prefix will look for it."""
     import seqlab  # the snapshot covers whatever is imported now
@@ -123,5 +153,6 @@ def install(nonce: str) -> Guard:
     guard = Guard()
     holder = types.ModuleType(f"_seqlab_guard_{nonce}")
     holder.restore = guard.restore  # type: ignore[attr-defined]
+    holder.verify = lambda: _verify(guard)  # type: ignore[attr-defined]
     sys.modules[holder.__name__] = holder
     return guard

@@ -12,8 +12,9 @@ How one submission is graded (:func:`grade`):
    the cells with a per-cell time limit; the grader kills worker and kernel at the total limit.
 3. **Guard the checks.** The first cell snapshots seqlab, trio and the builtins before any
    learner code runs; each check cell starts by restoring that snapshot and rebinding the
-   check helpers (:mod:`seqlab.grading._guard`), so learner redefinitions and monkeypatches
-   do not reach the check.
+   check helpers, and ends by verifying that nothing changed meanwhile
+   (:mod:`seqlab.grading._guard`), so learner redefinitions and monkeypatches, even from a
+   background thread, do not reach the check.
 4. **Decide from the kernel's replies.** A check passes when the kernel's execute reply for
    its cell says ``ok`` and the kernel published no error for it. Nothing the cell prints counts. After each
    check cell a *canary* cell that must fail is run; if the kernel reports it as passing,
@@ -202,6 +203,10 @@ def _guard_prefix(nonce: str) -> str:
     return f'__import__("sys").modules["_seqlab_guard_{nonce}"].restore(globals())\n'
 
 
+def _guard_suffix(nonce: str) -> str:
+    return f'__import__("sys").modules["_seqlab_guard_{nonce}"].verify()\n'
+
+
 def _canary(nonce: str) -> str:
     return f'raise AssertionError("seqlab-canary-{nonce}")'
 
@@ -263,7 +268,8 @@ def rebuild(lesson: Lesson, submission: Any, nonce: str | None = None) -> _Plan:
             cells.append(new(text))
         elif meta.get("grade"):
             roles[len(cells)] = ("test", gid)
-            cells.append(new(_guard_prefix(nonce) + source_text(cell)))
+            body = source_text(cell).rstrip("\n")
+            cells.append(new(_guard_prefix(nonce) + body + "\n" + _guard_suffix(nonce)))
             roles[len(cells)] = ("canary", gid)
             cells.append(new(_canary(nonce)))
         else:

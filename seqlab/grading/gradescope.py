@@ -48,7 +48,7 @@ PYTHON="${SEQLAB_PYTHON:-python3}"
 if ! command -v "$PYTHON" >/dev/null 2>&1 || ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
     apt-get install -y python3 python3-pip python3-venv
 fi
-"$PYTHON" -m pip install "$SOURCE"/seqlab-*.whl "nbclient>=0.10" "nbformat>=5.9" "jupyter_client>=8"
+"$PYTHON" -m pip install "$SOURCE"/seqlab-*.whl "nbformat>=5.9" "jupyter_client>=8"
 if [ "$(id -u)" = 0 ] && ! id -u %(user)s >/dev/null 2>&1; then
     useradd --system --no-create-home --shell /usr/sbin/nologin %(user)s
 fi

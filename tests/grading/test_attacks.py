@@ -81,6 +81,21 @@ ip.showtraceback = lambda *a, **k: None
 """
 )
 
+PATCHING_THREAD = (
+    DOUBLE_WRONG
+    + """
+import threading, time
+import seqlab.grading.checks as checks
+nothing = (lambda *args, **kwargs: None).__code__
+def keep_patching():
+    while True:
+        checks.check_equal.__code__ = nothing
+        checks.check_explore.__code__ = nothing
+        time.sleep(0.0005)
+threading.Thread(target=keep_patching, daemon=True).start()
+"""
+)
+
 LOOP = "while True:\n    pass"
 STUBBORN_LOOP = "import time\nwhile True:\n    try:\n        time.sleep(0.05)\n    except BaseException:\n        pass"
 
@@ -106,6 +121,9 @@ def attacked(
         ),
         "hide-errors": make_submission(
             d, "hide-errors", {"double": HIDE_ERRORS, "deposit": DEPOSIT_RACY}
+        ),
+        "patching-thread": make_submission(
+            d, "patching-thread", {"double": PATCHING_THREAD, "deposit": DEPOSIT_RACY}
         ),
         "loop": make_submission(d, "loop", {"double": LOOP, "deposit": DEPOSIT}),
         "stubborn-loop": make_submission(
@@ -153,7 +171,16 @@ def _outputs(result: SubmissionResult) -> str:
 
 
 @pytest.mark.parametrize(
-    "attack", ["edit-locked", "redefine", "monkeypatch", "fake-results", "hide-errors", "evil-eq"]
+    "attack",
+    [
+        "edit-locked",
+        "redefine",
+        "monkeypatch",
+        "fake-results",
+        "hide-errors",
+        "evil-eq",
+        "patching-thread",
+    ],
 )
 def test_tampering_with_wrong_solutions_scores_zero(
     attacked: dict[str, SubmissionResult], attack: str
