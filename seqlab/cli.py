@@ -214,7 +214,6 @@ def _gradescope_bundle(args: argparse.Namespace) -> int:
     ),
     arg("--no-browser", action="store_true", help="start the server without opening a browser"),
     arg("--port", type=int, default=None, help="port for JupyterLab (default: its own choice)"),
-    arg("--allow-root", action="store_true", help="let JupyterLab run as root (containers)"),
 )
 def _lab(args: argparse.Namespace) -> int:
     import importlib.util
@@ -246,9 +245,7 @@ def _lab(args: argparse.Namespace) -> int:
     if installed is not None:
         print(f"installed the seqlab kernel in {installed}")
 
-    command_line = jupyterlab_command(
-        workdir, no_browser=args.no_browser, port=args.port, allow_root=args.allow_root
-    )
+    command_line = jupyterlab_command(workdir, no_browser=args.no_browser, port=args.port)
     print("starting JupyterLab; stop it with Ctrl-C")
     sys.stdout.flush()
     if os.name == "posix":

@@ -327,8 +327,6 @@ def test_seqlab_lab_serves_the_student_copies(kernel_env: dict[str, str], tmp_pa
     workdir = tmp_path / "my lessons"
     command = [sys.executable, "-m", "seqlab", "lab", str(workdir), "--no-browser"]
     command += ["--port", str(port)]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        command.append("--allow-root")
     log = (tmp_path / "lab.log").open("w")
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/api/contents"

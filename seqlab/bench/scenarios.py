@@ -1,3 +1,3 @@
 """Every scenario module; importing this registers all comparisons."""
 
-from . import barrier, convoy, lessons, pipeline, sequencer, widgets  # noqa: F401
+from . import barrier, convoy, grading, lessons, pipeline, sequencer, widgets  # noqa: F401

@@ -51,6 +51,7 @@ USAGE = {
     "run": "%%seqlab run [--seed N] [--real-time] [--explore K] [--view " + "|".join(VIEWS) + "]",
     "replay": "%seqlab replay SEED",
     "trace": "%seqlab trace [--json]",
+    "check": "%seqlab check EXERCISE_ID",
     "help": "%seqlab help",
 }
 
@@ -209,6 +210,13 @@ class SeqlabMagics(Magics):
                 self._replay(args)
             elif sub == "trace":
                 self._trace(args)
+            elif sub == "check":
+                if len(args) != 1:
+                    raise _Usage(sub, "give exactly one exercise id, e.g. %seqlab check ex1")
+                from ..grading.selfcheck import self_check
+
+                namespace = self.shell.user_ns if self.shell is not None else {}
+                print(self_check(args[0], namespace))
             elif sub == "help":
                 print("\n".join(USAGE.values()))
             else:

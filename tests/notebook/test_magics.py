@@ -248,3 +248,24 @@ def test_show_view_text_prints_the_trace(capsys):
     magics._show_view("text", rec)
     magics._show_view("none", rec)
     assert capsys.readouterr().out == rec.to_text()
+
+
+def test_check_runs_a_lessons_visible_checks_in_the_notebook(sh: Shell):
+    _, err = sh.cell("%seqlab check")
+    assert "%seqlab check EXERCISE_ID" in err
+    sh.cell("import trio, seqlab")
+    out, _ = sh.cell("%seqlab check ex0-alarms")
+    assert "ex0-alarms-check" in out and "✗" in out
+    sh.cell(
+        "async def staggered_alarms(delays):\n"
+        "    rang = []\n"
+        "    async def alarm(delay):\n"
+        "        await trio.sleep(delay)\n"
+        "        rang.append(trio.current_time())\n"
+        "    async with trio.open_nursery() as nursery:\n"
+        "        for delay in delays:\n"
+        "            nursery.start_soon(alarm, delay)\n"
+        "    return rang\n"
+    )
+    out, _ = sh.cell("%seqlab check ex0-alarms")
+    assert "1 of 1 visible check(s) passed" in out
