@@ -555,9 +555,7 @@ def install_kernel(
             json.dump(kernel_spec(), f, indent=1)
             f.write("\n")
         return str(
-            KernelSpecManager().install_kernel_spec(
-                tmp, KERNEL_NAME, user=user, prefix=prefix, replace=True
-            )
+            KernelSpecManager().install_kernel_spec(tmp, KERNEL_NAME, user=user, prefix=prefix)
         )
 
 

@@ -197,7 +197,7 @@ def test_unknown_subcommand_lists_the_valid_ones(sh: Shell):
     _, err = sh.cell("%seqlab frobnicate")
     assert err == (
         "%seqlab: unknown subcommand 'frobnicate'; valid subcommands: "
-        "status, run, replay, trace, help\n"
+        "status, run, replay, trace, check, help\n"
     )
     out, _ = sh.cell("%seqlab help")
     assert out.splitlines() == list(USAGE.values())
