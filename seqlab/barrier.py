@@ -273,8 +273,7 @@ class Barrier:
         if rec is None:
             waiters[task] = None
         else:
-            now = trio.current_time()
-            rec.record(
+            waiters[task] = rec.record(
                 task,
                 self._label,
                 "arrive",
@@ -284,7 +283,6 @@ class Barrier:
                     "n_waiting": len(waiters) + 1,
                 },
             )
-            waiters[task] = now
 
         def abort_fn(_: Any) -> trio.lowlevel.Abort:
             del self._waiters[task]
@@ -338,13 +336,19 @@ class Barrier:
             )
 
     def _release_recorded(self, rec: Recorder) -> None:
-        now = trio.current_time()
-        generation = self._generation
+        now = rec.now()
+        generation, label, record = self._generation, self._label, rec.record
         for index, (task, arrived) in enumerate(self._waiters.items()):
-            data: dict[str, Any] = {"generation": generation, "index": index}
-            if arrived is not None:
-                data["waited"] = now - arrived
-            rec.record(task, self._label, "release", data)
+            if arrived is None:  # it arrived while no recorder was active
+                record(task, label, "release", {"generation": generation, "index": index})
+            else:
+                waited = now - arrived
+                record(
+                    task,
+                    label,
+                    "release",
+                    {"generation": generation, "index": index, "waited": waited},
+                )
             _reschedule(task, _Value(index))
         rec.record(
             _current_task(),

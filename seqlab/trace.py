@@ -10,12 +10,14 @@ import contextvars
 import json
 import math
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import trio
+from trio._core._run import SystemClock
 
 __all__ = ["TraceEvent", "Recorder", "recording", "emit", "current_recorder", "task_label"]
 
@@ -25,6 +27,7 @@ _RECORDER: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar(
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _NO_DATA: Mapping[str, Any] = MappingProxyType({})
 _current_time = trio.current_time
+_FIELDS = 5  # time, task label, primitive, kind, data: one event in Recorder._raw
 
 
 class TraceEvent(NamedTuple):
@@ -82,9 +85,10 @@ class Recorder:
         self.seed: int | None = None
         self._t0: float | None = None
         self._now: Callable[[], float] = _current_time
-        # Events are kept raw (task objects, not names) and turned into TraceEvents on demand:
-        # that keeps recording cheap, and labels are given in order of first appearance.
-        self._raw: list[tuple[float, trio.lowlevel.Task, str, str, Mapping[str, Any]]] = []
+        # Events are kept as plain tuples of strings and numbers and turned into TraceEvents on
+        # demand: that keeps recording cheap, also for the garbage collector, which soon stops
+        # tracking such tuples (a reference to a task would keep it scanning every one).
+        self._raw: list[Any] = []
         self._events: list[TraceEvent] = []
         self._labels: dict[trio.lowlevel.Task, str] = {}
         self._label_counts: dict[str, int] = {}
@@ -94,24 +98,25 @@ class Recorder:
     def events(self) -> list[TraceEvent]:
         """Every event recorded so far, oldest first."""
         raw = self._raw
-        if len(self._events) < len(raw):
+        done = len(self._events) * _FIELDS
+        if done < len(raw):
             if self._t0 is None:
-                self._t0 = raw[0][0]
-            t0, labels = self._t0, self._labels
+                self._t0 = raw[0]
+            t0 = self._t0
             self._events.extend(
-                TraceEvent(t - t0, labels.get(task) or self._first_label(task), p, k, d)
-                for t, task, p, k, d in raw[len(self._events) :]
+                TraceEvent(raw[i] - t0, raw[i + 1], raw[i + 2], raw[i + 3], raw[i + 4])
+                for i in range(done, len(raw), _FIELDS)
             )
         return self._events
 
     def __len__(self) -> int:
-        return len(self._raw)
+        return len(self._raw) // _FIELDS
 
     def __iter__(self) -> Iterator[TraceEvent]:
         return iter(self.events)
 
     def __repr__(self) -> str:
-        return f"<Recorder: {len(self._raw)} events>"
+        return f"<Recorder: {len(self)} events>"
 
     def subscribe(self, listener: Callable[[TraceEvent], object]) -> None:
         """Call ``listener(event)`` for every event recorded from now on (live views use it)."""
@@ -122,7 +127,6 @@ class Recorder:
 
     def label(self, task: trio.lowlevel.Task) -> str:
         """The name this recorder uses for ``task``; repeated names get ``#2``, ``#3``, ..."""
-        self.events  # label the tasks already seen first, in order  # noqa: B018
         return self._labels.get(task) or self._first_label(task)
 
     def _first_label(self, task: trio.lowlevel.Task) -> str:
@@ -137,19 +141,46 @@ class Recorder:
 
     def _start(self) -> None:
         """Bind to the running trio clock; the first start also sets time zero."""
-        self._now = trio.lowlevel.current_clock().current_time
+        clock = trio.lowlevel.current_clock()
+        # trio's SystemClock is perf_counter plus a constant; read perf_counter directly.
+        self._now = time.perf_counter if type(clock) is SystemClock else clock.current_time
         if self._t0 is None:
             self._t0 = self._now()
+        self.record = self._recorder_function()  # type: ignore[method-assign, assignment]
+
+    def now(self) -> float:
+        """The current time on this recorder's clock (compare it with other ``now()`` values)."""
+        return self._now()
 
     def record(
         self, task: trio.lowlevel.Task, primitive: str, kind: str, data: Mapping[str, Any]
-    ) -> None:
-        """Append an event for ``task`` at the current trio time."""
-        self._raw.append((self._now(), task, primitive, kind, data))
-        if self._listeners:
-            event = self.events[-1]
-            for listener in self._listeners:
-                listener(event)
+    ) -> float:
+        """Append an event for ``task`` at the current trio time; return that time (``now()``).
+
+        Primitives call this on hot paths; :meth:`_start` replaces it, per instance, by an
+        equivalent closure that skips the attribute lookups.
+        """
+        self._start()
+        return self.record(task, primitive, kind, data)
+
+    def _recorder_function(
+        self,
+    ) -> Callable[[trio.lowlevel.Task, str, str, Mapping[str, Any]], float]:
+        now, extend, labels = self._now, self._raw.extend, self._labels
+        first_label, listeners = self._first_label, self._listeners
+
+        def record(
+            task: trio.lowlevel.Task, primitive: str, kind: str, data: Mapping[str, Any]
+        ) -> float:
+            t = now()
+            extend((t, labels.get(task) or first_label(task), primitive, kind, data))
+            if listeners:
+                event = self.events[-1]
+                for listener in listeners:
+                    listener(event)
+            return t
+
+        return record
 
     def to_text(self) -> str:
         """One aligned line per event: time, task, primitive, kind, details.
