@@ -333,10 +333,13 @@ async def _work(d: Dispatcher) -> None:
                         _settle(d, owner, seq, ticket, me, start, _CANCELLED, None, None)
                         raise
                     else:
-                        if seq is None or rec is not None or ticket._waiters:
+                        if seq is None or ticket._waiters:
                             _settle(d, owner, seq, ticket, me, start, _DONE, value, None)
                         else:
                             # _settle's common case, inlined: this is the hot path.
+                            if rec is not None:
+                                data = {"ticket": ticket.number, "duration": now() - start}
+                                rec.record(me, seq._label, "done", data)
                             d._running -= 1
                             seq._completed += 1
                             d._completed += 1
