@@ -46,3 +46,13 @@ def test_demo_installed_console_script():
 def test_demo_rejects_bad_tellers(capsys):
     assert main(["demo", "--tellers", "0"]) == 2
     assert "--tellers" in capsys.readouterr().err
+
+
+def test_help_shows_every_subcommand_help_verbatim(capsys):
+    from seqlab.cli import _COMMANDS
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for cmd in _COMMANDS.values():
+        assert " ".join(cmd.help.split()) in out
