@@ -140,7 +140,10 @@ def test_lesson_structure(path: Path) -> None:
     assert "import seqlab" in given[0].source
 
     # Stored outputs are what nbval compares: plain text, no errors, nothing run-specific.
+    assert "widgets" not in nb.metadata, "strip widget state from the notebook metadata"
     for cell in nb.cells:
+        # nbclient records wall-clock timestamps here when re-executing; they are noise in diffs.
+        assert "execution" not in cell.metadata, "strip metadata.execution after re-executing"
         for out in cell.get("outputs", []):
             assert out.output_type in ("stream", "execute_result", "display_data")
             assert out.get("name", "stdout") == "stdout"
