@@ -139,6 +139,7 @@ def check_explore(
     if isinstance(error, NotImplementedError):
         # An exercise left undone: say so plainly rather than as a schedule failure.
         raise error
+    replay = ", ".join([name, *(repr(arg) for arg in args)])
     if error is None:
         reason = "the check rejected its trace"
     elif isinstance(error, Deadlock):
@@ -149,5 +150,5 @@ def check_explore(
         f"{label} failed on {len(result.failures)} of {result.runs} schedules. "
         f"With seed {first.seed}, {reason}\n"
         f"End of the trace for seed {first.seed}:\n{excerpt(first.trace)}\n"
-        f"Replay it: seqlab.run({name}, seed={first.seed}, recorder=seqlab.Recorder())"
+        f"Replay it: seqlab.run({replay}, seed={first.seed}, recorder=seqlab.Recorder())"
     ) from first.error

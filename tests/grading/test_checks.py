@@ -86,3 +86,16 @@ def test_check_explore_unwraps_nursery_errors_and_names_the_seed() -> None:
 def test_check_explore_reports_an_unfinished_exercise_as_such() -> None:
     with pytest.raises(NotImplementedError, match="exercise x"):
         check_explore(_unfinished, seeds=range(2))
+
+
+async def _short_of(target: int) -> None:
+    await trio.lowlevel.checkpoint()
+    check_equal(target - 1, target, what="the count")
+
+
+def test_check_explore_replay_line_passes_the_scenario_arguments() -> None:
+    with pytest.raises(CheckFailed) as info:
+        check_explore(_short_of, 3, seeds=range(2))
+    message = str(info.value)
+    assert message.startswith("_short_of failed on 2 of 2 schedules.")
+    assert "Replay it: seqlab.run(_short_of, 3, seed=0, recorder=seqlab.Recorder())" in message
