@@ -163,10 +163,17 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def load_lesson(spec: str | Path) -> Lesson:
-    """Read a lesson given its installed ID (``00-welcome``) or a path to a source notebook."""
+    """Read a lesson given its installed ID (``00-welcome``) or a path to a source notebook.
+
+    A bare file name (``00-welcome.ipynb``) that does not exist here also names the installed
+    lesson; a path with a folder in it must exist.
+    """
     import nbformat
 
     path = Path(spec)
+    if path.suffix == ".ipynb" and len(path.parts) > 1 and not path.exists():
+        # A path to a notebook that is missing: never grade against an installed namesake.
+        raise LessonNotFound(f"no lesson notebook at {str(spec)!r}")
     if not (path.suffix == ".ipynb" and path.exists()):
         lessons = installed_lessons()
         key = str(spec)

@@ -87,5 +87,8 @@ def test_lessons_resolve_by_path_or_installed_id() -> None:
     assert load_lesson(SOURCE).max_score == 3
     with pytest.raises(LessonNotFound, match="installed lesson ID"):
         load_lesson("no-such-lesson")
+    with pytest.raises(LessonNotFound, match="no lesson notebook at"):
+        load_lesson(Path("missing-folder") / "00-welcome.ipynb")
+    assert load_lesson("00-welcome.ipynb").id == "00-welcome"
     for lesson_id in installed_lessons():
         assert load_lesson(lesson_id).id == lesson_id
