@@ -32,7 +32,7 @@ from trio._core import _run as _trio_run
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-from .trace import _RECORDER, Recorder, _LifecycleInstrument, task_label
+from .trace import _RECORDER, Recorder, task_label
 
 __all__ = [
     "run",
@@ -415,7 +415,8 @@ def _run_in_thread(state: _Run) -> Any:
     _local.seed = state.seed
     instruments: list[trio.abc.Instrument] = []
     if state.recorder is not None:
-        instruments.append(_LifecycleInstrument(state.recorder))
+        instruments.append(state.recorder._lifecycle)
+        state.recorder._lifecycle_users += 1
     clock = None
     if state.virtual_time:
         from trio.testing import MockClock
@@ -430,6 +431,8 @@ def _run_in_thread(state: _Run) -> Any:
     finally:
         _local.rng = None
         _local.seed = None
+        if state.recorder is not None:
+            state.recorder._lifecycle_users -= 1
     if state.deadlock is not None:
         # The program swallowed the cancellation we used to unblock it; report the deadlock.
         raise state.deadlock

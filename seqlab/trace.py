@@ -93,6 +93,11 @@ class Recorder:
         self._labels: dict[trio.lowlevel.Task, str] = {}
         self._label_counts: dict[str, int] = {}
         self._listeners: list[Callable[[TraceEvent], object]] = []
+        # One lifecycle instrument per recorder, installed while at least one recording
+        # (a seqlab.run or a recording() block) uses it: nested recordings of the same
+        # recorder must not record each spawn and exit twice.
+        self._lifecycle = _LifecycleInstrument(self)
+        self._lifecycle_users = 0
 
     @property
     def events(self) -> list[TraceEvent]:
@@ -259,13 +264,16 @@ def recording(recorder: Recorder) -> Iterator[Recorder]:
     if not isinstance(recorder, Recorder):
         raise TypeError(f"recorder must be a seqlab.Recorder, got {type(recorder).__name__}")
     recorder._start()
-    instrument = _LifecycleInstrument(recorder)
     token = _RECORDER.set(recorder)
-    trio.lowlevel.add_instrument(instrument)
+    if recorder._lifecycle_users == 0:
+        trio.lowlevel.add_instrument(recorder._lifecycle)
+    recorder._lifecycle_users += 1
     try:
         yield recorder
     finally:
-        trio.lowlevel.remove_instrument(instrument)
+        recorder._lifecycle_users -= 1
+        if recorder._lifecycle_users == 0:
+            trio.lowlevel.remove_instrument(recorder._lifecycle)
         _RECORDER.reset(token)
 
 

@@ -142,3 +142,54 @@ def test_emit_without_recorder_is_a_no_op():
         return current_recorder()
 
     assert seqlab.run(main, seed=0) is None
+
+
+def test_recording_the_active_recorder_again_records_lifecycle_once():
+    async def spawn_one(name: str) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep, 1, name=name)
+
+    async def main():
+        rec = current_recorder()
+        assert rec is not None
+        with seqlab.recording(rec):  # already active through seqlab.run
+            with seqlab.recording(rec):
+                await spawn_one("inner")
+            await spawn_one("middle")
+        await spawn_one("outer")  # the run's own recording still sees spawns
+
+    rec = seqlab.Recorder()
+    seqlab.run(main, seed=0, recorder=rec)
+    assert [(e.task, e.kind) for e in rec.events] == [
+        ("main", "spawn"),
+        ("inner", "spawn"),
+        ("inner", "exit"),
+        ("middle", "spawn"),
+        ("middle", "exit"),
+        ("outer", "spawn"),
+        ("outer", "exit"),
+        ("main", "exit"),
+    ]
+    assert rec._lifecycle_users == 0
+
+
+def test_nested_recordings_inside_a_plain_trio_run():
+    rec = seqlab.Recorder()
+
+    async def main():
+        with seqlab.recording(rec):
+            with seqlab.recording(rec):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(trio.sleep, 1, name="a")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.sleep, 1, name="b")
+        async with trio.open_nursery() as nursery:  # no longer recording
+            nursery.start_soon(trio.sleep, 1, name="c")
+
+    trio.run(main)
+    assert [(e.task, e.kind) for e in rec.events] == [
+        ("a", "spawn"),
+        ("a", "exit"),
+        ("b", "spawn"),
+        ("b", "exit"),
+    ]
