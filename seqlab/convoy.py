@@ -203,7 +203,8 @@ class Convoy:
     Cancellation: if the ``async with`` block is cancelled or raises, the consumers stop (a
     handler in progress is cancelled) and every unsettled message is recorded in
     :attr:`undelivered` as an :class:`Undelivered`, and an :class:`UndeliveredWarning` names
-    them, so nothing is dropped silently. The block's exception then propagates unchanged.
+    them, so nothing is dropped silently. The block's exception then propagates unchanged, and
+    a :meth:`join` still waiting (in another task) raises :class:`trio.ClosedResourceError`.
 
     Tracing: with a recorder active, the convoy emits ``send`` (key, sequence), ``dedup``
     (key, dedup_id), ``lock`` and ``unlock`` when a consumer takes and gives up a key's session
@@ -367,6 +368,8 @@ class Convoy:
 
         Messages sent meanwhile do not extend the wait. Cancelling ``join`` changes nothing in
         the convoy. Do not call it from a handler: it would wait for the handler's own message.
+        If the convoy's block exits early, the messages still awaited will never settle:
+        ``join`` then raises :class:`trio.ClosedResourceError` (they are in :attr:`undelivered`).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         targets = [(s, s.next_sequence) for s in self._keys.values() if s.settled < s.next_sequence]
@@ -375,6 +378,11 @@ class Convoy:
             return
         for state, target in targets:
             while state.settled < target:
+                if self._closed:
+                    raise trio.ClosedResourceError(
+                        f"{self._label} exited early: key {state.key!r} sequence {state.settled} "
+                        "and later will never be delivered; see convoy.undelivered"
+                    )
                 if state.join_lot is None:
                     state.join_lot = trio.lowlevel.ParkingLot()
                 await state.join_lot.park()
@@ -420,6 +428,8 @@ class Convoy:
                 self.undelivered.append(Undelivered(state.key, message, sequence, attempts))
             state.backlog.clear()
             state.state = _IDLE
+            if state.join_lot:
+                state.join_lot.unpark_all()  # they raise ClosedResourceError
         self._ready.clear()
         if not self.undelivered:
             return

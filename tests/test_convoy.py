@@ -627,6 +627,31 @@ def test_cancelled_exit_drain_reports_undelivered() -> None:
     assert [(u.message, u.attempts) for u in convoy.undelivered] == [(2, 1), (3, 0)]
 
 
+def test_join_after_an_early_exit_raises_instead_of_hanging() -> None:
+    errors: list[tuple[str, float, str]] = []
+
+    async def join(convoy: Convoy, who: str) -> None:
+        try:
+            await convoy.join()
+        except trio.ClosedResourceError as exc:
+            errors.append((who, trio.current_time(), str(exc)))
+
+    async def main() -> None:
+        async with trio.open_nursery() as outer:
+            with trio.move_on_after(1.5):
+                async with open_convoy(Log(), consumers=1) as convoy:
+                    for m in range(3):
+                        await convoy.send("a", m)
+                    outer.start_soon(join, convoy, "waiting")
+                    await trio.sleep(10)
+            await join(convoy, "after")
+
+    with pytest.warns(UndeliveredWarning):
+        seqlab.run(main, seed=0)
+    assert sorted((who, t) for who, t, _ in errors) == [("after", 1.5), ("waiting", 1.5)]
+    assert all("key 'a' sequence 1 and later will never be delivered" in e for *_, e in errors)
+
+
 def test_clean_exit_has_nothing_undelivered_and_no_warning() -> None:
     async def main() -> Convoy:
         async with open_convoy(Log()) as convoy:
