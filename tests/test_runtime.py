@@ -6,6 +6,8 @@ import time
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from trio._core import _run as trio_run
 
 import seqlab
@@ -364,3 +366,53 @@ def test_program_waiting_for_idleness_is_not_a_deadlock():
     for seed in range(10):
         before, done = seqlab.run(main, seed=seed)
         assert before == [] and done == [1.0]
+
+
+# ---------------------------------------------------------------- property: random programs
+
+# A program is a list of tasks; each task is a list of steps: a sleep (in quarter seconds, so
+# sums are exact in binary floating point) or a bare checkpoint (None).
+_steps = st.lists(st.one_of(st.none(), st.integers(0, 12)), max_size=6)
+
+
+def _random_program(tasks: list[list[int | None]]):
+    async def program() -> tuple[float, dict[str, float]]:
+        finished: dict[str, float] = {}
+
+        async def task(name: str, steps: list[int | None]) -> None:
+            for n, step in enumerate(steps):
+                seqlab.emit("program", "step", n=n)
+                if step is None:
+                    await trio.lowlevel.checkpoint()
+                else:
+                    await trio.sleep(step / 4)
+            finished[name] = trio.current_time()
+
+        async with trio.open_nursery() as nursery:
+            for i, steps in enumerate(tasks):
+                nursery.start_soon(task, f"t{i}", steps, name=f"t{i}")
+        return trio.current_time(), finished
+
+    return program
+
+
+@settings(max_examples=50, deadline=None)
+@given(tasks=st.lists(_steps, min_size=1, max_size=6), seed=st.integers(0, 2**32 - 1))
+def test_property_random_programs_replay_exactly(tasks, seed):
+    program = _random_program(tasks)
+    first, again = seqlab.Recorder(), seqlab.Recorder()
+    end, finished = seqlab.run(program, seed=seed, recorder=first)
+    assert seqlab.run(program, seed=seed, recorder=again) == (end, finished)
+    assert first.to_text() == again.to_text()
+    assert first.to_json() == again.to_json()
+
+    # Virtual time is exact: each task ends at the sum of its sleeps, the run at the largest.
+    expected = {
+        f"t{i}": sum(s for s in steps if s is not None) / 4 for i, steps in enumerate(tasks)
+    }
+    assert finished == expected
+    assert end == max(expected.values())
+    assert first.events[-1].time == end
+    steps_traced = sum(len(steps) for steps in tasks)
+    assert sum(e.kind == "step" for e in first.events) == steps_traced
+    assert sum(e.kind == "spawn" for e in first.events) == len(tasks) + 1
