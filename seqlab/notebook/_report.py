@@ -29,8 +29,14 @@ _LIBRARY_DIRS = tuple(
 
 
 def safe_repr(value: Any) -> str:
-    """``repr(value)`` without memory addresses."""
-    return _ADDRESS.sub("", repr(value))
+    """``value`` on one line as IPython shows it (sets sorted), without memory addresses.
+
+    Plain ``repr`` of a set of strings changes order from one process to the next (string
+    hashing is randomised), which would make a stored notebook output fail nbval.
+    """
+    from IPython.lib.pretty import pretty
+
+    return _ADDRESS.sub("", pretty(value, max_width=sys.maxsize))
 
 
 def describe_error(error: BaseException) -> str:

@@ -39,9 +39,6 @@ from ..trace import Recorder
 from ._report import SCENARIO_FILE_PREFIX, describe_error, safe_repr
 from .kernel import current_loop
 
-if sys.version_info < (3, 11):
-    pass
-
 __all__ = ["SeqlabMagics", "USAGE", "VIEWS", "compile_scenario"]
 
 VIEWS = ("timeline", "barrier", "convoy", "ring", "text", "none")
@@ -184,7 +181,20 @@ class SeqlabMagics(Magics):
 
     @line_cell_magic
     def seqlab(self, line: str, cell: str | None = None) -> None:
-        """seqlab magics: ``%seqlab help`` lists them."""
+        """Run trio scenarios deterministically and look at what each task did.
+
+        ``%%seqlab run [--seed N] [--real-time] [--explore K] [--view KIND]`` runs the cell's
+        body as ``async def scenario()`` under :func:`seqlab.run` (virtual time, seed 0 unless
+        given) and prints the seed, the virtual duration, the tasks, the events and the trace;
+        ``--view timeline|barrier|convoy|ring`` shows a live widget instead of the text trace,
+        ``--view none`` shows neither; ``--explore K`` runs seeds N .. N+K-1 and lists the
+        failing ones.
+        ``%seqlab replay SEED`` reruns the last scenario with another seed.
+        ``%seqlab trace [--json]`` prints the last trace (``--json``: what the widgets read).
+        ``%seqlab check EXERCISE_ID`` runs a lesson's visible checks against your code.
+        ``%seqlab`` or ``%seqlab status``: the trio loop, the last seed, clock and trace.
+        ``%seqlab help`` prints one usage line per subcommand.
+        """
         try:
             words = shlex.split(line)
         except ValueError as exc:
@@ -293,6 +303,10 @@ class SeqlabMagics(Magics):
         main.__name__ = "scenario"
         error: BaseException | None = None
         value: Any = None
+        # Set before the run, so that after an interrupt %seqlab trace shows this scenario's
+        # partial trace rather than the previous scenario's.
+        self.last_recorder = recorder
+        self.last_clock = "real time" if scenario.real_time else "virtual"
         live = _live_view(scenario.view, recorder)
         try:
             value = run(main, seed=seed, virtual_time=not scenario.real_time, recorder=recorder)
@@ -301,8 +315,6 @@ class SeqlabMagics(Magics):
         finally:
             if live is not None:
                 live.finish()
-        self.last_recorder = recorder
-        self.last_clock = "real time" if scenario.real_time else "virtual"
         print(f"seed: {seed}")
         if scenario.real_time:
             print("clock: real time (timings vary from run to run)")
@@ -336,6 +348,8 @@ class SeqlabMagics(Magics):
         scenario_main.__name__ = "scenario"
         result = explore(scenario_main, seeds=seeds, virtual_time=not scenario.real_time)
         self.last_clock = "real time" if scenario.real_time else "virtual"
+        # explore keeps only the failures' traces; an older scenario's trace would mislead.
+        self.last_recorder = None
         span = f"seed {first}" if count == 1 else f"seeds {first}-{first + count - 1}"
         if result.ok:
             print(f"explored {count} schedules ({span}): all passed")

@@ -90,6 +90,12 @@ def test_scenario_sees_notebook_globals_and_keeps_its_own_names(sh: Shell, ipyth
     assert "result:" not in out
 
 
+def test_result_is_shown_the_same_in_every_process(sh: Shell):
+    # repr() of a set of strings depends on the process's hash seed; the result line must not.
+    out, _ = sh.cell("%%seqlab run\n[{'pear', 'apple', 'fig'}, frozenset({'b', 'a'}), object()]")
+    assert "result: [{'apple', 'fig', 'pear'}, frozenset({'a', 'b'}), <object>]\n" in out
+
+
 def test_errors_are_short_reports_with_the_users_frames(sh: Shell):
     sh.cell("def check(n):\n    if n:\n        raise ValueError(f'bad {n}')")
     out, err = sh.cell("%%seqlab run --seed 3 --view none\nawait trio.sleep(0.5)\ncheck(7)")
@@ -136,8 +142,12 @@ def test_explore_reports_the_failing_seeds(sh: Shell):
 
 
 def test_explore_all_passing_and_explicit_start_seed(sh: Shell):
+    sh.cell("%%seqlab run --seed 9\n" + TWO_WORKERS)
     out, _ = sh.cell("%%seqlab run --explore 3 --seed 10\nawait trio.sleep(1)")
     assert out == "explored 3 schedules (seeds 10-12): all passed\n"
+    # A passing exploration keeps no trace; the earlier scenario's is not passed off as its own.
+    _, err = sh.cell("%seqlab trace")
+    assert err == "%seqlab trace: no trace yet; run a scenario with %%seqlab run\n"
 
 
 def test_replay_and_trace(sh: Shell):
