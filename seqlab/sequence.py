@@ -700,7 +700,8 @@ class Stage:
         self.handler = handler
         self.after = after
         self.on_error = on_error
-        self.sequence = Sequence(name=name)
+        # A stage added after a run starts at the cursor: the ring no longer holds older events.
+        self.sequence = Sequence(pipeline.ring._cursor._value, name=name)
         self.sequence._label = f"{pipeline._label} stage {name!r}"
         deps = [s.sequence for s in after] or [pipeline.ring._cursor]
         self.barrier = SequenceBarrier(*deps)
@@ -758,30 +759,20 @@ class Stage:
             if pipeline._trace_from is not None:
                 pipeline._trace_flush()
             seq = nxt
-            try:
-                if is_async:
-                    while seq <= available:
-                        await handler(entries[seq & mask], seq, seq == available)
-                        seq += 1
-                else:
-                    while seq <= available:
-                        handler(entries[seq & mask], seq, seq == available)
-                        seq += 1
-            except Exception as exc:
-                if not self._handle_error(exc, entries[seq & mask], seq):
-                    return
-                # Skipped: carry on with the rest of the batch.
-                seq += 1
-                while seq <= available:
-                    try:
-                        if is_async:
+            while seq <= available:
+                try:
+                    if is_async:
+                        while seq <= available:
                             await handler(entries[seq & mask], seq, seq == available)
-                        else:
+                            seq += 1
+                    else:
+                        while seq <= available:
                             handler(entries[seq & mask], seq, seq == available)
-                    except Exception as exc2:
-                        if not self._handle_error(exc2, entries[seq & mask], seq):
-                            return
-                    seq += 1
+                            seq += 1
+                except Exception as exc:
+                    if not self._handle_error(exc, entries[seq & mask], seq):
+                        return
+                    seq += 1  # skipped: carry on with the rest of the batch
             batch = available - nxt + 1
             self._batches += 1
             self._events += batch
@@ -921,7 +912,8 @@ class Pipeline:
         ``after`` lists the stages (objects or names) that must have handled an event before
         this one may; they must already exist, so stages are added in dependency order (which
         also makes cycles impossible). ``on_error`` is ``"raise"``, ``"skip"`` or a callable,
-        see the class docstring.
+        see the class docstring. A stage added between two runs sees only the events published
+        after it was added.
         """
         if not isinstance(name, str) or not name:
             raise TypeError(f"name must be a non-empty str, got {name!r}")

@@ -615,6 +615,24 @@ def test_second_run_continues_sequences() -> None:
     assert seqlab.run(main, seed=0) == list(range(10))
 
 
+def test_stage_added_between_runs_sees_only_new_events() -> None:
+    async def main() -> list[tuple[int, int]]:
+        pipe = Pipeline(4)
+        pipe.stage("a", _noop)
+        async with pipe.run() as publish:
+            for i in range(10):
+                await publish(i)
+        seen: list[tuple[int, int]] = []
+        late = pipe.stage("late", lambda e, s, end: seen.append((s, e)))
+        assert late.sequence.value == 9
+        async with pipe.run() as publish:
+            await publish(10)
+        return seen
+
+    # The ring only holds events 6..9 by now: replaying 0..9 would read overwritten slots.
+    assert seqlab.run(main, seed=0) == [(10, 10)]
+
+
 # --------------------------------------------------------------------------- Pipeline: errors
 
 
@@ -710,6 +728,26 @@ def test_skip_policy_records_and_continues() -> None:
         ("check", 9, 9),
     ]
     assert count == [4]
+
+
+def test_skip_policy_with_an_async_handler_skips_several_errors_in_one_batch() -> None:
+    async def main() -> tuple[list[int], list[int], int]:
+        pipe = Pipeline(16)
+        handled: list[int] = []
+
+        async def even_fails(e: int, s: int, end: bool) -> None:
+            await trio.lowlevel.checkpoint()
+            if e % 2 == 0:
+                raise Boom(e)
+            handled.append(e)
+
+        stage = pipe.stage("check", even_fails, on_error="skip")
+        async with pipe.run() as publish:
+            for i in range(8):
+                await publish(i)  # no yield in between: the stage takes one batch of 8
+        return handled, [e.sequence for e in stage.errors], stage.statistics().batches
+
+    assert seqlab.run(main, seed=0) == ([1, 3, 5, 7], [0, 2, 4, 6], 1)
 
 
 def test_callable_error_policy_and_failing_policy() -> None:
