@@ -213,7 +213,6 @@ class TimelineModel(_Model):
         self.dropped_markers = 0
         self._waiters: dict[str, set[int]] = {}
         self._hidden: set[str] = set()
-        self.hidden_events = 0
 
     # -- feeding
 
@@ -258,7 +257,6 @@ class TimelineModel(_Model):
         t = event.time
         lane = self._lane(event.task, t, step)
         if lane is None:
-            self.hidden_events += 1
             return
         if event.primitive == "task":
             if event.kind == "exit":
@@ -539,7 +537,12 @@ class BarrierModel(_Model):
                     "counts": dict(sorted(b["counts"].items())),
                 }
             )
-        return {"barriers": out, "t_end": _t(self.t_end), "steps": self.n_events}
+        return {
+            "barriers": out,
+            "hidden_events": self.hidden_events,
+            "t_end": _t(self.t_end),
+            "steps": self.n_events,
+        }
 
     def text(self) -> str:
         lines = [f"BarrierView: {len(self.barriers)} barriers, {self.n_events} events"]
@@ -786,13 +789,13 @@ class RingModel(_Model):
         self.cursor = -1
         self.claimed = -1
         self.stages: dict[str, dict[str, Any]] = {}
-        self.hidden_stages = 0
+        self.hidden_events = 0
 
     def _stage(self, name: str) -> dict[str, Any] | None:
         s = self.stages.get(name)
         if s is None:
             if len(self.stages) >= self.max_stages:
-                self.hidden_stages += 1
+                self.hidden_events += 1
                 return None
             s = {"name": name, "sequence": -1, "waiting_for": None, "batches": 0, "after": []}
             self.stages[name] = s
@@ -851,7 +854,7 @@ class RingModel(_Model):
                 for s in self.stages.values()
             ],
             "gating": self.gating(),
-            "hidden_stages": self.hidden_stages,
+            "hidden_events": self.hidden_events,
             "counts": dict(sorted(self.counts.items())),
             "t_end": _t(self.t_end),
             "steps": self.n_events,
@@ -872,6 +875,8 @@ class RingModel(_Model):
             )
         if self.stages:
             lines.append(f"  producer gated by: {', '.join(self.gating())}")
+        if self.hidden_events:
+            lines.append(f"  ({self.hidden_events} events on further stages not shown)")
         return "\n".join(lines)
 
     def svg(self, width: int = 720) -> str:

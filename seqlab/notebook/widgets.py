@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from html import escape
 from typing import Any
 
 import anywidget
@@ -92,8 +93,6 @@ class _LiveView(anywidget.AnyWidget):
         self._timer: threading.Timer | None = None
         self._recorder: Recorder | None = None
         self._display_handle: Any = None
-        #: How many state messages this view has pushed (tests and curious users read it).
-        self.flushes = 0
         super().__init__(view_kind=self._trace_model.kind, title=title)
         if recorder is not None:
             self._trace_model.feed_all(list(recorder.events))
@@ -165,17 +164,20 @@ class _LiveView(anywidget.AnyWidget):
                 setattr(self, name, state[name])
             self.steps = state["steps"]
             self.t_end = state["t_end"]
-        self.flushes += 1
+
+    def _unfollow(self) -> None:
+        """Unsubscribe from the recorder and cancel a pending flush (call with the lock held)."""
+        if self._recorder is not None:
+            self._recorder.unsubscribe(self._on_event)
+            self._recorder = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def detach(self) -> None:
         """Stop following the recorder and send the final state."""
         with self._lock:
-            if self._recorder is not None:
-                self._recorder.unsubscribe(self._on_event)
-                self._recorder = None
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            self._unfollow()
             with self.hold_sync():
                 self.live = False
                 if self._dirty:
@@ -200,12 +202,7 @@ class _LiveView(anywidget.AnyWidget):
             super().close()
             return
         with self._lock:
-            if self._recorder is not None:
-                self._recorder.unsubscribe(self._on_event)
-                self._recorder = None
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            self._unfollow()
         super().close()
 
     def __repr__(self) -> str:
@@ -218,7 +215,7 @@ class _LiveView(anywidget.AnyWidget):
             return self._trace_model.svg()
 
     def to_html(self) -> str:
-        title = f'<div class="seqlab-title">{_escape(self.title)}</div>' if self.title else ""
+        title = f'<div class="seqlab-title">{escape(self.title)}</div>' if self.title else ""
         return f'<div class="seqlab-snapshot">{title}{self.to_svg()}</div>'
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
@@ -228,12 +225,6 @@ class _LiveView(anywidget.AnyWidget):
         data["text/plain"] = repr(self)
         data["text/html"] = self.to_html()
         return data, metadata
-
-
-def _escape(text: str) -> str:
-    from html import escape
-
-    return escape(text)
 
 
 class Timeline(_LiveView):
@@ -285,9 +276,10 @@ class BarrierView(_LiveView):
     """Each barrier's generations: who arrived with which index, who is waiting, broken or not."""
 
     _model_class = BarrierModel
-    _fields = ("barriers",)
+    _fields = ("barriers", "hidden_events")
 
     barriers: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    hidden_events = traitlets.Int(0).tag(sync=True)
 
 
 class ConvoyView(_LiveView):
@@ -307,7 +299,16 @@ class RingView(_LiveView):
     """A ring buffer's slots and cursor, each stage's sequence, and which stages gate whom."""
 
     _model_class = RingModel
-    _fields = ("size", "size_known", "cursor", "claimed", "stages", "gating", "counts")
+    _fields = (
+        "size",
+        "size_known",
+        "cursor",
+        "claimed",
+        "stages",
+        "gating",
+        "hidden_events",
+        "counts",
+    )
 
     size = traitlets.Int(8).tag(sync=True)
     size_known = traitlets.Bool(False).tag(sync=True)
@@ -315,6 +316,7 @@ class RingView(_LiveView):
     claimed = traitlets.Int(-1).tag(sync=True)
     stages: traitlets.List[Any] = traitlets.List().tag(sync=True)
     gating: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    hidden_events = traitlets.Int(0).tag(sync=True)
     counts = traitlets.Dict().tag(sync=True)
 
 

@@ -497,3 +497,16 @@ def test_barriers_bounded() -> None:
     assert [b["name"] for b in m.state()["barriers"]] == ["Barrier 'b0'", "Barrier 'b1'"]
     assert m.hidden_events == 3
     assert m.text().endswith("(3 events on further barriers not shown)")
+
+
+def test_events_beyond_the_caps_are_counted_in_the_view_and_its_text() -> None:
+    barriers = BarrierView(max_barriers=1)
+    barriers.feed([ev(0.0, "t", f"Barrier 'b{i}'", "arrive") for i in range(3)])
+    ring = RingView(max_stages=2)
+    ring.feed([ev(0.0, "s", "Sequence", "advance", stage=f"s{i}", sequence=i) for i in range(5)])
+    for view in (barriers, ring):
+        view.flush()
+    assert (barriers.hidden_events, ring.hidden_events) == (2, 3)
+    assert [s["name"] for s in ring.stages] == ["s0", "s1"]
+    assert repr(barriers).endswith("(2 events on further barriers not shown)")
+    assert repr(ring).endswith("(3 events on further stages not shown)")

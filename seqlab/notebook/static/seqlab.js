@@ -206,6 +206,8 @@ function renderBarrier(model, body, tooltip) {
     }
     body.appendChild(box);
   }
+  const hidden = model.get("hidden_events") || 0;
+  if (hidden) body.appendChild(el("div", { class: "seqlab-muted", text: `${hidden} events on further barriers not shown` }));
 }
 
 // ------------------------------------------------------------------ convoy
@@ -297,6 +299,8 @@ function renderRing(model, body, tooltip) {
     );
   }
   body.appendChild(el("div", { class: "seqlab-ring" }, [svg, table]));
+  const hidden = model.get("hidden_events") || 0;
+  if (hidden) body.appendChild(el("div", { class: "seqlab-muted", text: `${hidden} events on further stages not shown` }));
 }
 
 // ------------------------------------------------------------------ entry point
