@@ -59,26 +59,16 @@ import trio
 import seqlab
 from seqlab.notebook.widgets import Timeline
 
-try:
-    from seqlab.barrier import Barrier
-except ImportError:  # primitives not there yet: emit what a barrier would
-    Barrier = None
-
 
 async def main():
     rec = seqlab.Recorder()
 
     async def worker(i, barrier):
         await trio.sleep(i + 1)
-        if barrier is not None:
-            await barrier.wait()
-        else:
-            seqlab.emit("Barrier 'phase'", "arrive", generation=0, index=i)
-            await trio.sleep(4 - (i + 1))
-            seqlab.emit("Barrier 'phase'", "release", generation=0, index=i)
+        await barrier.wait()
         await trio.sleep(1)
 
-    barrier = Barrier(4, name="phase") if Barrier is not None else None
+    barrier = seqlab.Barrier(4, name="phase")
     with seqlab.recording(rec):
         async with trio.open_nursery() as nursery:
             for i in range(4):
