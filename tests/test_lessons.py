@@ -205,6 +205,71 @@ def test_student_versions_fail_their_checks_until_the_exercises_are_done(
     assert graded >= 3 * len(LESSONS)
 
 
+# Plausible wrong answers whose bug only some schedules (or sizes) show. Each must fail the
+# *visible* check, so a learner's self-check catches it before the grader does.
+RACY_TELLER = """
+async def careful_teller(account, amount, warmup):
+    for _ in range(warmup):
+        await trio.lowlevel.checkpoint()
+    seen = account.read()
+    await trio.lowlevel.checkpoint()
+    account.write(seen + amount)
+"""
+UNGATED_RING = """
+async def squares(count, size):
+    ring = RingBuffer(size, name="squares")
+    reader_seq = Sequence(name="reader")
+    received = []
+
+    async def reader():
+        barrier = ring.new_barrier()
+        next_seq = 0
+        while next_seq < count:
+            available = await barrier.wait_for(next_seq)
+            received.extend(ring[seq] for seq in range(next_seq, available + 1))
+            reader_seq.set(available)
+            next_seq = available + 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        for i in range(count):
+            seq = await ring.next()
+            ring[seq] = i * i
+            ring.publish(seq)
+    return received
+"""
+
+
+@pytest.mark.parametrize(
+    ("stem", "exercise", "wrong", "check_id"),
+    [
+        ("00-welcome", "ex0-careful", RACY_TELLER, "ex0-careful-check"),
+        ("04-sequence-barriers", "ex4-ring", UNGATED_RING, "ex4-ring-check"),
+    ],
+    ids=["racy-teller", "ungated-ring"],
+)
+def test_visible_checks_catch_racy_solutions(
+    stem: str, exercise: str, wrong: str, check_id: str
+) -> None:
+    from seqlab.grading import CheckFailed
+    from seqlab.grading.lesson import BEGIN_HIDDEN, END_HIDDEN, strip_region
+
+    nb = nbformat.read(str(LESSON_DIR / f"{stem}.ipynb"), as_version=4)
+    namespace: dict[str, object] = {}
+    for cell in nb.cells:
+        gid = nbgrader(cell).get("grade_id")
+        if cell.cell_type != "code" or (nbgrader(cell).get("grade") and gid != check_id):
+            continue
+        if gid == check_id:
+            with pytest.raises(CheckFailed, match=r"failed on \d+ of \d+ schedules\. With seed"):
+                exec(strip_region(cell.source, BEGIN_HIDDEN, END_HIDDEN), namespace)
+            return
+        exec(cell.source, namespace)
+        if gid == exercise:
+            exec(wrong, namespace)  # the wrong definition replaces the model answer's
+    pytest.fail(f"no check cell {check_id} in {stem}")
+
+
 # ---------------------------------------------------------------------------------- binder
 
 
