@@ -282,6 +282,8 @@ def _text(value: Any) -> str:
         return f"{value:.3f}" if math.isfinite(value) else str(value)
     if isinstance(value, str):
         return value if value and " " not in value and "=" not in value else repr(value)
+    if isinstance(value, (set, frozenset)) and value:
+        return "{" + ", ".join(_ADDRESS.sub("", repr(v)) for v in _sorted(value)) + "}"
     return _ADDRESS.sub("", repr(value))
 
 
@@ -292,4 +294,15 @@ def _jsonable(value: Any) -> Any:
         return value if math.isfinite(value) else str(value)
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return [_jsonable(v) for v in _sorted(value)]
     return _ADDRESS.sub("", repr(value))
+
+
+def _sorted(items: set[Any] | frozenset[Any]) -> list[Any]:
+    """A set's items in a stable order: iteration order depends on string hashing, which
+    changes from one process to the next, and traces must not."""
+    try:
+        return sorted(items)
+    except TypeError:
+        return sorted(items, key=lambda v: (type(v).__name__, _ADDRESS.sub("", repr(v))))

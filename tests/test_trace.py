@@ -193,3 +193,18 @@ def test_nested_recordings_inside_a_plain_trio_run():
         ("b", "spawn"),
         ("b", "exit"),
     ]
+
+
+def test_sets_are_rendered_in_a_stable_order():
+    # A set of strings iterates in an order that changes with the process's hash seed.
+    async def main():
+        seqlab.emit(
+            "x", "y", names={"pear", "apple", "fig"}, empty=set(), mixed=frozenset({2, "a"})
+        )
+
+    rec = seqlab.Recorder()
+    seqlab.run(main, seed=0, recorder=rec)
+    line = rec.to_text().splitlines()[1]
+    assert "names={'apple', 'fig', 'pear'} empty=set() mixed={2, 'a'}" in line
+    data = json.loads(rec.to_json())[1]["data"]
+    assert data == {"names": ["apple", "fig", "pear"], "empty": [], "mixed": [2, "a"]}
