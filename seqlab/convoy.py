@@ -336,10 +336,9 @@ class Convoy:
                 "with dedup_window=<seconds> (math.inf to remember ids forever)"
             )
         seen, expiry = self._dedup_seen, self._dedup_expiry
+        # An id is in ``seen`` exactly while its one entry is in ``expiry`` (oldest first).
         while expiry and expiry[0][0] <= now:
-            expires, old = expiry.popleft()
-            if seen.get(old) == expires:
-                del seen[old]
+            del seen[expiry.popleft()[1]]
         try:
             duplicate = dedup_id in seen
         except TypeError:

@@ -23,7 +23,9 @@ Four versions with the same interface, ``async def version(messages) -> list[Del
   ``complete(n)``; the room's deliverer moves only by the rule "both reached N".
 
 Messages arrive as one burst (as from a network read), and every step is a few checkpoints of
-simulated work, so the scheduler (and so the seed) decides how the steps interleave. All traces go through ``seqlab.emit`` under the primitive ``"chat"``.
+simulated work, so the scheduler (and so the seed) decides how the steps interleave. The steps
+trace themselves through ``seqlab.emit`` under the primitive ``"chat"`` (``persist``,
+``moderate``, ``deliver``); the pipeline and keyed versions add their primitives' own events.
 """
 
 from __future__ import annotations
