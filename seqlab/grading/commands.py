@@ -44,6 +44,17 @@ def _write(text: str, out: str | None) -> None:
         sys.stdout.write(text)
 
 
+def _limits_problem(timeout: float, memory: int, total_timeout: float | None = None) -> str:
+    """What is wrong with the grading limits, or "" (a limit of 0 would silently mean none)."""
+    if not timeout > 0:
+        return f"--timeout must be positive, not {timeout:g}"
+    if total_timeout is not None and not total_timeout > 0:
+        return f"--total-timeout must be positive, not {total_timeout:g}"
+    if memory < 1:
+        return f"--memory must be at least 1 (MiB), not {memory}"
+    return ""
+
+
 def grade_command(args: argparse.Namespace) -> int:
     from .grader import GradeSettings, SubmissionResult, grade_many
     from .lesson import Lesson, LessonNotFound, load_lesson
@@ -78,8 +89,9 @@ def grade_command(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         print("seqlab grade: --jobs must be at least 1", file=sys.stderr)
         return 2
-    if args.timeout <= 0:
-        print("seqlab grade: --timeout must be positive", file=sys.stderr)
+    problem = _limits_problem(args.timeout, args.memory, args.total_timeout)
+    if problem:
+        print(f"seqlab grade: {problem}", file=sys.stderr)
         return 2
     settings = GradeSettings(
         cell_timeout=args.timeout, total_timeout=args.total_timeout, memory_mb=args.memory
@@ -114,6 +126,10 @@ def bundle_command(args: argparse.Namespace) -> int:
     from .gradescope import BundleError, build_bundle
     from .lesson import LessonNotFound
 
+    problem = _limits_problem(args.timeout, args.memory)
+    if problem:
+        print(f"seqlab gradescope-bundle: {problem}", file=sys.stderr)
+        return 2
     try:
         path = build_bundle(
             args.lesson,

@@ -92,3 +92,21 @@ def test_lessons_resolve_by_path_or_installed_id() -> None:
     assert load_lesson("00-welcome.ipynb").id == "00-welcome"
     for lesson_id in installed_lessons():
         assert load_lesson(lesson_id).id == lesson_id
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["grade", "x.ipynb", "--timeout", "0"], "--timeout must be positive, not 0"),
+        (["grade", "x.ipynb", "--total-timeout", "-1"], "--total-timeout must be positive"),
+        (["grade", "x.ipynb", "--memory", "0"], "--memory must be at least 1 (MiB), not 0"),
+        (["gradescope-bundle", "x", "--memory", "-5"], "--memory must be at least 1"),
+    ],
+)
+def test_grading_commands_reject_limits_that_would_mean_no_limit(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if argv[0] == "grade":
+        argv = [*argv, "--lesson", str(SOURCE)]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
