@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import os
 import signal
 import sys
@@ -333,35 +334,42 @@ class GuestLoop:
     ) -> None:
         """See :func:`spawn`."""
         label = name or getattr(async_fn, "__name__", type(async_fn).__name__)
+        # Called here, as trio's start_soon does, so that a sync function is refused in the
+        # cell that passed it rather than failing later in the loop.
+        awaitable = async_fn(*args)
+        if not inspect.isawaitable(awaitable):
+            raise TypeError(
+                f"spawn needs an async function; {label}(...) returned "
+                f"{type(awaitable).__name__}, not a coroutine. Define it with `async def`."
+            )
         ctx = contextvars.Context()
         for var, value in contextvars.copy_context().items():
             if var.name not in _ROUTING_VARS:
                 ctx.run(var.set, value)
-        self._submit(self._start_background, ctx, async_fn, args, label)
+        try:
+            self._submit(self._start_background, ctx, awaitable, label)
+        except RuntimeError:
+            _close(awaitable)
+            raise
 
     def _start_background(
-        self,
-        ctx: contextvars.Context,
-        async_fn: Callable[..., Awaitable[object]],
-        args: tuple[Any, ...],
-        label: str,
+        self, ctx: contextvars.Context, awaitable: Awaitable[object], label: str
     ) -> None:
         nursery = self._nursery
         if nursery is None:
+            _close(awaitable)
             return
 
         def start() -> None:
-            nursery.start_soon(self._background_task, async_fn, args, label, name=label)
+            nursery.start_soon(self._background_task, awaitable, label, name=label)
 
         # The task's context is a copy of the one current when start_soon is called.
         ctx.run(start)
 
-    async def _background_task(
-        self, async_fn: Callable[..., Awaitable[object]], args: tuple[Any, ...], label: str
-    ) -> None:
+    async def _background_task(self, awaitable: Awaitable[object], label: str) -> None:
         self._background.append(label)
         try:
-            await async_fn(*args)
+            await awaitable
         except trio.Cancelled:
             raise
         except BaseException as exc:
@@ -409,6 +417,12 @@ def _user_part(tb: TracebackType | None) -> TracebackType | None:
     return tb
 
 
+def _close(awaitable: Awaitable[object]) -> None:
+    """Close a coroutine that will never run (no "never awaited" warning)."""
+    if isinstance(awaitable, Coroutine):
+        awaitable.close()
+
+
 def _set(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():
         future.set_result(value)
@@ -437,8 +451,10 @@ def spawn(async_fn: Callable[..., Awaitable[object]], *args: Any, name: str | No
 
     If the task raises, a short report (the error and the lines of your code it came
     through) is printed to stderr, in the running cell or, when the kernel is idle, in the
-    next one; the loop and the other tasks keep going. Cancellation: interrupting a
-    cell does not cancel background tasks; shutting down or restarting the kernel does.
+    next one; the loop and the other tasks keep going. ``async_fn(*args)`` is called at
+    once, as trio's ``start_soon`` does: a plain function is refused with ``TypeError``.
+    Cancellation: interrupting a cell does not cancel background tasks; shutting down or
+    restarting the kernel does.
     Works only in the seqlab kernel ("Python 3 (seqlab)"), which hosts the persistent loop.
     """
     if isinstance(async_fn, Coroutine):

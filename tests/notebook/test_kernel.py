@@ -338,6 +338,9 @@ def test_guest_loop_on_a_plain_asyncio_loop(capsys):
         assert await waiting == "interrupted"
         loop.spawn(fails_later, name="late")
         assert loop.background_tasks == []  # not started until the loop runs it
+        # A plain function is refused in the cell that passed it, not later in the loop.
+        with pytest.raises(TypeError, match=r"len\(\.\.\.\) returned int.*async def"):
+            loop.spawn(len, [])
         await asyncio.sleep(0.1)
         assert capsys.readouterr().err == ""  # idle: kept for the next cell
         loop.cell_started()
