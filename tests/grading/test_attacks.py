@@ -7,6 +7,7 @@ above the honest one means the attack worked.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import jsonschema
@@ -155,7 +156,15 @@ def attacked(
         ),
     }
     settings = GradeSettings(cell_timeout=4, total_timeout=60, memory_mb=1024)
-    batch = grade_many(subs.values(), lesson, settings, jobs=2)
+    # The fake-results attack also drops a results.json in the shared temp folder; it must
+    # not outlive the test.
+    planted = Path(tempfile.gettempdir()) / "results.json"
+    was_there = planted.exists()
+    try:
+        batch = grade_many(subs.values(), lesson, settings, jobs=2)
+    finally:
+        if not was_there:
+            planted.unlink(missing_ok=True)
     results = dict(zip(subs, batch.results))
     for result in results.values():
         jsonschema.validate(result.to_gradescope(), SCHEMA)
