@@ -58,10 +58,14 @@ def task_label(task: trio.lowlevel.Task) -> str:
     """A short, stable name for ``task``: its own name, without trio's module prefix."""
     name = task.name
     qualname = getattr(task.coro, "__qualname__", None)
-    if qualname and name.endswith(qualname):
-        # trio's default name is "module.qualname"; the last part is what people wrote.
-        return qualname.rsplit(".", 1)[-1]
-    return name
+    if not qualname:
+        return name
+    # trio's default name is "module.qualname"; the last part is what people wrote. A name
+    # given by hand ("coworker" for a function "worker") is kept as it is.
+    frame = getattr(task.coro, "cr_frame", None)
+    module = frame.f_globals.get("__name__") if frame is not None else None
+    default = name.endswith("." + qualname) if module is None else name == f"{module}.{qualname}"
+    return qualname.rsplit(".", 1)[-1] if default or name == qualname else name
 
 
 class Recorder:

@@ -208,3 +208,22 @@ def test_sets_are_rendered_in_a_stable_order():
     assert "names={'apple', 'fig', 'pear'} empty=set() mixed={2, 'a'}" in line
     data = json.loads(rec.to_json())[1]["data"]
     assert data == {"names": ["apple", "fig", "pear"], "empty": [], "mixed": [2, "a"]}
+
+
+async def _named_worker() -> None:
+    seqlab.emit("w", "go")
+
+
+def test_task_labels_keep_hand_given_names():
+    # Only trio's default name ("module.qualname") is shortened to the function's name; a
+    # name that merely ends with the function's name is the user's and stays as given.
+    async def main():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_named_worker)
+            nursery.start_soon(_named_worker, name="co_named_worker")
+            nursery.start_soon(_named_worker, name="_named_worker")
+
+    rec = seqlab.Recorder()
+    seqlab.run(main, seed=0, recorder=rec)
+    labels = sorted(e.task for e in rec.events if e.kind == "go")
+    assert labels == ["_named_worker", "_named_worker#2", "co_named_worker"]
