@@ -87,7 +87,7 @@ def _run_parser() -> _Parser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--real-time", action="store_true")
     p.add_argument("--explore", type=_positive, default=None, metavar="K")
-    p.add_argument("--view", choices=VIEWS, default="text")
+    p.add_argument("--view", choices=VIEWS, default="timeline")
     return p
 
 

@@ -69,13 +69,13 @@ def sh(ipython: InteractiveShell) -> Iterator[Shell]:
 
 
 def test_run_prints_a_deterministic_summary_and_trace(sh: Shell):
-    out, err = sh.cell("%%seqlab run --seed 1\n" + TWO_WORKERS)
+    out, err = sh.cell("%%seqlab run --seed 1 --view text\n" + TWO_WORKERS)
     assert (out, err) == (TWO_WORKERS_OUTPUT, "")
-    assert sh.cell("%%seqlab run --seed 1\n" + TWO_WORKERS) == (out, err)
+    assert sh.cell("%%seqlab run --seed 1 --view text\n" + TWO_WORKERS) == (out, err)
 
 
 def test_default_seed_is_zero_so_outputs_are_reproducible(sh: Shell):
-    out, _ = sh.cell("%%seqlab run\nawait trio.sleep(1)")
+    out, _ = sh.cell("%%seqlab run --view text\nawait trio.sleep(1)")
     assert out.startswith("seed: 0\nclock: virtual, 1.000 s\ntasks: 1 (scenario)\n")
 
 
@@ -155,7 +155,7 @@ def test_replay_and_trace(sh: Shell):
     assert err == "%seqlab replay: no scenario yet; run one with %%seqlab run\n"
     _, err = sh.cell("%seqlab trace")
     assert err == "%seqlab trace: no trace yet; run a scenario with %%seqlab run\n"
-    sh.cell("%%seqlab run --seed 9\n" + TWO_WORKERS)
+    sh.cell("%%seqlab run --seed 9 --view text\n" + TWO_WORKERS)
     replay, _ = sh.cell("%seqlab replay 1")
     assert replay == TWO_WORKERS_OUTPUT
     trace, _ = sh.cell("%seqlab trace")
@@ -232,6 +232,9 @@ def test_widget_views_are_shown_before_the_run_and_follow_it(sh: Shell, monkeypa
     monkeypatch.setattr(widgets, "make_view", spy)
     out, _ = sh.cell("%%seqlab run --view barrier\nawait trio.sleep(1)")
     assert [(kind, events) for kind, _, events in made] == [("barrier", 0)]  # before the run
+    sh.cell("%%seqlab run\nawait trio.sleep(1)")
+    assert made[-1][0] == "timeline"  # the default view
+    del made[-1]
     view = made[0][1]
     assert view.steps == 2 and not view.live  # it saw both events and was finished
     assert "task  spawn" not in out  # the view, not the text, shows the trace
