@@ -11,6 +11,7 @@ import json
 import math
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
@@ -128,10 +129,14 @@ class Recorder:
         return f"<Recorder: {len(self)} events>"
 
     def subscribe(self, listener: Callable[[TraceEvent], object]) -> None:
-        """Call ``listener(event)`` for every event recorded from now on (live views use it)."""
+        """Call ``listener(event)`` for every event recorded from now on (live views use it).
+
+        A listener that raises is unsubscribed, with a ``RuntimeWarning``; the run goes on.
+        """
         self._listeners.append(listener)
 
     def unsubscribe(self, listener: Callable[[TraceEvent], object]) -> None:
+        """Stop calling ``listener``."""
         self._listeners.remove(listener)
 
     def label(self, task: trio.lowlevel.Task) -> str:
@@ -184,12 +189,26 @@ class Recorder:
             t = now()
             extend((t, labels.get(task) or first_label(task), primitive, kind, data))
             if listeners:
-                event = self.events[-1]
-                for listener in listeners:
-                    listener(event)
+                self._notify(self.events[-1])
             return t
 
         return record
+
+    def _notify(self, event: TraceEvent) -> None:
+        # A listener runs in the middle of a primitive's bookkeeping; letting its error through
+        # would leave the primitive half updated. As trio does with a failing instrument, it
+        # is reported and dropped instead.
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception as exc:
+                self._listeners.remove(listener)
+                warnings.warn(
+                    f"seqlab: trace listener {listener!r} raised {type(exc).__name__}: {exc}; "
+                    "it is unsubscribed and will get no more events",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
 
     def to_text(self) -> str:
         """One aligned line per event: time, task, primitive, kind, details.

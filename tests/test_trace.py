@@ -227,3 +227,25 @@ def test_task_labels_keep_hand_given_names():
     seqlab.run(main, seed=0, recorder=rec)
     labels = sorted(e.task for e in rec.events if e.kind == "go")
     assert labels == ["_named_worker", "_named_worker#2", "co_named_worker"]
+
+
+def test_a_failing_listener_is_dropped_with_a_warning_and_the_run_goes_on():
+    async def main():
+        barrier = seqlab.Barrier(3)
+        async with trio.open_nursery() as nursery:
+            for i in range(3):
+                nursery.start_soon(barrier.wait, name=f"w{i}")
+        return barrier.generation
+
+    rec = seqlab.Recorder()
+    calls = []
+
+    def broken(event):
+        calls.append(event)
+        raise ValueError("view went away")
+
+    rec.subscribe(broken)
+    with pytest.warns(RuntimeWarning, match="view went away"):
+        assert seqlab.run(main, seed=0, recorder=rec) == 1
+    assert len(calls) == 1
+    assert sum(e.kind == "release" for e in rec.events) == 3
