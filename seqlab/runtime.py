@@ -303,8 +303,8 @@ def _check_async_fn(async_fn: Any) -> None:
     if not callable(async_fn):
         raise TypeError(f"async_fn must be an async function, got {type(async_fn).__name__}")
     target = async_fn
-    while hasattr(target, "func"):
-        target = target.func
+    while hasattr(target, "func") or hasattr(target, "__wrapped__"):  # partials, decorators
+        target = getattr(target, "func", None) or target.__wrapped__
     if not (
         inspect.iscoroutinefunction(target)
         or inspect.iscoroutinefunction(getattr(target, "__call__", None))  # noqa: B004

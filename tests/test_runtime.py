@@ -416,3 +416,19 @@ def test_property_random_programs_replay_exactly(tasks, seed):
     steps_traced = sum(len(steps) for steps in tasks)
     assert sum(e.kind == "step" for e in first.events) == steps_traced
     assert sum(e.kind == "spawn" for e in first.events) == len(tasks) + 1
+
+
+def test_decorated_async_function_is_accepted():
+    def logged(fn):
+        @functools.wraps(fn)
+        def wrapper(*args):
+            return fn(*args)
+
+        return wrapper
+
+    @logged
+    async def main(x):
+        await trio.sleep(1)
+        return x * 2
+
+    assert seqlab.run(main, 21, seed=0) == 42
