@@ -22,10 +22,8 @@ import hmac
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -156,58 +154,57 @@ def run_job(job: dict[str, Any], emit: Any) -> None:
     cells = [c for c in job["notebook"]["cells"]]
     cell_timeout = float(job["cell_timeout"])
     run_as = job.get("run_as")
-    with tempfile.TemporaryDirectory(prefix="seqlab-grade-") as tmp:
-        kernels = _kernel_dir(Path(tmp), int(job["memory_mb"]), int(job["cpu_seconds"]), run_as)
-        workdir = Path(tempfile.mkdtemp(prefix="seqlab-work-"))
-        if run_as:
-            import pwd
+    # The grader owns the scratch folder and removes it, even when it has to kill this worker.
+    scratch = Path(job["scratch"])
+    kernels = _kernel_dir(scratch, int(job["memory_mb"]), int(job["cpu_seconds"]), run_as)
+    workdir = scratch / "work"
+    workdir.mkdir()
+    if run_as:
+        import pwd
 
-            entry = pwd.getpwnam(run_as)
-            os.chown(workdir, entry.pw_uid, entry.pw_gid)
-        km = KernelManager(
-            kernel_name="seqlab-grader",
-            kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]),
-        )
-        kc = None
+        entry = pwd.getpwnam(run_as)
+        os.chown(workdir, entry.pw_uid, entry.pw_gid)
+    km = KernelManager(
+        kernel_name="seqlab-grader",
+        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]),
+    )
+    kc = None
+    try:
         try:
-            try:
-                km.start_kernel(
-                    cwd=str(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-                )
-                kc = km.client()
-                kc.start_channels()
-                kc.wait_for_ready(timeout=60)
-            except Exception as exc:
-                emit({"fatal": f"the grading kernel did not start: {type(exc).__name__}: {exc}"})
-                return
-            emit({"kernel_pid": getattr(km.provisioner, "pid", None)})
-            for index, cell in enumerate(cells):
-                source = cell.get("source", "")
-                source = "".join(source) if isinstance(source, list) else str(source)
-                if cell.get("cell_type") != "code" or not source.strip():
-                    continue
-                began = time.monotonic()
-                try:
-                    status, error = _execute(km, kc, source, cell_timeout)
-                except _KernelDied:
-                    emit({"dead": index, "seconds": time.monotonic() - began})
-                    return
-                seconds = time.monotonic() - began
-                if status == "unresponsive":
-                    emit({"cell": index, "status": "timeout", "seconds": seconds})
-                    emit({"stopped": "unresponsive", "cell": index})
-                    return
-                emit({"cell": index, "status": status, "error": error, "seconds": seconds})
+            km.start_kernel(cwd=str(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            kc = km.client()
+            kc.start_channels()
+            kc.wait_for_ready(timeout=60)
         except Exception as exc:
-            emit({"fatal": f"{type(exc).__name__}: {exc}"})
-        finally:
-            if kc is not None:
-                kc.stop_channels()
+            emit({"fatal": f"the grading kernel did not start: {type(exc).__name__}: {exc}"})
+            return
+        emit({"kernel_pid": getattr(km.provisioner, "pid", None)})
+        for index, cell in enumerate(cells):
+            source = cell.get("source", "")
+            source = "".join(source) if isinstance(source, list) else str(source)
+            if cell.get("cell_type") != "code" or not source.strip():
+                continue
+            began = time.monotonic()
             try:
-                km.shutdown_kernel(now=True)
-            except Exception:
-                pass
-            shutil.rmtree(workdir, ignore_errors=True)
+                status, error = _execute(km, kc, source, cell_timeout)
+            except _KernelDied:
+                emit({"dead": index, "seconds": time.monotonic() - began})
+                return
+            seconds = time.monotonic() - began
+            if status == "unresponsive":
+                emit({"cell": index, "status": "timeout", "seconds": seconds})
+                emit({"stopped": "unresponsive", "cell": index})
+                return
+            emit({"cell": index, "status": status, "error": error, "seconds": seconds})
+    except Exception as exc:
+        emit({"fatal": f"{type(exc).__name__}: {exc}"})
+    finally:
+        if kc is not None:
+            kc.stop_channels()
+        try:
+            km.shutdown_kernel(now=True)
+        except Exception:
+            pass
 
 
 def main() -> None:

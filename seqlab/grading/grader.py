@@ -346,7 +346,13 @@ def _run_worker(plan: _Plan, settings: GradeSettings) -> tuple[dict[int, dict[st
     }
     reports: dict[int, dict[str, Any]] = {}
     state: dict[str, Any] = {"stop": "", "kernel_pid": None, "done": False}
-    with tempfile.TemporaryFile() as errlog:
+    with (
+        tempfile.TemporaryDirectory(prefix="seqlab-grade-") as scratch,
+        tempfile.TemporaryFile() as errlog,
+    ):
+        if settings.run_as:
+            os.chmod(scratch, 0o711)  # the learner's user must reach its working folder
+        job["scratch"] = scratch
         proc = subprocess.Popen(
             [sys.executable, "-m", "seqlab.grading._worker"],
             stdin=subprocess.PIPE,
