@@ -105,6 +105,32 @@ def test_a_spawned_task_keeps_running_across_cells(seqlab_kernel: Any):
     assert int(after) > int(before)
 
 
+def test_a_live_view_follows_a_background_task_on_the_persistent_loop(seqlab_kernel: Any):
+    seqlab_kernel.run(SETUP)
+    started = seqlab_kernel.run(
+        "from seqlab.notebook import make_view\n"
+        "rec = seqlab.Recorder()\n"
+        "view = make_view('barrier', rec)\n"
+        "view.show()\n"
+        "async def phases():\n"
+        "    with seqlab.recording(rec):\n"
+        "        barrier = seqlab.Barrier(2, name='tick')\n"
+        "        async def party():\n"
+        "            for _ in range(5):\n"
+        "                await trio.sleep(0.02)\n"
+        "                await barrier.wait()\n"
+        "        async with trio.open_nursery() as nursery:\n"
+        "            nursery.start_soon(party)\n"
+        "            nursery.start_soon(party)\n"
+        "spawn(phases)"
+    )
+    assert started.status == "ok"
+    time.sleep(1.0)  # the kernel is idle: the background task and the view's updates go on
+    done = seqlab_kernel.run("view.finish()\nprint(view.steps, len(rec))")
+    steps, events = map(int, done.stdout.split())
+    assert steps == events and events >= 20  # 5 generations x 2 parties x (arrive, release)
+
+
 def test_background_failure_is_reported_and_the_loop_keeps_going(seqlab_kernel: Any):
     seqlab_kernel.run(SETUP)
     seqlab_kernel.run(
