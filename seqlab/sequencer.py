@@ -34,7 +34,7 @@ from typing import Any, Generic, TypeVar
 import outcome
 import trio
 
-from .trace import _RECORDER, Recorder
+from .trace import _RECORDER, Recorder, clock_reader
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
@@ -795,7 +795,7 @@ class Dispatcher:
         self._workers = workers
         self._name = name
         self._label = label
-        self._now: Callable[[], float] = trio.lowlevel.current_clock().current_time
+        self._now: Callable[[], float] = clock_reader()
         self._ready: deque[Sequencer] = deque()
         self._jobs: deque[Ticket[Any]] = deque()
         self._idle: deque[trio.lowlevel.Task] = deque()

@@ -20,7 +20,15 @@ from typing import Any, NamedTuple
 import trio
 from trio._core._run import SystemClock
 
-__all__ = ["TraceEvent", "Recorder", "recording", "emit", "current_recorder", "task_label"]
+__all__ = [
+    "TraceEvent",
+    "Recorder",
+    "recording",
+    "emit",
+    "current_recorder",
+    "clock_reader",
+    "task_label",
+]
 
 _RECORDER: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar(
     "seqlab_recorder", default=None
@@ -155,9 +163,7 @@ class Recorder:
 
     def _start(self) -> None:
         """Bind to the running trio clock; the first start also sets time zero."""
-        clock = trio.lowlevel.current_clock()
-        # trio's SystemClock is perf_counter plus a constant; read perf_counter directly.
-        self._now = time.perf_counter if type(clock) is SystemClock else clock.current_time
+        self._now = clock_reader()
         if self._t0 is None:
             self._t0 = self._now()
         self.record = self._recorder_function()  # type: ignore[method-assign, assignment]
@@ -237,6 +243,16 @@ class Recorder:
     def to_json(self) -> str:
         """The events as a JSON array of objects (what the widgets consume)."""
         return json.dumps([e.to_dict() for e in self.events], separators=(",", ":"))
+
+
+def clock_reader() -> Callable[[], float]:
+    """The cheapest function that reads the running trio clock, up to a constant offset.
+
+    trio's default SystemClock is ``perf_counter`` plus a constant, so durations measured with
+    ``perf_counter`` are the same; any other clock (a MockClock) is read through its own method.
+    """
+    clock = trio.lowlevel.current_clock()
+    return time.perf_counter if type(clock) is SystemClock else clock.current_time
 
 
 def current_recorder() -> Recorder | None:
