@@ -128,6 +128,20 @@ def timed_trio(async_fn: Callable[[], object]) -> float:
     return trio.run(main)
 
 
+def _isolated(workload: Workload, quick: bool) -> float:
+    """Run ``workload`` with what earlier scenarios left on the heap out of the GC's way.
+
+    Without this, a scenario's garbage-collection cost grows with everything imported or kept
+    alive before it (a full collection scans the whole heap), and results depend on the order.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        return workload(quick)
+    finally:
+        gc.unfreeze()
+
+
 def measure(c: Comparison | Limit, quick: bool) -> Result:
     if isinstance(c, Limit):
         value = c.measure(quick)
@@ -137,10 +151,8 @@ def measure(c: Comparison | Limit, quick: bool) -> Result:
     ours, theirs = math.inf, math.inf
     for _ in range(1 if quick else 3):
         # Alternate, so drift in the machine's speed hits both sides alike; keep the best.
-        gc.collect()
-        ours = min(ours, c.seqlab(quick))
-        gc.collect()
-        theirs = min(theirs, c.peer(quick))
+        ours = min(ours, _isolated(c.seqlab, quick))
+        theirs = min(theirs, _isolated(c.peer, quick))
     ops = c.ops(quick)
     if c.kind == "faster":
         ratio = theirs / ours
