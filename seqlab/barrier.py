@@ -23,6 +23,7 @@ from typing import Any
 import outcome
 import trio
 
+from ._callables import is_async_callable
 from .trace import _RECORDER, Recorder
 
 __all__ = [
@@ -66,9 +67,7 @@ def _check_callback(value: object, argument: str, signature: str) -> None:
             f"{argument} must be a plain function called as {signature}, or None; "
             f"got {type(value).__name__} {value!r}"
         )
-    if inspect.iscoroutinefunction(value) or inspect.iscoroutinefunction(
-        getattr(value, "__call__", None)  # noqa: B004
-    ):
+    if is_async_callable(value):
         raise TypeError(
             f"{argument} must be a plain (non-async) function: it runs synchronously, "
             f"before any waiting task is released. Got the async function {value!r}; "

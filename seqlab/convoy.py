@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import trio
 
+from ._callables import is_async_callable
 from .trace import _RECORDER
 
 __all__ = [
@@ -153,15 +154,6 @@ def _positive_seconds(value: Any, name: str) -> float | None:
     return float(value)
 
 
-def _is_async_callable(fn: Any) -> bool:
-    target = inspect.unwrap(fn)
-    while hasattr(target, "func"):  # functools.partial
-        target = target.func
-    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
-        getattr(target, "__call__", None)  # noqa: B004
-    )
-
-
 class Convoy:
     """Handle messages FIFO per key, different keys in parallel, with retries and dead letters.
 
@@ -236,7 +228,7 @@ class Convoy:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {type(name).__name__}")
         self._handler = handler
-        self._handler_is_async = _is_async_callable(handler)
+        self._handler_is_async = is_async_callable(handler)
         self._consumers = _positive_int(consumers, "consumers")
         self._max_attempts = _positive_int(max_attempts, "max_attempts")
         self._session_batch = _positive_int(session_batch, "session_batch")

@@ -32,6 +32,7 @@ from trio._core import _run as _trio_run
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
+from ._callables import is_async_callable
 from .trace import _RECORDER, Recorder, task_label
 
 __all__ = [
@@ -302,13 +303,7 @@ def _callable_name(fn: Any) -> str:
 def _check_async_fn(async_fn: Any) -> None:
     if not callable(async_fn):
         raise TypeError(f"async_fn must be an async function, got {type(async_fn).__name__}")
-    target = async_fn
-    while hasattr(target, "func") or hasattr(target, "__wrapped__"):  # partials, decorators
-        target = getattr(target, "func", None) or target.__wrapped__
-    if not (
-        inspect.iscoroutinefunction(target)
-        or inspect.iscoroutinefunction(getattr(target, "__call__", None))  # noqa: B004
-    ):
+    if not is_async_callable(async_fn):
         raise TypeError(
             f"async_fn must be an async function (defined with 'async def'), but "
             f"{_callable_name(async_fn)!r} is a plain function. Pass the function itself, "

@@ -63,8 +63,6 @@ Trace events (when a recorder is active; ``primitive`` is the object's label, su
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -78,6 +76,7 @@ from trio.lowlevel import (
     current_task,
 )
 
+from ._callables import is_async_callable
 from .trace import _RECORDER, Recorder
 
 __all__ = [
@@ -672,14 +671,6 @@ class PipelineStatistics:
     running: bool
 
 
-def _is_async_callable(fn: Any) -> bool:
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004
-    )
-
-
 class Stage:
     """One step of a :class:`Pipeline`; made by :meth:`Pipeline.stage`, not directly.
 
@@ -708,7 +699,7 @@ class Stage:
         self.barrier._label = pipeline._label
         self.barrier._stage = name
         self.errors: list[StageError] = []
-        self._is_async = _is_async_callable(handler)
+        self._is_async = is_async_callable(handler)
         self._batches = 0
         self._events = 0
         self._largest = 0
