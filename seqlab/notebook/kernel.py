@@ -30,6 +30,7 @@ imported by the functions that need it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import inspect
 import os
@@ -45,6 +46,7 @@ from typing import Any
 import outcome
 import trio
 
+from .._callables import is_async_callable
 from ._report import describe_error
 
 if sys.version_info < (3, 11):
@@ -67,6 +69,9 @@ DISPLAY_NAME = "Python 3 (seqlab)"
 # background tasks must not inherit them from the cell that spawned them, so that their
 # output goes to whichever cell is running when they write.
 _ROUTING_VARS = frozenset({"parent_header", "shell_parent", "shell_parent_ident"})
+
+#: Background failures reported in full per cell; the rest are counted in one summary line.
+REPORT_LIMIT = 3
 
 _current: GuestLoop | None = None
 
@@ -107,6 +112,8 @@ class GuestLoop:
         self._cells = 0
         self._busy = False
         self._pending_reports: list[str] = []
+        self._reports_shown = 0
+        self._not_shown: collections.Counter[str] = collections.Counter()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -334,13 +341,19 @@ class GuestLoop:
     ) -> None:
         """See :func:`spawn`."""
         label = name or getattr(async_fn, "__name__", type(async_fn).__name__)
-        # Called here, as trio's start_soon does, so that a sync function is refused in the
-        # cell that passed it rather than failing later in the loop.
+        # Refused before calling it: a plain function (print) would run, here, first.
+        if not is_async_callable(async_fn):
+            raise TypeError(
+                f"async_fn must be an async function (defined with `async def`); "
+                f"{label} is a plain callable, and spawn does not call it"
+            )
+        # Called here, as trio's start_soon does, so that its errors (wrong arguments)
+        # show in the cell that passed it rather than later in the loop.
         awaitable = async_fn(*args)
         if not inspect.isawaitable(awaitable):
             raise TypeError(
-                f"spawn needs an async function; {label}(...) returned "
-                f"{type(awaitable).__name__}, not a coroutine. Define it with `async def`."
+                f"async_fn must be an async function; {label}(...) returned "
+                f"{type(awaitable).__name__}, not a coroutine"
             )
         ctx = contextvars.Context()
         for var, value in contextvars.copy_context().items():
@@ -378,7 +391,7 @@ class GuestLoop:
             if isinstance(exc, BaseExceptionGroup):
                 cancelled, rest = exc.split(trio.Cancelled)
             if rest is not None:
-                self._report(f"seqlab: background task {label!r} failed:\n" + describe_error(rest))
+                self._background_failed(label, rest)
             if cancelled is not None:
                 raise cancelled from None
         finally:
@@ -389,18 +402,45 @@ class GuestLoop:
     def cell_started(self) -> None:
         """The kernel began executing a cell: print reports that arrived while idle."""
         self._busy = True
+        self._reports_shown = 0
         pending, self._pending_reports = self._pending_reports, []
         for text in pending:
-            print(text, file=sys.stderr, end="")
+            self._report(text)
+        self._print_summary()
 
     def cell_finished(self) -> None:
+        """The cell's code is done: summarise the failures not shown one by one."""
+        self._print_summary()
         self._busy = False
+
+    def _background_failed(self, label: str, error: BaseException) -> None:
+        # Past the first few reports of a cell (or of an idle spell), failures are only
+        # counted: a thousand failing tasks must not write a thousand reports into the notebook.
+        shown = self._reports_shown if self._busy else len(self._pending_reports)
+        if shown >= REPORT_LIMIT:
+            self._not_shown[type(error).__name__] += 1
+            return
+        self._report(f"seqlab: background task {label!r} failed:\n" + describe_error(error))
 
     def _report(self, text: str) -> None:
         if self._busy:
+            self._reports_shown += 1
             print(text, file=sys.stderr, end="")
         else:
             self._pending_reports.append(text)
+
+    def _print_summary(self) -> None:
+        if not self._not_shown:
+            return
+        total = sum(self._not_shown.values())
+        kinds = ", ".join(f"{name} x{n}" for name, n in sorted(self._not_shown.items()))
+        self._not_shown.clear()
+        print(
+            f"seqlab: {total} more background task failure{'s' * (total > 1)} not shown "
+            f"({kinds}); only the first {REPORT_LIMIT} of a cell are reported in full\n",
+            file=sys.stderr,
+            end="",
+        )
 
 
 def _user_part(tb: TracebackType | None) -> TracebackType | None:

@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import itertools
 import linecache
 import shlex
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
+from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from .. import __version__
@@ -43,64 +45,175 @@ __all__ = ["SeqlabMagics", "USAGE", "VIEWS", "compile_scenario"]
 
 VIEWS = ("timeline", "barrier", "convoy", "ring", "text", "none")
 
-USAGE = {
-    "status": "%seqlab [status]",
-    "run": "%%seqlab run [--seed N] [--real-time] [--explore K] [--view " + "|".join(VIEWS) + "]",
-    "replay": "%seqlab replay SEED",
-    "trace": "%seqlab trace [--json]",
-    "check": "%seqlab check EXERCISE_ID",
-    "help": "%seqlab help",
-}
-
 _counter = itertools.count(1)
 
 
-class _Usage(Exception):
-    """Bad arguments: reported as a usage line, never as a traceback."""
+# --------------------------------------------------------------------------- arguments
+#
+# Each subcommand has a parser factory in _PARSERS. To add an option, add one add_argument
+# call to its factory: -h, the usage line in USAGE and %seqlab help follow, and the rules
+# below (no abbreviations, no repeats, errors fail the cell) apply to it as well.
 
-    def __init__(self, subcommand: str, message: str) -> None:
-        super().__init__(message)
-        self.subcommand = subcommand
+
+class _HelpShown(Exception):
+    """``-h`` printed a subcommand's help: nothing else to do for this cell."""
+
+
+def _usage_error(prog: str, message: str) -> UsageError:
+    return UsageError(f"{prog}: {message} (see {prog} -h)")
 
 
 class _Parser(argparse.ArgumentParser):
-    def __init__(self, subcommand: str) -> None:
-        super().__init__(prog=f"%seqlab {subcommand}", add_help=False, exit_on_error=False)
+    """argparse for one subcommand, shaped for a magic.
+
+    An error raises IPython's ``UsageError``: the cell fails (error status, so Run All and
+    nbclient stop) and shows one line, never a traceback, and the kernel process never exits.
+    Options cannot be abbreviated (``--se`` is not ``--seed``), an option given twice is an
+    error rather than "the last one wins", and ``-h`` prints the help.
+    """
+
+    def __init__(self, subcommand: str, description: str, *, cell: bool = False) -> None:
+        super().__init__(
+            prog=("%%seqlab " if cell else "%seqlab ") + subcommand,
+            description=description,
+            allow_abbrev=False,
+            formatter_class=_Formatter,
+        )
         self.subcommand = subcommand
+        self.given: set[str] = set()
+        for name in (None, "store"):
+            self.register("action", name, _StoreOnce)
+        self.register("action", "store_true", _StoreTrueOnce)
 
-    def error(self, message: str) -> Any:  # argparse would exit the kernel's process
-        raise _Usage(self.subcommand, message)
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments: "):
+            for word in message.split(": ", 1)[1].split():
+                option = word.split("=", 1)[0]
+                full = [o for o in self._option_string_actions if o.startswith(option)]
+                if option.startswith("--") and len(full) == 1:
+                    message += f"; options are not abbreviated: write {full[0]}"
+                    break
+        raise _usage_error(self.prog, message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        # Only -h ends a parse without an error; argparse would exit the kernel's process.
+        if status:
+            raise _usage_error(self.prog, message or "invalid arguments")
+        raise _HelpShown
+
+    def parse(self, argv: list[str]) -> argparse.Namespace:
+        self.given = set()
+        return self.parse_args(argv)
+
+    def usage_line(self) -> str:
+        return " ".join(self.format_usage().split()).removeprefix("usage: ")
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
+class _Formatter(argparse.HelpFormatter):
+    def __init__(self, prog: str) -> None:
+        # A fixed width: help text must not depend on the terminal the kernel started from.
+        super().__init__(prog, width=88, max_help_position=28)
+
+
+def _once(parser: argparse.ArgumentParser, action: argparse.Action, option: str | None) -> None:
+    if isinstance(parser, _Parser) and option is not None:
+        if action.dest in parser.given:
+            parser.error(f"argument {'/'.join(action.option_strings)}: given twice")
+        parser.given.add(action.dest)
+
+
+class _StoreOnce(argparse._StoreAction):
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        _once(parser, self, option)
+        super().__call__(parser, namespace, values, option)
+
+
+class _StoreTrueOnce(argparse._StoreTrueAction):
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        _once(parser, self, option)
+        super().__call__(parser, namespace, values, option)
+
+
+def _seed(text: str) -> int:
+    """A seed: an int >= 0 (``random.Random(-5)`` would silently be ``Random(5)``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed is an int >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed is an int >= 0, got {value}")
     return value
 
 
-_positive.__name__ = "positive int"
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value}")
+    return value
+
+
+def _status_parser() -> _Parser:
+    return _Parser("status", "The trio loop, the last seed, clock and trace.")
 
 
 def _run_parser() -> _Parser:
-    p = _Parser("run")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--real-time", action="store_true")
-    p.add_argument("--explore", type=_positive, default=None, metavar="K")
-    p.add_argument("--view", choices=VIEWS, default="timeline")
+    p = _Parser(
+        "run",
+        "Run the cell's body as async def scenario() under seqlab.run: virtual time, "
+        "a seeded schedule, a summary and the trace.",
+        cell=True,
+    )
+    p.add_argument("--seed", type=_seed, default=None, metavar="N", help="schedule seed (0)")
+    p.add_argument("--real-time", action="store_true", help="real clock, not virtual time")
+    p.add_argument(
+        "--explore", type=_positive, default=None, metavar="K", help="try seeds N .. N+K-1"
+    )
+    p.add_argument(
+        "--view",
+        choices=VIEWS,
+        default="timeline",
+        metavar="|".join(VIEWS),
+        help="how to show the trace (timeline)",
+    )
     return p
 
 
 def _replay_parser() -> _Parser:
-    p = _Parser("replay")
-    p.add_argument("seed", type=int)
+    p = _Parser("replay", "Run the last scenario again with another seed.")
+    p.add_argument("seed", type=_seed, metavar="SEED", help="schedule seed")
     return p
 
 
 def _trace_parser() -> _Parser:
-    p = _Parser("trace")
-    p.add_argument("--json", action="store_true")
+    p = _Parser("trace", "Print the last run's trace.")
+    p.add_argument("--json", action="store_true", help="the events as JSON (what views read)")
     return p
+
+
+def _check_parser() -> _Parser:
+    p = _Parser("check", "Run a lesson exercise's visible checks against this notebook.")
+    p.add_argument("exercise", metavar="EXERCISE_ID", help="e.g. ex0-alarms")
+    return p
+
+
+def _help_parser() -> _Parser:
+    return _Parser("help", "One usage line per subcommand.")
+
+
+_PARSERS: dict[str, Callable[[], _Parser]] = {
+    "status": _status_parser,
+    "run": _run_parser,
+    "replay": _replay_parser,
+    "trace": _trace_parser,
+    "check": _check_parser,
+    "help": _help_parser,
+}
+
+#: One usage line per subcommand, from its parser.
+USAGE = {name: factory().usage_line() for name, factory in _PARSERS.items()}
 
 
 @dataclass(frozen=True)
@@ -119,6 +232,7 @@ def compile_scenario(source: str, namespace: dict[str, Any]) -> Callable[[], Any
     for a body that is not valid as a function body.
     """
     tree = ast.parse(source, SCENARIO_FILE_PREFIX + ">", "exec")
+    _refuse_yield(tree)
     template = ast.parse("async def scenario():\n    pass\n")
     func = template.body[0]
     assert isinstance(func, ast.AsyncFunctionDef)
@@ -136,6 +250,25 @@ def compile_scenario(source: str, namespace: dict[str, Any]) -> Callable[[], Any
     exec(code, namespace, scope)
     fn: Callable[[], Any] = scope["scenario"]
     return fn
+
+
+def _refuse_yield(tree: ast.Module) -> None:
+    """Raise SyntaxError for a ``yield`` in the body itself (not in a def or lambda inside it).
+
+    Python would turn the scenario into an async generator and complain about its ``return``.
+    """
+    todo: list[ast.AST] = [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Yield, ast.YieldFrom)):
+            error = SyntaxError(
+                "'yield' in a scenario: the body runs as async def scenario(), which cannot be "
+                "a generator; end with an expression (or return) to give a result"
+            )
+            error.lineno = node.lineno
+            raise error
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            todo.extend(ast.iter_child_nodes(node))
 
 
 def _show_view(kind: str, recorder: Recorder) -> None:
@@ -193,49 +326,55 @@ class SeqlabMagics(Magics):
         ``%seqlab trace [--json]`` prints the last trace (``--json``: what the widgets read).
         ``%seqlab check EXERCISE_ID`` runs a lesson's visible checks against your code.
         ``%seqlab`` or ``%seqlab status``: the trio loop, the last seed, clock and trace.
-        ``%seqlab help`` prints one usage line per subcommand.
+        ``%seqlab help`` prints one usage line per subcommand; ``-h`` after a subcommand
+        explains its options. A mistyped argument fails the cell with a one-line
+        ``UsageError``: options are never abbreviated, never given twice, and seeds are >= 0.
         """
         try:
             words = shlex.split(line)
         except ValueError as exc:
-            _print_usage(None, f"cannot split the arguments: {exc}")
-            return
+            raise UsageError(f"%seqlab: cannot split the arguments: {exc}") from None
         sub = words[0] if words else "status"
-        args = words[1:]
+        if sub in ("-h", "--help"):
+            print("\n".join(USAGE.values()))
+            return
+        if cell is not None and (not words or sub.startswith("-")):
+            raise UsageError(
+                "%%seqlab: a cell body needs a subcommand; to run the body as a scenario, "
+                f"put {' '.join(['%%seqlab run', *words])} on the first line"
+            )
+        factory = _PARSERS.get(sub)
+        if factory is None:
+            close = difflib.get_close_matches(sub, _PARSERS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UsageError(
+                f"%seqlab: unknown subcommand {sub!r}; {hint}valid subcommands: "
+                + ", ".join(_PARSERS)
+            )
         try:
-            if sub == "run":
-                if cell is None:
-                    raise _Usage(
-                        "run", "run is a cell magic: put %%seqlab run on a cell's first line"
-                    )
-                self._run(args, cell)
-                return
-            if cell is not None and sub in USAGE:
-                raise _Usage(sub, f"{sub} takes no cell body; only %%seqlab run does")
-            if sub == "status":
-                if args:
-                    raise _Usage(sub, f"unexpected arguments: {' '.join(args)}")
-                self._status()
-            elif sub == "replay":
-                self._replay(args)
-            elif sub == "trace":
-                self._trace(args)
-            elif sub == "check":
-                if len(args) != 1:
-                    raise _Usage(sub, "give exactly one exercise id, e.g. %seqlab check ex1")
-                from ..grading.selfcheck import self_check
+            ns = factory().parse(words[1:])
+        except _HelpShown:
+            return
+        if sub == "run" and cell is None:
+            raise UsageError("%seqlab run is a cell magic: put %%seqlab run on a cell's first line")
+        if sub != "run" and cell is not None:
+            raise UsageError(f"%%seqlab {sub} takes no cell body; only %%seqlab run does")
+        if sub == "run":
+            assert cell is not None
+            self._run(ns, cell)
+        elif sub == "status":
+            self._status()
+        elif sub == "replay":
+            self._replay(ns)
+        elif sub == "trace":
+            self._trace(ns)
+        elif sub == "check":
+            from ..grading.selfcheck import self_check
 
-                namespace = self.shell.user_ns if self.shell is not None else {}
-                print(self_check(args[0], namespace))
-            elif sub == "help":
-                print("\n".join(USAGE.values()))
-            else:
-                print(
-                    f"%seqlab: unknown subcommand {sub!r}; valid subcommands: " + ", ".join(USAGE),
-                    file=sys.stderr,
-                )
-        except _Usage as exc:
-            _print_usage(exc.subcommand, str(exc))
+            namespace = self.shell.user_ns if self.shell is not None else {}
+            print(self_check(ns.exercise, namespace))
+        elif sub == "help":
+            print("\n".join(USAGE.values()))
 
     # ----------------------------------------------------------------- subcommands
 
@@ -253,8 +392,7 @@ class SeqlabMagics(Magics):
         print(f"clock: {self.last_clock or 'virtual (the default for %%seqlab run)'}")
         print(f"recorder: {'no trace yet' if rec is None else f'last trace has {len(rec)} events'}")
 
-    def _run(self, argv: list[str], cell: str) -> None:
-        ns = _parse(_run_parser(), argv)
+    def _run(self, ns: argparse.Namespace, cell: str) -> None:
         source = cell
         if self.shell is not None:
             source = self.shell.transform_cell(cell)
@@ -262,8 +400,7 @@ class SeqlabMagics(Magics):
         try:
             fn = compile_scenario(source, namespace)
         except SyntaxError as exc:
-            print(f"scenario: SyntaxError: {exc.msg} (line {exc.lineno})", file=sys.stderr)
-            return
+            raise UsageError(f"scenario, line {exc.lineno}: SyntaxError: {exc.msg}") from None
         scenario = Scenario(fn, ns.real_time, ns.view)
         self.last_scenario = scenario
         if ns.explore is None:
@@ -272,15 +409,13 @@ class SeqlabMagics(Magics):
         else:
             self._explore(scenario, ns.seed or 0, ns.explore)
 
-    def _replay(self, argv: list[str]) -> None:
-        ns = _parse(_replay_parser(), argv)
+    def _replay(self, ns: argparse.Namespace) -> None:
         if self.last_scenario is None:
             print("%seqlab replay: no scenario yet; run one with %%seqlab run", file=sys.stderr)
             return
         self._run_once(self.last_scenario, ns.seed)
 
-    def _trace(self, argv: list[str]) -> None:
-        ns = _parse(_trace_parser(), argv)
+    def _trace(self, ns: argparse.Namespace) -> None:
         if self.last_recorder is None:
             print("%seqlab trace: no trace yet; run a scenario with %%seqlab run", file=sys.stderr)
             return
@@ -366,21 +501,3 @@ class SeqlabMagics(Magics):
             print()
         _show_view(scenario.view, first_failure.trace)
         print(f"replay: %seqlab replay {first_failure.seed}")
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _parse(parser: _Parser, argv: list[str]) -> argparse.Namespace:
-    try:
-        ns, extra = parser.parse_known_args(argv)
-    except argparse.ArgumentError as exc:
-        raise _Usage(parser.subcommand, str(exc)) from None
-    if extra:
-        raise _Usage(parser.subcommand, f"unrecognized arguments: {' '.join(extra)}")
-    return ns
-
-
-def _print_usage(subcommand: str | None, message: str) -> None:
-    usage = USAGE.get(subcommand or "", "%seqlab help")
-    print(f"usage: {usage}\n%seqlab: {message}", file=sys.stderr)

@@ -164,6 +164,42 @@ def test_background_failure_is_reported_and_the_loop_keeps_going(seqlab_kernel: 
     assert cell.stdout == "True running True\n"
 
 
+def test_many_background_failures_are_summarised_after_the_first_few(seqlab_kernel: Any):
+    seqlab_kernel.run(SETUP)
+    define = "async def flop(i):\n    await trio.sleep(0.001 * i)\n    raise KeyError(i)\n"
+    cell = seqlab_kernel.run(
+        define + "for i in range(200):\n    spawn(flop, i)\nawait trio.sleep(0.5)"
+    )
+    assert cell.status == "ok"
+    reports = cell.stderr.split("seqlab: background task ")
+    assert all(r.startswith("'flop' failed:\nKeyError: ") for r in reports[1:])
+    assert len(reports) == 4  # three reports, then one summary line
+    assert cell.stderr.endswith(
+        "seqlab: 197 more background task failures not shown (KeyError x197); "
+        "only the first 3 of a cell are reported in full\n"
+    )
+    assert len(cell.stderr) < 1000
+    # While idle: the next cell gets the first three and one line for the rest.
+    assert seqlab_kernel.run("for i in range(50):\n    spawn(flop, i)").stderr == ""
+    time.sleep(0.5)
+    cell = seqlab_kernel.run("print('next')")
+    assert cell.stderr.count("seqlab: background task 'flop' failed:") == 3
+    assert cell.stderr.endswith(
+        "seqlab: 47 more background task failures not shown (KeyError x47); only the first 3 of a cell are reported in full\n"
+    )
+    # The count starts again in each cell.
+    cell = seqlab_kernel.run("spawn(flop, 0)\nawait trio.sleep(0.1)")
+    assert cell.stderr.count("failed:") == 1 and "not shown" not in cell.stderr
+
+
+def test_spawn_refuses_a_plain_function_without_calling_it(seqlab_kernel: Any):
+    seqlab_kernel.run(SETUP)
+    cell = seqlab_kernel.run("spawn(print, 'printed anyway')")
+    assert (cell.status, cell.ename, cell.stdout) == ("error", "TypeError", "")
+    assert "async_fn must be an async function" in (cell.evalue or "")
+    assert "print is a plain callable" in (cell.evalue or "")
+
+
 def test_status_magic_describes_the_loop(seqlab_kernel: Any):
     cell = seqlab_kernel.run("%seqlab status")
     assert cell.status == "ok"
@@ -191,6 +227,37 @@ def test_seqlab_run_views_are_displayed_deterministically(seqlab_kernel: Any):
     assert first.stdout == second.stdout
     assert first.results == second.results
     assert len(first.results) == 1  # one view, displayed once, with a text/plain fallback
+
+
+def test_a_magic_argument_error_fails_the_cell_in_one_line(seqlab_kernel: Any):
+    cell = seqlab_kernel.run("%%seqlab run --seed abc\nawait trio.sleep(1)")
+    assert (cell.status, cell.stdout) == ("error", "")
+    assert cell.stderr == (
+        "UsageError: %%seqlab run: argument --seed: a seed is an int >= 0, got 'abc' "
+        "(see %%seqlab run -h)\n"
+    )
+    assert seqlab_kernel.run("%seqlab replay -3").status == "error"
+    assert seqlab_kernel.run("%seqlab help").status == "ok"
+
+
+def test_run_all_stops_at_a_magic_typo(seqlab_kernelspec):
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "seqlab",
+        "display_name": DISPLAY_NAME,
+        "language": "python",
+    }
+    nb.cells = [
+        nbformat.v4.new_code_cell("%%seqlab run --se 3\nawait trio.sleep(1)"),
+        nbformat.v4.new_code_cell("print('ran past the typo')"),
+    ]
+    with pytest.raises(CellExecutionError, match="UsageError"):
+        NotebookClient(nb, timeout=60, kernel_name="seqlab").execute()
+    assert nb.cells[1].get("outputs", []) == []
 
 
 def test_interrupt_cancels_the_running_await_and_the_kernel_answers(
@@ -365,7 +432,7 @@ def test_guest_loop_on_a_plain_asyncio_loop(capsys):
         loop.spawn(fails_later, name="late")
         assert loop.background_tasks == []  # not started until the loop runs it
         # A plain function is refused in the cell that passed it, not later in the loop.
-        with pytest.raises(TypeError, match=r"len\(\.\.\.\) returned int.*async def"):
+        with pytest.raises(TypeError, match=r"async_fn must be an async function.*len is a plain"):
             loop.spawn(len, [])
         await asyncio.sleep(0.1)
         assert capsys.readouterr().err == ""  # idle: kept for the next cell

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
@@ -50,6 +51,14 @@ class Shell:
         assert result.error_before_exec is None, out.stdout + out.stderr
         assert "Traceback" not in out.stdout + out.stderr
         return out.stdout, out.stderr
+
+    def fail(self, code: str) -> tuple[str, str, BaseException]:
+        """Run ``code`` as a cell that must fail; return (stdout, stderr, the error)."""
+        with capture_output(display=False) as out:
+            result = self.shell.run_cell(code)
+        assert result.error_in_exec is not None, out.stdout + out.stderr
+        assert "Traceback" not in out.stdout + out.stderr
+        return out.stdout, out.stderr, result.error_in_exec
 
 
 @pytest.fixture(scope="module")
@@ -180,42 +189,134 @@ def test_real_time_runs_show_no_duration(sh: Shell):
 
 
 @pytest.mark.parametrize(
-    ("cell", "usage", "message"),
+    ("cell", "message"),
     [
-        ("%%seqlab run --seed x\npass", "run", "argument --seed: invalid int value: 'x'"),
-        ("%%seqlab run --view pie\npass", "run", "argument --view: invalid choice: 'pie'"),
-        ("%%seqlab run --explore 0\npass", "run", "argument --explore: invalid positive int"),
-        ("%%seqlab run --bogus\npass", "run", "unrecognized arguments: --bogus"),
-        ("%seqlab run", "run", "run is a cell magic"),
-        ("%seqlab replay", "replay", "the following arguments are required: seed"),
-        ("%seqlab replay one", "replay", "argument seed: invalid int value: 'one'"),
-        ("%seqlab trace --xml", "trace", "unrecognized arguments: --xml"),
-        ("%seqlab status now", "status", "unexpected arguments: now"),
-        ("%%seqlab trace\nbody", "trace", "trace takes no cell body"),
-        ("%seqlab replay 'unbalanced", "help", "cannot split the arguments"),
+        (
+            "%%seqlab run --seed x\npass",
+            "%%seqlab run: argument --seed: a seed is an int >= 0, got 'x'",
+        ),
+        (
+            "%%seqlab run --seed -5\npass",
+            "%%seqlab run: argument --seed: a seed is an int >= 0, got -5",
+        ),
+        ("%seqlab replay -1", "%seqlab replay: argument SEED: a seed is an int >= 0, got -1"),
+        ("%seqlab replay one", "%seqlab replay: argument SEED: a seed is an int >= 0, got 'one'"),
+        ("%seqlab replay", "%seqlab replay: the following arguments are required: SEED"),
+        ("%%seqlab run --view pie\npass", "%%seqlab run: argument --view: invalid choice: 'pie'"),
+        (
+            "%%seqlab run --explore 0\npass",
+            "%%seqlab run: argument --explore: expected an int >= 1, got 0",
+        ),
+        ("%%seqlab run --bogus\npass", "%%seqlab run: unrecognized arguments: --bogus"),
+        # No abbreviations: argparse would take --se for --seed and --ex for --explore.
+        (
+            "%%seqlab run --se 3\npass",
+            "%%seqlab run: unrecognized arguments: --se 3; options are not abbreviated: write --seed",
+        ),
+        (
+            "%%seqlab run --ex 2\npass",
+            "%%seqlab run: unrecognized arguments: --ex 2; options are not abbreviated: write --explore",
+        ),
+        (
+            "%seqlab trace --js",
+            "%seqlab trace: unrecognized arguments: --js; options are not abbreviated: write --json",
+        ),
+        # A repeated option is an error, not "the last one wins".
+        ("%%seqlab run --seed 3 --seed 4\npass", "%%seqlab run: argument --seed: given twice"),
+        (
+            "%%seqlab run --real-time --real-time\npass",
+            "%%seqlab run: argument --real-time: given twice",
+        ),
+        (
+            "%%seqlab run --view none --view=text\npass",
+            "%%seqlab run: argument --view: given twice",
+        ),
+        ("%seqlab run", "%seqlab run is a cell magic"),
+        ("%seqlab trace --xml", "%seqlab trace: unrecognized arguments: --xml"),
+        ("%seqlab status now", "%seqlab status: unrecognized arguments: now"),
+        ("%seqlab check", "%seqlab check: the following arguments are required: EXERCISE_ID"),
+        ("%%seqlab trace\nbody", "%%seqlab trace takes no cell body; only %%seqlab run does"),
+        ("%seqlab replay 'unbalanced", "%seqlab: cannot split the arguments"),
+        ("%seqlab frobnicate", "%seqlab: unknown subcommand 'frobnicate'; valid subcommands: "),
+        ("%seqlab trase", "%seqlab: unknown subcommand 'trase'; did you mean 'trace'?"),
+        # A body without a subcommand is a scenario missing its "run".
+        (
+            "%%seqlab\nawait trio.sleep(1)",
+            "%%seqlab: a cell body needs a subcommand; to run the body as a scenario, put %%seqlab run on the first line",
+        ),
+        (
+            "%%seqlab --seed 3\nawait trio.sleep(1)",
+            "%%seqlab: a cell body needs a subcommand; to run the body as a scenario, put %%seqlab run --seed 3 on the first line",
+        ),
     ],
 )
-def test_bad_arguments_print_a_usage_line_not_a_traceback(sh: Shell, cell, usage, message):
-    out, err = sh.cell(cell)
+def test_bad_arguments_fail_the_cell_with_one_line(sh: Shell, cell, message):
+    out, err, error = sh.fail(cell)
+    assert type(error) is UsageError  # IPython shows exactly this type as one line
     assert out == ""
-    first, second = err.splitlines()
-    assert first == f"usage: {USAGE[usage]}"
-    assert second.startswith(f"%seqlab: {message}")
+    assert err.count("\n") == 1 and err.endswith("\n")
+    assert err.startswith(f"UsageError: {message}")
+
+
+def test_a_bad_argument_runs_nothing(sh: Shell, ipython):
+    ipython.user_ns.pop("ran_it", None)
+    for cell in ("%%seqlab run --seed 3 --seed 4\n", "%%seqlab run --se 3\n", "%%seqlab\n"):
+        sh.fail(cell + "global ran_it\nran_it = True")
+        assert "ran_it" not in ipython.user_ns
+    # The previous scenario is kept for replay; the failed cell did not replace it.
+    sh.cell("%%seqlab run --seed 1 --view none\nawait trio.sleep(2)")
+    sh.fail("%%seqlab run --seed x\nawait trio.sleep(5)")
+    assert sh.cell("%seqlab replay 1")[0].splitlines()[1] == "clock: virtual, 2.000 s"
+
+
+def test_usage_lines_come_from_the_parsers():
+    assert USAGE["run"] == (
+        "%%seqlab run [-h] [--seed N] [--real-time] [--explore K] "
+        "[--view timeline|barrier|convoy|ring|text|none]"
+    )
+    assert USAGE["replay"] == "%seqlab replay [-h] SEED"
+    assert list(USAGE) == ["status", "run", "replay", "trace", "check", "help"]
+
+
+def test_dash_h_explains_a_subcommand_and_runs_nothing(sh: Shell, ipython):
+    ipython.user_ns.pop("ran_it", None)
+    out, err = sh.cell("%%seqlab run -h\nglobal ran_it\nran_it = True")
+    assert out.startswith("usage: %%seqlab run [-h] [--seed N]")
+    assert "  --seed N " in out and "  --explore K " in out and "  --view " in out
+    assert err == "" and "ran_it" not in ipython.user_ns
+    out, _ = sh.cell("%seqlab replay --help")
+    assert out.startswith("usage: %seqlab replay [-h] SEED\n")
+    out, _ = sh.cell("%seqlab -h")
+    assert out.splitlines() == list(USAGE.values())
+
+
+def test_yield_in_a_body_is_explained(sh: Shell):
+    _, err, _ = sh.fail("%%seqlab run\nawait trio.sleep(1)\nyield 5")
+    assert err == (
+        "UsageError: scenario, line 2: SyntaxError: 'yield' in a scenario: the body runs as "
+        "async def scenario(), which cannot be a generator; end with an expression (or return) "
+        "to give a result\n"
+    )
+    _, err, _ = sh.fail("%%seqlab run\nx = [(yield from y) for y in ()]")
+    assert "SyntaxError" in err
+    # A generator defined inside the body is fine.
+    out, _ = sh.cell("%%seqlab run --view none\ndef gen():\n    yield 5\nlist(gen())")
+    assert "result: [5]" in out
 
 
 def test_unknown_subcommand_lists_the_valid_ones(sh: Shell):
-    _, err = sh.cell("%seqlab frobnicate")
+    _, err, _ = sh.fail("%seqlab frobnicate")
     assert err == (
-        "%seqlab: unknown subcommand 'frobnicate'; valid subcommands: "
+        "UsageError: %seqlab: unknown subcommand 'frobnicate'; valid subcommands: "
         "status, run, replay, trace, check, help\n"
     )
     out, _ = sh.cell("%seqlab help")
     assert out.splitlines() == list(USAGE.values())
 
 
-def test_syntax_error_in_the_scenario_is_one_line(sh: Shell):
-    _, err = sh.cell("%%seqlab run\nx = (\n")
-    assert err == "scenario: SyntaxError: '(' was never closed (line 1)\n"
+def test_syntax_error_in_the_scenario_fails_the_cell_in_one_line(sh: Shell):
+    _, err, _ = sh.fail("%%seqlab run\nx = (\n")
+    assert err == "UsageError: scenario, line 1: SyntaxError: '(' was never closed\n"
 
 
 def test_widget_views_are_shown_before_the_run_and_follow_it(sh: Shell, monkeypatch):
@@ -264,8 +365,8 @@ def test_show_view_text_prints_the_trace(capsys):
 
 
 def test_check_runs_a_lessons_visible_checks_in_the_notebook(sh: Shell):
-    _, err = sh.cell("%seqlab check")
-    assert "%seqlab check EXERCISE_ID" in err
+    _, err, _ = sh.fail("%seqlab check")
+    assert "EXERCISE_ID" in err
     sh.cell("import trio, seqlab")
     out, _ = sh.cell("%seqlab check ex0-alarms")
     assert "ex0-alarms-check" in out and "✗" in out
