@@ -76,6 +76,7 @@ from trio.lowlevel import (
     current_task,
 )
 
+from ._callables import callable_name as _callable_name
 from ._callables import is_async_callable
 from .trace import _RECORDER, Recorder
 
@@ -441,6 +442,12 @@ class RingBuffer:
             )
         if factory is not None and not callable(factory):
             raise TypeError(f"factory must be a callable or None, got {type(factory).__name__}")
+        if is_async_callable(factory):
+            raise TypeError(
+                "factory must be a plain function that returns a slot's initial value; "
+                f"{_callable_name(factory)} is an async function (it would fill the ring with "
+                "coroutines)"
+            )
         self.name = _check_name(name)
         self._label = _label("RingBuffer", name)
         self._size = size
@@ -569,8 +576,8 @@ class RingBuffer:
             data = {"sequence": hi} if n == 1 else {"lo": hi - n + 1, "sequence": hi}
             rec.record(current_task(), self._label, "claim", data)
 
-    def _check_window(self, seq: Any) -> int:
-        _check_int(seq, "seq")
+    def _check_window(self, seq: Any, what: str = "seq") -> int:
+        _check_int(seq, what)
         if not self._claimed - self._size < seq <= self._claimed:
             raise IndexError(
                 f"sequence {seq} is not in {self._label}: claimed sequences are "
@@ -595,8 +602,11 @@ class RingBuffer:
         Publishing may happen out of order across producers; ``cursor`` advances once the gap
         before a sequence is published too.
         """
-        lo = self._check_window(lo)
-        hi = lo if hi is None else self._check_window(hi)
+        _check_int(lo, "lo")
+        if hi is not None:
+            _check_int(hi, "hi")
+        lo = self._check_window(lo, "lo")
+        hi = lo if hi is None else self._check_window(hi, "hi")
         if hi < lo:
             raise ValueError(f"hi ({hi}) must not be below lo ({lo})")
         cursor = self._cursor
@@ -906,43 +916,69 @@ class Pipeline:
         see the class docstring. A stage added between two runs sees only the events published
         after it was added.
         """
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"name must be a non-empty str, got {name!r}")
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a non-empty str, got {type(name).__name__} {name!r}")
+        if not name:
+            raise ValueError("name must be a non-empty str, got ''")
         if name in self._stages:
-            raise ValueError(f"{self._label} already has a stage named {name!r}")
+            raise ValueError(f"name: {self._label} already has a stage named {name!r}")
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
-        if not (on_error in ("raise", "skip") or callable(on_error)):
-            raise ValueError(
+        if isinstance(on_error, str):
+            if on_error not in ("raise", "skip"):
+                raise ValueError(
+                    f"on_error must be 'raise', 'skip' or a callable(error, event, sequence), "
+                    f"got {on_error!r}"
+                )
+        elif not callable(on_error):
+            raise TypeError(
                 f"on_error must be 'raise', 'skip' or a callable(error, event, sequence), "
-                f"got {on_error!r}"
+                f"got {type(on_error).__name__} {on_error!r}"
+            )
+        elif is_async_callable(on_error):
+            # The stage calls it without awaiting: its body would never run and its errors
+            # would vanish (only a "never awaited" warning).
+            raise TypeError(
+                f"on_error must be a plain function, called as on_error(error, event, "
+                f"sequence); {_callable_name(on_error)} is an async function. Log or count "
+                "in a plain function, or handle the error inside an async handler"
+            )
+        if isinstance(after, (Stage, str)):
+            items: tuple[Any, ...] = (after,)
+        elif isinstance(after, Iterable):
+            items = tuple(after)
+        else:
+            raise TypeError(
+                "after must be a Stage, a stage name, or an iterable of them (() for none), "
+                f"got {type(after).__name__} {after!r}"
             )
         if self._running:
             raise RuntimeError(f"cannot add stage {name!r} while {self._label} is running")
-        items = (after,) if isinstance(after, (Stage, str)) else tuple(after)
         deps: list[Stage] = []
         for item in items:
             if isinstance(item, Stage):
                 if item.pipeline is not self:
                     raise ValueError(
-                        f"stage {name!r} cannot depend on {item.name!r}: that stage belongs "
+                        f"after: stage {name!r} cannot depend on {item.name!r}: that stage belongs "
                         f"to {item.pipeline._label}, not {self._label}"
                     )
                 dep = item
             elif isinstance(item, str):
                 if item == name:
-                    raise ValueError(f"stage {name!r} cannot depend on itself (a cycle)")
+                    raise ValueError(f"after: stage {name!r} cannot depend on itself (a cycle)")
                 if item not in self._stages:
                     known = ", ".join(repr(s) for s in self._stages) or "none yet"
                     raise ValueError(
-                        f"stage {name!r} depends on unknown stage {item!r} (known: {known}). "
+                        f"after: stage {name!r} depends on unknown stage {item!r} "
+                        f"(known: {known}). "
                         "Add stages in dependency order, each after the stages it waits for; "
                         "a later stage or a cycle cannot be a dependency."
                     )
                 dep = self._stages[item]
             else:
                 raise TypeError(
-                    f"after must hold Stage objects or stage names, got {type(item).__name__}"
+                    f"after must hold Stage objects or stage names, got {type(item).__name__} "
+                    f"{item!r}"
                 )
             if dep not in deps:
                 deps.append(dep)
@@ -1066,13 +1102,15 @@ class Pipeline:
         (one per call, however many events). If cancelled while waiting for room, the events
         published so far stay published.
         """
+        if not isinstance(events, Iterable):
+            raise TypeError(f"events must be an iterable, got {type(events).__name__}")
+        it = iter(events)
         await checkpoint_if_cancelled()
         if self._closed:
             raise self._closed_error()
         ring = self.ring
         entries, mask, cursor = ring._entries, ring._mask, ring._cursor
         count = 0
-        it = iter(events)
         done = False
         waited = False
         while not done:

@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 import trio
 from trio._core._run import SystemClock
 
+from ._callables import is_async_callable
+
 __all__ = [
     "TraceEvent",
     "Recorder",
@@ -140,7 +142,15 @@ class Recorder:
         """Call ``listener(event)`` for every event recorded from now on (live views use it).
 
         A listener that raises is unsubscribed, with a ``RuntimeWarning``; the run goes on.
+        It is called in the middle of a primitive's work, so it must be a plain function.
         """
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, got {type(listener).__name__}")
+        if is_async_callable(listener):
+            raise TypeError(
+                "listener must be a plain function, called as listener(event); an async one "
+                "would never run (nothing awaits it)"
+            )
         self._listeners.append(listener)
 
     def unsubscribe(self, listener: Callable[[TraceEvent], object]) -> None:
@@ -266,9 +276,19 @@ def emit(primitive: str, kind: str, **data: Any) -> None:
     Hot paths should test :func:`current_recorder` first and skip building ``data`` when it
     is ``None``; this function is the convenient form for everything else.
     """
+    if type(primitive) is not str or type(kind) is not str or not primitive or not kind:
+        _check_label(primitive, "primitive")
+        _check_label(kind, "kind")
     rec = _RECORDER.get()
     if rec is not None:
         rec.record(trio.lowlevel.current_task(), primitive, kind, data)
+
+
+def _check_label(value: Any, name: str) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a non-empty str, got {type(value).__name__} {value!r}")
+    if not value:
+        raise ValueError(f"{name} must be a non-empty str, got ''")
 
 
 class _LifecycleInstrument(trio.abc.Instrument):

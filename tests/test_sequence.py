@@ -431,7 +431,7 @@ def test_stage_argument_errors() -> None:
         pipe.stage("a", 3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="on_error must be"):
         pipe.stage("a", _noop, on_error="ignore")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="name must be a non-empty str"):
+    with pytest.raises(ValueError, match="name must be a non-empty str"):
         pipe.stage("", _noop)
     with pytest.raises(TypeError, match="after must hold Stage objects or stage names"):
         pipe.stage("a", _noop, after=(3,))  # type: ignore[arg-type]

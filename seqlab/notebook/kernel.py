@@ -46,7 +46,7 @@ from typing import Any
 import outcome
 import trio
 
-from .._callables import is_async_callable
+from .._callables import callable_name, is_async_callable
 from ._report import describe_error
 
 if sys.version_info < (3, 11):
@@ -500,11 +500,16 @@ def spawn(async_fn: Callable[..., Awaitable[object]], *args: Any, name: str | No
     if isinstance(async_fn, Coroutine):
         async_fn.close()
         raise TypeError(
-            "pass the async function and its arguments, not a coroutine: "
-            "spawn(fn, x), not spawn(fn(x))"
+            "async_fn must be the async function, with its arguments passed after it, not a "
+            "coroutine: spawn(fn, x), not spawn(fn(x))"
         )
     if not callable(async_fn):
         raise TypeError(f"async_fn must be an async function, got {type(async_fn).__name__}")
+    if not is_async_callable(async_fn):
+        raise TypeError(
+            f"async_fn must be an async function (defined with `async def`); "
+            f"{callable_name(async_fn)} is a plain callable, and spawn does not call it"
+        )
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
     loop = _current
