@@ -42,6 +42,10 @@ _reschedule = trio.lowlevel.reschedule
 _SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
 _Value = outcome.Value
 _Error = outcome.Error
+# The data keys of the hot-path trace events (Recorder.record_fields).
+_ARRIVAL = ("generation", "index", "n_waiting")
+_RELEASE = ("generation", "index", "waited")
+_RELEASE_UNTIMED = ("generation", "index")
 
 
 class BrokenBarrierError(trio.BrokenResourceError):
@@ -272,15 +276,9 @@ class Barrier:
         if rec is None:
             waiters[task] = None
         else:
-            waiters[task] = rec.record(
-                task,
-                self._label,
-                "arrive",
-                {
-                    "generation": self._generation,
-                    "index": len(waiters),
-                    "n_waiting": len(waiters) + 1,
-                },
+            index = len(waiters)
+            waiters[task] = rec.record_fields(
+                task, self._label, "arrive", _ARRIVAL, (self._generation, index, index + 1)
             )
 
         def abort_fn(_: Any) -> trio.lowlevel.Abort:
@@ -300,15 +298,13 @@ class Barrier:
         return my_index
 
     def _record_last_arrival(self, rec: Recorder) -> None:
-        rec.record(
+        parties = self._parties
+        rec.record_fields(
             _current_task(),
             self._label,
             "arrive",
-            {
-                "generation": self._generation,
-                "index": self._parties - 1,
-                "n_waiting": self._parties,
-            },
+            _ARRIVAL,
+            (self._generation, parties - 1, parties),
         )
 
     def _run_action(self, rec: Recorder | None) -> None:
@@ -336,25 +332,14 @@ class Barrier:
 
     def _release_recorded(self, rec: Recorder) -> None:
         now = rec.now()
-        generation, label, record = self._generation, self._label, rec.record
+        generation, label, record = self._generation, self._label, rec.record_fields
         for index, (task, arrived) in enumerate(self._waiters.items()):
             if arrived is None:  # it arrived while no recorder was active
-                record(task, label, "release", {"generation": generation, "index": index})
+                record(task, label, "release", _RELEASE_UNTIMED, (generation, index))
             else:
-                waited = now - arrived
-                record(
-                    task,
-                    label,
-                    "release",
-                    {"generation": generation, "index": index, "waited": waited},
-                )
+                record(task, label, "release", _RELEASE, (generation, index, now - arrived))
             _reschedule(task, _Value(index))
-        rec.record(
-            _current_task(),
-            self._label,
-            "release",
-            {"generation": generation, "index": self._parties - 1, "waited": 0.0},
-        )
+        record(_current_task(), label, "release", _RELEASE, (generation, self._parties - 1, 0.0))
 
     def _broken_message(self) -> str:
         return f"{self._label} is broken ({self._reason}); call reset() to make it usable again"

@@ -116,6 +116,10 @@ class ConvoyStatistics:
 
 
 _IDLE, _READY, _HELD = 0, 1, 2
+# The data keys of the hot-path trace events (Recorder.record_fields).
+_KEY_SEQUENCE = ("key", "sequence")
+_KEY_CONSUMER = ("key", "consumer")
+_DELIVERY = ("key", "sequence", "attempt", "consumer")
 
 
 class _Key:
@@ -307,11 +311,8 @@ class Convoy:
         self._sent += 1
         rec = _RECORDER.get()
         if rec is not None:
-            rec.record(
-                trio.lowlevel.current_task(),
-                self._label,
-                "send",
-                {"key": key, "sequence": sequence},
+            rec.record_fields(
+                trio.lowlevel.current_task(), self._label, "send", _KEY_SEQUENCE, (key, sequence)
             )
         if state.state == _IDLE:
             state.state = _READY
@@ -500,7 +501,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
         key = state.key
         backlog = state.backlog
         if rec is not None:
-            rec.record(task, label, "lock", {"key": key, "consumer": index})
+            rec.record_fields(task, label, "lock", _KEY_CONSUMER, (key, index))
         turns = 0
         while backlog and turns < batch:
             turns += 1
@@ -513,8 +514,8 @@ async def _consume(convoy: Convoy, index: int) -> None:
                     convoy._max_wait = waited
             delivery = Delivery(key, message, attempt, sequence)
             if rec is not None:
-                data = {"key": key, "sequence": sequence, "attempt": attempt, "consumer": index}
-                rec.record(task, label, "deliver", data)
+                fields = (key, sequence, attempt, index)
+                rec.record_fields(task, label, "deliver", _DELIVERY, fields)
             convoy._in_flight += 1
             error: Exception | None = None
             lost = False
@@ -542,7 +543,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
                 convoy._delivered += 1
                 convoy._settle(state)
                 if rec is not None:
-                    rec.record(task, label, "done", data)
+                    rec.record_fields(task, label, "done", _DELIVERY, fields)
                 continue
             if lost:
                 convoy._lock_losses += 1
@@ -551,7 +552,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
                     f"lock_timeout={timeout}s and was cancelled"
                 )
                 if rec is not None:
-                    rec.record(task, label, "lock_lost", data)
+                    rec.record_fields(task, label, "lock_lost", _DELIVERY, fields)
             assert error is not None
             if attempt >= max_attempts:
                 convoy.dead_letters.append(DeadLetter(key, message, attempt, error))
@@ -588,7 +589,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
                         },
                     )
         if rec is not None:
-            rec.record(task, label, "unlock", {"key": key, "consumer": index})
+            rec.record_fields(task, label, "unlock", _KEY_CONSUMER, (key, index))
         if backlog:
             state.state = _READY
             ready.append(state)

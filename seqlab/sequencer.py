@@ -54,6 +54,10 @@ T = TypeVar("T")
 
 _QUEUED, _RUNNING, _DONE, _FAILED, _CANCELLED = range(5)
 _STATE_NAMES = ("queued", "running", "done", "failed", "cancelled")
+# The data keys of the hot-path trace events (Recorder.record_fields).
+_TICKET_DELAY = ("ticket", "delay")
+_TICKET_DURATION = ("ticket", "duration")
+_TICKET_PENDING = ("ticket", "pending")
 
 _current_task = trio.lowlevel.current_task
 _reschedule = trio.lowlevel.reschedule
@@ -319,8 +323,9 @@ async def _work(d: Dispatcher) -> None:
                             d._max_delay = delay
                     rec = ticket._rec
                     if rec is not None:
-                        data = {"ticket": ticket.number, "delay": delay}
-                        rec.record(me, owner._label, "start", data)
+                        rec.record_fields(
+                            me, owner._label, "start", _TICKET_DELAY, (ticket.number, delay)
+                        )
                     try:
                         value = ticket._fn(*ticket._args)  # type: ignore[misc]
                         if type(value) is CoroutineType:
@@ -338,8 +343,13 @@ async def _work(d: Dispatcher) -> None:
                         else:
                             # _settle's common case, inlined: this is the hot path.
                             if rec is not None:
-                                data = {"ticket": ticket.number, "duration": now() - start}
-                                rec.record(me, seq._label, "done", data)
+                                rec.record_fields(
+                                    me,
+                                    seq._label,
+                                    "done",
+                                    _TICKET_DURATION,
+                                    (ticket.number, now() - start),
+                                )
                             d._running -= 1
                             seq._completed += 1
                             d._completed += 1
@@ -649,8 +659,8 @@ class Sequencer:
         rec = ticket._rec
         if rec is not None:
             assert task is not None
-            rec.record(
-                task, self._label, "submit", {"ticket": ticket.number, "pending": len(queue)}
+            rec.record_fields(
+                task, self._label, "submit", _TICKET_PENDING, (ticket.number, len(queue))
             )
 
     def _admit_blocked(self) -> None:
@@ -856,11 +866,12 @@ class Dispatcher:
         if self._idle:
             self._wake_one()
         if rec is not None:
-            rec.record(
+            rec.record_fields(
                 _current_task(),
                 self._label,
                 "submit",
-                {"ticket": ticket.number, "pending": len(self._jobs)},
+                _TICKET_PENDING,
+                (ticket.number, len(self._jobs)),
             )
         return ticket
 

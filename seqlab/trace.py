@@ -12,10 +12,12 @@ import math
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from array import array
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from itertools import accumulate, chain
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import trio
 from trio._core._run import SystemClock
@@ -24,6 +26,7 @@ from ._callables import is_async_callable
 
 __all__ = [
     "TraceEvent",
+    "TraceEvents",
     "Recorder",
     "recording",
     "emit",
@@ -38,7 +41,11 @@ _RECORDER: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar(
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _NO_DATA: Mapping[str, Any] = MappingProxyType({})
 _current_time = trio.current_time
-_FIELDS = 5  # time, task label, primitive, kind, data: one event in Recorder._raw
+# One event in Recorder._raw: time, task label, primitive, kind, then either (None, data) from
+# record() or (keys, values) from record_fields().
+_FIELDS = 6
+_BATCH = 512 * _FIELDS
+_PARENT = ("parent",)  # Recorder._raw is packed into columns once it holds this many fields
 
 
 class TraceEvent(NamedTuple):
@@ -63,6 +70,65 @@ class TraceEvent(NamedTuple):
             "kind": self.kind,
             "data": {k: _jsonable(v) for k, v in self.data.items()},
         }
+
+
+class TraceEvents(Sequence[TraceEvent]):
+    """The events of a :class:`Recorder`, oldest first: what ``recorder.events`` returns.
+
+    A read-only view, not a copy: it follows the recorder (events recorded later show up in
+    it), and each :class:`TraceEvent` is built when it is read, so keeping a million events
+    costs the recorder's compact storage only. Index it, slice it (a slice is a list),
+    iterate over it, or compare it with a list of events::
+
+        last = rec.events[-1]
+        first_ten = rec.events[:10]
+        kinds = [e.kind for e in rec.events]
+    """
+
+    __slots__ = ("_recorder",)
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+
+    def __len__(self) -> int:
+        return len(self._recorder)
+
+    @overload
+    def __getitem__(self, index: int) -> TraceEvent: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[TraceEvent]: ...
+
+    def __getitem__(self, index: int | slice) -> TraceEvent | list[TraceEvent]:
+        rec = self._recorder
+        rec._pack()
+        if isinstance(index, slice):
+            return [rec._event(i) for i in range(*index.indices(len(rec._tasks)))]
+        size = len(rec._tasks)
+        try:
+            position = index.__index__()
+        except AttributeError:
+            raise TypeError(
+                f"event indices must be integers or slices, not {type(index).__name__}"
+            ) from None
+        if position < 0:
+            position += size
+        if not 0 <= position < size:
+            raise IndexError(f"event index {index} out of range ({size} events)")
+        return rec._event(position)
+
+    def __iter__(self) -> Iterator[TraceEvent]:
+        return self._recorder._iter_events(0)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<TraceEvents: {len(self)} events>"
 
 
 def task_label(task: trio.lowlevel.Task) -> str:
@@ -100,11 +166,24 @@ class Recorder:
         self.seed: int | None = None
         self._t0: float | None = None
         self._now: Callable[[], float] = _current_time
-        # Events are kept as plain tuples of strings and numbers and turned into TraceEvents on
-        # demand: that keeps recording cheap, also for the garbage collector, which soon stops
-        # tracking such tuples (a reference to a task would keep it scanning every one).
+        # Storage, about 100 bytes an event. record() appends five fields per event to _raw,
+        # a small staging list, which is cheap on the hot path; every _BATCH fields, _pack()
+        # moves them into columns with a few C-level passes: times as 8-byte floats, task
+        # labels, primitives and kinds as references to shared strings, and each event's data
+        # as a reference to its (shared) tuple of keys plus its values, flat in one list. The
+        # dicts themselves (184 bytes each) are dropped; reading rebuilds them.
         self._raw: list[Any] = []
-        self._events: list[TraceEvent] = []
+        self._times = array("d")
+        self._tasks: list[str] = []
+        self._primitives: list[str] = []
+        self._kinds: list[str] = []
+        self._keys: list[tuple[Any, ...]] = []
+        self._shapes: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._values: list[Any] = []
+        # Where each event's values start in _values, filled in on demand by _starts_upto().
+        self._starts = array("q")
+        self._staged_dicts = 0  # events in _raw that came from record(), with a mapping
+        self._view = TraceEvents(self)
         self._labels: dict[trio.lowlevel.Task, str] = {}
         self._label_counts: dict[str, int] = {}
         self._listeners: list[Callable[[TraceEvent], object]] = []
@@ -115,25 +194,125 @@ class Recorder:
         self._lifecycle_users = 0
 
     @property
-    def events(self) -> list[TraceEvent]:
-        """Every event recorded so far, oldest first."""
-        raw = self._raw
-        done = len(self._events) * _FIELDS
-        if done < len(raw):
-            if self._t0 is None:
-                self._t0 = raw[0]
-            t0 = self._t0
-            self._events.extend(
-                TraceEvent(raw[i] - t0, raw[i + 1], raw[i + 2], raw[i + 3], raw[i + 4])
-                for i in range(done, len(raw), _FIELDS)
-            )
-        return self._events
+    def events(self) -> TraceEvents:
+        """Every event recorded so far, oldest first: a read-only sequence that follows the
+        recording (no copy is made; each event is built when it is read)."""
+        return self._view
 
     def __len__(self) -> int:
-        return len(self._raw) // _FIELDS
+        return len(self._tasks) + len(self._raw) // _FIELDS
 
     def __iter__(self) -> Iterator[TraceEvent]:
-        return iter(self.events)
+        return iter(self._view)
+
+    def _pack(self) -> None:
+        """Move the staged events into the columns (see ``__init__``)."""
+        raw = self._raw
+        if not raw:
+            return
+        if self._t0 is None:
+            self._t0 = raw[0]
+        shapes = raw[4::_FIELDS]
+        payloads = raw[5::_FIELDS]
+        if self._staged_dicts:
+            # Events from record(): take each mapping's keys (one shared tuple per shape) and
+            # a view of its values, a whole batch at a time.
+            if self._staged_dicts == len(shapes):
+                where = None
+                datas = payloads
+            else:
+                where = [i for i, shape in enumerate(shapes) if shape is None]
+                datas = [payloads[i] for i in where]
+            self._staged_dicts = 0
+            keys = list(map(tuple, datas))
+            keys = list(map(self._shapes.setdefault, keys, keys))
+            try:
+                views = list(map(dict.values, datas))
+            except TypeError:  # a Mapping that is not a dict
+                views = [data.values() for data in datas]
+            if where is None:
+                shapes, payloads = keys, views
+            else:
+                for i, shape, view in zip(where, keys, views, strict=True):
+                    shapes[i] = shape
+                    payloads[i] = view
+        values = list(chain.from_iterable(payloads))
+        if len(values) != sum(map(len, shapes)):
+            self._drop_malformed(shapes, payloads)
+            return
+        self._times.fromlist(raw[0::_FIELDS])
+        self._tasks += raw[1::_FIELDS]
+        self._primitives += raw[2::_FIELDS]
+        self._kinds += raw[3::_FIELDS]
+        self._keys += shapes
+        self._values += values
+        raw.clear()
+
+    def _drop_malformed(self, shapes: list[Any], payloads: list[Any]) -> None:
+        """Pack the staged events whose keys and values match; raise about the others."""
+        raw = self._raw
+        bad = [i for i, (k, v) in enumerate(zip(shapes, payloads, strict=True)) if len(k) != len(v)]
+        keys, values = shapes[bad[0]], payloads[bad[0]]
+        for i in reversed(bad):
+            del raw[i * _FIELDS : (i + 1) * _FIELDS]
+            del shapes[i], payloads[i]
+        raw[4::_FIELDS] = shapes
+        raw[5::_FIELDS] = payloads
+        self._pack()
+        raise ValueError(
+            f"record_fields: keys {keys!r} and values {tuple(values)!r} differ in length; "
+            f"{len(bad)} such event(s) dropped from the trace"
+        )
+
+    def _starts_upto(self, index: int) -> array[int]:
+        """The start offsets in ``_values`` of events ``0 .. index`` (at least)."""
+        starts = self._starts
+        done = len(starts)
+        if done <= index:
+            first = 0 if done == 0 else starts[-1] + len(self._keys[done - 1])
+            keys = self._keys
+            starts.extend(accumulate(map(len, keys[done : len(keys) - 1]), initial=first))
+        return starts
+
+    def _event(self, index: int) -> TraceEvent:
+        """Event ``index`` (0 <= index < packed events), rebuilt from the columns."""
+        keys = self._keys[index]
+        if keys:
+            start = self._starts_upto(index)[index]
+            data = dict(zip(keys, self._values[start : start + len(keys)], strict=True))
+        else:
+            data = {}
+        t0 = self._t0
+        assert t0 is not None
+        return TraceEvent(
+            self._times[index] - t0,
+            self._tasks[index],
+            self._primitives[index],
+            self._kinds[index],
+            data,
+        )
+
+    def _iter_events(self, start: int) -> Iterator[TraceEvent]:
+        """Events from ``start`` on, in order, including those recorded while iterating."""
+        self._pack()
+        index = start
+        offset = self._starts_upto(index)[index] if 0 < index < len(self._tasks) else 0
+        times, tasks, primitives, kinds = self._times, self._tasks, self._primitives, self._kinds
+        keys, values = self._keys, self._values
+        while index < len(tasks):
+            t0 = self._t0
+            assert t0 is not None
+            for i in range(index, len(tasks)):
+                shape = keys[i]
+                if shape:
+                    width = len(shape)
+                    data = dict(zip(shape, values[offset : offset + width], strict=True))
+                    offset += width
+                else:
+                    data = {}
+                yield TraceEvent(times[i] - t0, tasks[i], primitives[i], kinds[i], data)
+                index = i + 1
+            self._pack()
 
     def __repr__(self) -> str:
         return f"<Recorder: {len(self)} events>"
@@ -176,7 +355,7 @@ class Recorder:
         self._now = clock_reader()
         if self._t0 is None:
             self._t0 = self._now()
-        self.record = self._recorder_function()  # type: ignore[method-assign, assignment]
+        self.record, self.record_fields = self._recorder_functions()  # type: ignore[method-assign, assignment]
 
     def now(self) -> float:
         """The current time on this recorder's clock (compare it with other ``now()`` values)."""
@@ -187,28 +366,70 @@ class Recorder:
     ) -> float:
         """Append an event for ``task`` at the current trio time; return that time (``now()``).
 
-        Primitives call this on hot paths; :meth:`_start` replaces it, per instance, by an
-        equivalent closure that skips the attribute lookups.
+        :meth:`_start` replaces this, per instance, by an equivalent closure that skips the
+        attribute lookups.
         """
         self._start()
         return self.record(task, primitive, kind, data)
 
-    def _recorder_function(
+    def record_fields(
         self,
-    ) -> Callable[[trio.lowlevel.Task, str, str, Mapping[str, Any]], float]:
-        now, extend, labels = self._now, self._raw.extend, self._labels
+        task: trio.lowlevel.Task,
+        primitive: str,
+        kind: str,
+        keys: tuple[str, ...],
+        values: tuple[Any, ...],
+    ) -> float:
+        """:meth:`record` for hot paths: the data as ``keys`` and ``values`` (no dict is built).
+
+        ``keys`` should be one tuple shared by every call of a site (a module constant): the
+        recorder keeps a reference to it per event, not a copy. ``values`` must have as many
+        items as ``keys``; the event's data is ``dict(zip(keys, values))``.
+        """
+        self._start()
+        return self.record_fields(task, primitive, kind, keys, values)
+
+    def _recorder_functions(
+        self,
+    ) -> tuple[
+        Callable[[trio.lowlevel.Task, str, str, Mapping[str, Any]], float],
+        Callable[[trio.lowlevel.Task, str, str, tuple[str, ...], tuple[Any, ...]], float],
+    ]:
+        now, raw, labels = self._now, self._raw, self._labels
+        extend, pack = raw.extend, self._pack
         first_label, listeners = self._first_label, self._listeners
 
         def record(
             task: trio.lowlevel.Task, primitive: str, kind: str, data: Mapping[str, Any]
         ) -> float:
             t = now()
-            extend((t, labels.get(task) or first_label(task), primitive, kind, data))
+            label = labels.get(task) or first_label(task)
+            extend((t, label, primitive, kind, None, data))
+            self._staged_dicts += 1
+            if len(raw) >= _BATCH:
+                pack()
             if listeners:
-                self._notify(self.events[-1])
+                self._notify(TraceEvent(t - self._t0, label, primitive, kind, data))  # type: ignore[operator]
             return t
 
-        return record
+        def record_fields(
+            task: trio.lowlevel.Task,
+            primitive: str,
+            kind: str,
+            keys: tuple[str, ...],
+            values: tuple[Any, ...],
+        ) -> float:
+            t = now()
+            label = labels.get(task) or first_label(task)
+            extend((t, label, primitive, kind, keys, values))
+            if len(raw) >= _BATCH:
+                pack()
+            if listeners:
+                data = dict(zip(keys, values, strict=True))
+                self._notify(TraceEvent(t - self._t0, label, primitive, kind, data))  # type: ignore[operator]
+            return t
+
+        return record, record_fields
 
     def _notify(self, event: TraceEvent) -> None:
         # A listener runs in the middle of a primitive's bookkeeping; letting its error through
@@ -300,12 +521,15 @@ class _LifecycleInstrument(trio.abc.Instrument):
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
         if task.context.get(_RECORDER) is self.recorder:
             parent = task.parent_nursery.parent_task if task.parent_nursery else None
-            data = {"parent": self.recorder.label(parent)} if parent is not None else {}
-            self.recorder.record(task, "task", "spawn", data)
+            if parent is None:
+                self.recorder.record_fields(task, "task", "spawn", (), ())
+            else:
+                parent_label = self.recorder.label(parent)
+                self.recorder.record_fields(task, "task", "spawn", _PARENT, (parent_label,))
 
     def task_exited(self, task: trio.lowlevel.Task) -> None:
         if task.context.get(_RECORDER) is self.recorder:
-            self.recorder.record(task, "task", "exit", {})
+            self.recorder.record_fields(task, "task", "exit", (), ())
 
 
 @contextmanager
@@ -334,6 +558,7 @@ def recording(recorder: Recorder) -> Iterator[Recorder]:
         if recorder._lifecycle_users == 0:
             trio.lowlevel.remove_instrument(recorder._lifecycle)
         _RECORDER.reset(token)
+        recorder._pack()
 
 
 def _text(value: Any) -> str:
