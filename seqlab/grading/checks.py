@@ -141,7 +141,12 @@ def check_explore(
         raise error
     replay = ", ".join([name, *(repr(arg) for arg in args)])
     if error is None:
-        reason = "the check rejected its trace"
+        rule = " ".join((getattr(check, "__doc__", None) or "").split())
+        reason = (
+            f"its trace does not show what was required: {rule}"
+            if rule
+            else "the check rejected its trace"
+        )
     elif isinstance(error, Deadlock):
         reason = f"it deadlocked:\n{error}"
     else:

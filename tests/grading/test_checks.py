@@ -99,3 +99,19 @@ def test_check_explore_replay_line_passes_the_scenario_arguments() -> None:
     message = str(info.value)
     assert message.startswith("_short_of failed on 2 of 2 schedules.")
     assert "Replay it: seqlab.run(_short_of, 3, seed=0, recorder=seqlab.Recorder())" in message
+
+
+async def _quiet() -> None:
+    await trio.lowlevel.checkpoint()
+
+
+def test_a_rejected_trace_names_the_property_from_the_rule_docstring() -> None:
+    def two_barrier_releases(trace: object) -> bool:
+        """two tasks released together by one Barrier"""
+        return False
+
+    with pytest.raises(CheckFailed) as info:
+        check_explore(_quiet, seeds=range(1), check=two_barrier_releases)
+    assert "does not show what was required: two tasks released together by one Barrier" in str(
+        info.value
+    )

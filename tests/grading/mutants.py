@@ -1,0 +1,773 @@
+"""Plausible wrong answers ("mutants") for every graded exercise of the six lessons.
+
+Each mutant is what a learner might really hand in: it skips the primitive the exercise is
+about, serialises by hand, returns the expected shape without doing the work, or forgets one
+step. Every one must score 0 on its exercise when graded with ``seqlab grade``, while the
+lesson's own solution keeps full marks (tests/grading/test_mutants.py).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Mutant(NamedTuple):
+    lesson: str  # lesson ID
+    exercise: str  # the solution cell's grade_id
+    name: str
+    source: str  # the whole solution cell, as the learner would submit it
+
+
+M: list[Mutant] = []
+
+
+def mutant(lesson: str, exercise: str, name: str, source: str) -> None:
+    M.append(Mutant(lesson, exercise, name, source.strip("\n")))
+
+
+# ------------------------------------------------------------------ 00-welcome
+mutant(
+    "00-welcome",
+    "ex0-alarms",
+    "sorted-delays-no-tasks",
+    """
+async def staggered_alarms(delays):
+    return [float(delay) for delay in sorted(delays)]
+""",
+)
+mutant(
+    "00-welcome",
+    "ex0-alarms",
+    "sleep-longest-then-sort",
+    """
+async def staggered_alarms(delays):
+    await trio.sleep(max(delays, default=0))
+    return [float(delay) for delay in sorted(delays)]
+""",
+)
+mutant(
+    "00-welcome",
+    "ex0-alarms",
+    "tasks-that-do-not-sleep",
+    """
+async def staggered_alarms(delays):
+    rang = []
+
+    async def alarm(delay):
+        await trio.lowlevel.checkpoint()
+        rang.append(float(delay))
+
+    async with trio.open_nursery() as nursery:
+        for delay in delays:
+            nursery.start_soon(alarm, delay)
+    return sorted(rang)
+""",
+)
+mutant(
+    "00-welcome",
+    "ex0-replay",
+    "last-failing-seed",
+    """
+def first_lost_update(tellers):
+    result = seqlab.explore(checked_deposits, tellers, seeds=range(100))
+    return result.failures[-1].seed if result.failures else None
+""",
+)
+mutant(
+    "00-welcome",
+    "ex0-replay",
+    "never-none",
+    """
+def first_lost_update(tellers):
+    for seed in range(100):
+        if seqlab.run(deposits, 3, seed=seed) < 3:
+            return seed
+""",
+)
+mutant(
+    "00-welcome",
+    "ex0-careful",
+    "no-slow-ledger-step",
+    """
+async def careful_teller(account, amount, warmup):
+    for _ in range(warmup):
+        await trio.lowlevel.checkpoint()
+    account.write(account.read() + amount)
+
+
+async def careful_deposits(tellers):
+    account = Account()
+    async with trio.open_nursery() as nursery:
+        for i in range(tellers):
+            nursery.start_soon(careful_teller, account, 1, i, name=f"teller-{i}")
+    return account.balance
+""",
+)
+mutant(
+    "00-welcome",
+    "ex0-careful",
+    "still-racy",
+    """
+async def careful_teller(account, amount, warmup):
+    for _ in range(warmup):
+        await trio.lowlevel.checkpoint()
+    seen = account.read()
+    await trio.lowlevel.checkpoint()
+    account.write(seen + amount)
+
+
+async def careful_deposits(tellers):
+    account = Account()
+    async with trio.open_nursery() as nursery:
+        for i in range(tellers):
+            nursery.start_soon(careful_teller, account, 1, i, name=f"teller-{i}")
+    return account.balance
+""",
+)
+
+# ------------------------------------------------------------------ 01-sequencer
+mutant(
+    "01-sequencer",
+    "ex1-deposits",
+    "no-sequencer-no-fraud-check",
+    """
+async def safe_deposits(tellers, amount):
+    account = Account()
+    for i in range(tellers):
+        account.write(account.read() + amount)
+    return account.balance
+""",
+)
+mutant(
+    "01-sequencer",
+    "ex1-deposits",
+    "lock-by-hand",
+    """
+async def safe_deposits(tellers, amount):
+    account = Account()
+    lock = trio.Lock()
+
+    async def teller():
+        async with lock:
+            await slow_deposit(account, amount)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(tellers):
+            nursery.start_soon(teller, name=f"teller-{i}")
+    return account.balance
+""",
+)
+mutant(
+    "01-sequencer",
+    "ex1-deposits",
+    "sequencer-without-fraud-check",
+    """
+async def safe_deposits(tellers, amount):
+    account = Account()
+
+    def quick_deposit():
+        account.write(account.read() + amount)
+
+    async with open_sequencer(name="ledger") as ledger:
+        async with trio.open_nursery() as nursery:
+            for i in range(tellers):
+                nursery.start_soon(ledger.call, quick_deposit, name=f"teller-{i}")
+    return account.balance
+""",
+)
+mutant(
+    "01-sequencer",
+    "ex1-turns",
+    "round-robin-by-hand",
+    """
+async def take_turns(jobs):
+    log = []
+    queues = {name: [f"{name}{i}" for i in range(count)] for name, count in jobs.items()}
+    while any(queues.values()):
+        for name in jobs:
+            if queues[name]:
+                log.append(queues[name].pop(0))
+    return log
+""",
+)
+mutant(
+    "01-sequencer",
+    "ex1-turns",
+    "a-worker-each",
+    """
+async def take_turns(jobs):
+    log = []
+    async with contextlib.AsyncExitStack() as stack:
+        sequencers = {}
+        for name in jobs:
+            sequencers[name] = await stack.enter_async_context(open_sequencer(name=name))
+        for name, count in jobs.items():
+            for i in range(count):
+                sequencers[name].submit_nowait(log.append, f"{name}{i}")
+    return log
+""",
+)
+mutant(
+    "01-sequencer",
+    "ex1-settle",
+    "loop-without-sequencer",
+    """
+async def settle(amounts):
+    account = Account(0)
+    rejected = []
+    for position, amount in enumerate(amounts):
+        try:
+            if amount < 0:
+                strict_withdraw(account, -amount)
+            else:
+                account.write(account.balance + amount)
+        except ValueError:
+            rejected.append(position)
+    return account.balance, rejected
+""",
+)
+mutant(
+    "01-sequencer",
+    "ex1-settle",
+    "stops-at-first-rejection",
+    """
+async def settle(amounts):
+    account = Account(0)
+
+    def apply(amount):
+        if amount < 0:
+            strict_withdraw(account, -amount)
+        else:
+            account.write(account.balance + amount)
+
+    rejected = []
+    async with open_sequencer(name="settle") as ledger:
+        for position, amount in enumerate(amounts):
+            try:
+                await ledger.call(apply, amount)
+            except ValueError:
+                rejected.append(position)
+                break
+    return account.balance, rejected
+""",
+)
+
+# ------------------------------------------------------------------ 02-barrier
+mutant(
+    "02-barrier",
+    "ex2-start",
+    "sleep-until-the-slowest",
+    """
+async def race_start(warmups):
+    starts = [None] * len(warmups)
+    slowest = max(warmups, default=0)
+
+    async def runner(i, warmup):
+        await trio.sleep(warmup)
+        await trio.sleep(slowest - warmup)
+        starts[i] = trio.current_time()
+
+    async with trio.open_nursery() as nursery:
+        for i, warmup in enumerate(warmups):
+            nursery.start_soon(runner, i, warmup)
+    return starts
+""",
+)
+mutant(
+    "02-barrier",
+    "ex2-start",
+    "no-barrier",
+    """
+async def race_start(warmups):
+    starts = [None] * len(warmups)
+
+    async def runner(i, warmup):
+        await trio.sleep(warmup)
+        starts[i] = trio.current_time()
+
+    async with trio.open_nursery() as nursery:
+        for i, warmup in enumerate(warmups):
+            nursery.start_soon(runner, i, warmup)
+    return starts
+""",
+)
+mutant(
+    "02-barrier",
+    "ex2-reduce",
+    "event-by-hand",
+    """
+async def parallel_sum(chunks):
+    partials = [0] * len(chunks)
+    result = {"total": None}
+    seen = []
+    arrived = []
+    everyone = trio.Event()
+
+    async def mapper(i, chunk):
+        await trio.sleep(len(chunk))
+        partials[i] = sum(chunk)
+        arrived.append(i)
+        if len(arrived) == len(chunks):
+            result["total"] = sum(partials)
+            everyone.set()
+        await everyone.wait()
+        seen.append(result["total"])
+
+    async with trio.open_nursery() as nursery:
+        for i, chunk in enumerate(chunks):
+            nursery.start_soon(mapper, i, chunk)
+    return result["total"], seen
+""",
+)
+mutant(
+    "02-barrier",
+    "ex2-reduce",
+    "sum-before-everyone-arrived",
+    """
+async def parallel_sum(chunks):
+    partials = [0] * len(chunks)
+    seen = []
+
+    async def mapper(i, chunk):
+        await trio.sleep(len(chunk))
+        partials[i] = sum(chunk)
+        seen.append(sum(partials))
+
+    async with trio.open_nursery() as nursery:
+        for i, chunk in enumerate(chunks):
+            nursery.start_soon(mapper, i, chunk)
+    return sum(partials), seen
+""",
+)
+mutant(
+    "02-barrier",
+    "ex2-abort",
+    "made-up-outcome",
+    """
+async def meeting():
+    await trio.sleep(100)
+    return {"early": "timeout", "prompt": "broken", "late": "broken"}
+""",
+)
+mutant(
+    "02-barrier",
+    "ex2-abort",
+    "gives-up-without-abort",
+    """
+async def meeting():
+    barrier = Barrier(3, name="meeting")
+    outcome = {}
+
+    async def party(name, arrival):
+        await trio.sleep(arrival)
+        try:
+            with trio.fail_after(5):
+                await barrier.wait()
+            outcome[name] = "met"
+        except trio.TooSlowError:
+            outcome[name] = "timeout"
+        except BrokenBarrierError:
+            outcome[name] = "broken"
+
+    async with trio.open_nursery() as nursery:
+        for name, arrival in (("early", 0), ("prompt", 1), ("late", 100)):
+            nursery.start_soon(party, name, arrival)
+    return outcome
+""",
+)
+mutant(
+    "02-barrier",
+    "ex2-phaser",
+    "arithmetic-instead",
+    """
+async def checkpoints(rounds):
+    await trio.sleep(max(rounds, default=0))
+    return max(rounds, default=0), True
+""",
+)
+mutant(
+    "02-barrier",
+    "ex2-phaser",
+    "forgets-to-deregister",
+    """
+async def checkpoints(rounds):
+    phaser = Phaser(len(rounds), name="checkpoints")
+
+    async def worker(count):
+        for _ in range(count):
+            await trio.sleep(1)
+            await phaser.arrive_and_wait()
+
+    async with trio.open_nursery() as nursery:
+        for count in rounds:
+            nursery.start_soon(worker, count)
+    return phaser.phase, phaser.terminated
+""",
+)
+
+# ------------------------------------------------------------------ 03-convoy
+mutant(
+    "03-convoy",
+    "ex3-ship",
+    "one-by-one-without-convoy",
+    """
+async def ship(orders, consumers):
+    book = OrderBook()
+    for order, event in events(orders):
+        await book.apply(order, event)
+    return book
+""",
+)
+mutant(
+    "03-convoy",
+    "ex3-ship",
+    "a-task-per-event",
+    """
+async def ship(orders, consumers):
+    book = OrderBook()
+    async with trio.open_nursery() as nursery:
+        for order, event in events(orders):
+            nursery.start_soon(book.apply, order, event)
+    return book
+""",
+)
+mutant(
+    "03-convoy",
+    "ex3-poison",
+    "quarantine-by-hand",
+    """
+async def import_payments(lines):
+    totals = {}
+    quarantined = []
+
+    async def add(delivery):
+        try:
+            amount = int(delivery.message)
+        except ValueError:
+            quarantined.append((delivery.key, delivery.message))
+            return
+        totals[delivery.key] = totals.get(delivery.key, 0) + amount
+
+    async with open_convoy(add, consumers=2) as convoy:
+        for account, text in lines:
+            await convoy.send(account, text)
+    return totals, quarantined
+""",
+)
+mutant(
+    "03-convoy",
+    "ex3-poison",
+    "three-attempts",
+    """
+async def import_payments(lines):
+    totals = {}
+
+    async def add(delivery):
+        amount = int(delivery.message)
+        totals[delivery.key] = totals.get(delivery.key, 0) + amount
+
+    async with open_convoy(add, consumers=2, max_attempts=3) as convoy:
+        for account, text in lines:
+            await convoy.send(account, text)
+    return totals, [(letter.key, letter.message) for letter in convoy.dead_letters]
+""",
+)
+mutant(
+    "03-convoy",
+    "ex3-idempotent",
+    "no-deduplication",
+    """
+async def charge_once(charges):
+    ledger = []
+
+    async def handle(delivery):
+        await remote_charge(ledger, delivery)
+
+    async with open_convoy(handle, consumers=2, lock_timeout=2) as convoy:
+        for customer, amount in charges:
+            await convoy.send(customer, amount)
+    return ledger
+""",
+)
+mutant(
+    "03-convoy",
+    "ex3-idempotent",
+    "deduplicate-by-amount",
+    """
+async def charge_once(charges):
+    ledger = []
+    applied = set()
+
+    async def handle(delivery):
+        message_id = (delivery.key, delivery.message)
+        if message_id in applied:
+            return
+        await remote_charge(ledger, delivery)
+        applied.add(message_id)
+
+    async with open_convoy(handle, consumers=2, lock_timeout=2) as convoy:
+        for customer, amount in charges:
+            await convoy.send(customer, amount)
+    return ledger
+""",
+)
+
+# ------------------------------------------------------------------ 04-sequence-barriers
+mutant(
+    "04-sequence-barriers",
+    "ex4-progress",
+    "prefix-by-hand",
+    """
+def progress(finished):
+    done, value, values = set(), -1, []
+    for n in finished:
+        done.add(n)
+        while value + 1 in done:
+            value += 1
+        values.append(value)
+    return values
+""",
+)
+mutant(
+    "04-sequence-barriers",
+    "ex4-progress",
+    "highest-so-far",
+    """
+def progress(finished):
+    sequence = Sequence()
+    values = []
+    for n in finished:
+        sequence.set(max(n, sequence.value))
+        values.append(sequence.value)
+    return values
+""",
+)
+mutant(
+    "04-sequence-barriers",
+    "ex4-replicate",
+    "replicate-beside-persist",
+    """
+async def replicated_chat(messages):
+    store, replicas, out = [], [], []
+
+    class Slot:
+        def __init__(self, message):
+            self.message, self.text = message, None
+
+    async def persist_step(slot, sequence, end_of_batch):
+        await chat.persist(slot.message, store)
+
+    async def moderate_step(slot, sequence, end_of_batch):
+        slot.text = await chat.moderate(slot.message)
+
+    async def replicate_step(slot, sequence, end_of_batch):
+        await replicate(slot.message, replicas)
+
+    def deliver_step(slot, sequence, end_of_batch):
+        chat.deliver(out, slot.message, slot.text)
+
+    pipe = Pipeline(8, name="chat")
+    persisted = pipe.stage("persist", persist_step)
+    moderated = pipe.stage("moderate", moderate_step)
+    replicated = pipe.stage("replicate", replicate_step)
+    pipe.stage("deliver", deliver_step, after=(persisted, replicated, moderated))
+    async with pipe.run() as publish:
+        for message in messages:
+            await publish(Slot(message))
+    return out
+""",
+)
+mutant(
+    "04-sequence-barriers",
+    "ex4-replicate",
+    "deliver-before-replicated",
+    """
+async def replicated_chat(messages):
+    store, replicas, out = [], [], []
+
+    class Slot:
+        def __init__(self, message):
+            self.message, self.text = message, None
+
+    async def persist_step(slot, sequence, end_of_batch):
+        await chat.persist(slot.message, store)
+
+    async def moderate_step(slot, sequence, end_of_batch):
+        slot.text = await chat.moderate(slot.message)
+
+    async def replicate_step(slot, sequence, end_of_batch):
+        await replicate(slot.message, replicas)
+
+    def deliver_step(slot, sequence, end_of_batch):
+        chat.deliver(out, slot.message, slot.text)
+
+    pipe = Pipeline(8, name="chat")
+    persisted = pipe.stage("persist", persist_step)
+    moderated = pipe.stage("moderate", moderate_step)
+    pipe.stage("replicate", replicate_step, after=persisted)
+    pipe.stage("deliver", deliver_step, after=(persisted, moderated))
+    async with pipe.run() as publish:
+        for message in messages:
+            await publish(Slot(message))
+    return out
+""",
+)
+mutant(
+    "04-sequence-barriers",
+    "ex4-ring",
+    "a-list-instead-of-a-ring",
+    """
+async def squares(count, size):
+    return [i * i for i in range(count)]
+""",
+)
+mutant(
+    "04-sequence-barriers",
+    "ex4-ring",
+    "reader-does-not-gate",
+    """
+async def squares(count, size):
+    ring = RingBuffer(size, name="squares")
+    reader_seq = Sequence(name="reader")
+    received = []
+
+    async def reader():
+        barrier = ring.new_barrier()
+        next_seq = 0
+        while next_seq < count:
+            available = await barrier.wait_for(next_seq)
+            for seq in range(next_seq, available + 1):
+                received.append(seq * seq)
+            reader_seq.set(available)
+            next_seq = available + 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        for i in range(count):
+            seq = await ring.next()
+            ring[seq] = i * i
+            ring.publish(seq)
+    return received
+""",
+)
+
+# ------------------------------------------------------------------ 05-capstone
+mutant(
+    "05-capstone",
+    "ex5-book",
+    "book-directly",
+    """
+async def book_payment(ledger_sequencer, ledger, amount):
+    await ledger.book(amount)
+""",
+)
+mutant(
+    "05-capstone",
+    "ex5-book",
+    "lock-by-hand",
+    """
+_ledger_lock = trio.Lock()
+
+
+async def book_payment(ledger_sequencer, ledger, amount):
+    async with _ledger_lock:
+        await ledger.book(amount)
+""",
+)
+mutant(
+    "05-capstone",
+    "ex5-shop",
+    "loop-without-convoy",
+    """
+async def run_shop(shop, stream, ledger_sequencer, ledger):
+    book = OrderBook()
+    dead = []
+    for order, event, amount in stream:
+        if event == "paid":
+            if not isinstance(amount, int):
+                dead.append((order, event, amount))
+                continue
+            await book_payment(ledger_sequencer, ledger, amount)
+        await book.apply(order, event)
+    return book, dead
+""",
+)
+mutant(
+    "05-capstone",
+    "ex5-shop",
+    "swallows-bad-payments",
+    """
+async def run_shop(shop, stream, ledger_sequencer, ledger):
+    book = OrderBook()
+
+    async def handle(delivery):
+        event, amount = delivery.message
+        if event == "paid":
+            if not isinstance(amount, int):
+                return
+            await book_payment(ledger_sequencer, ledger, amount)
+        await book.apply(delivery.key, event)
+
+    async with open_convoy(handle, consumers=3, max_attempts=2, name=shop) as convoy:
+        for order, event, amount in stream:
+            await convoy.send(order, (event, amount))
+    dead = [(letter.key, *letter.message) for letter in convoy.dead_letters]
+    return book, dead
+""",
+)
+mutant(
+    "05-capstone",
+    "ex5-day",
+    "report-after-the-nursery",
+    """
+async def trading_day(shops):
+    ledger = Ledger()
+    results = {}
+    async with open_sequencer(name="ledger") as ledger_sequencer:
+
+        async def shop_day(name, orders):
+            results[name] = await run_shop(name, day_stream(name, orders), ledger_sequencer, ledger)
+
+        async with trio.open_nursery() as nursery:
+            for name, orders in shops.items():
+                nursery.start_soon(shop_day, name, orders, name=name)
+    books = [book for book, _ in results.values()]
+    return {
+        "revenue": ledger.revenue,
+        "bookings": ledger.entries,
+        "shipped": sum(1 for book in books for s in book.status.values() if s == "shipped"),
+        "dead_letters": sum(len(dead) for _, dead in results.values()),
+    }
+""",
+)
+mutant(
+    "05-capstone",
+    "ex5-day",
+    "reports-when-the-first-shop-closes",
+    """
+async def trading_day(shops):
+    ledger = Ledger()
+    results = {}
+    report = {}
+
+    async with open_sequencer(name="ledger") as ledger_sequencer:
+
+        async def shop_day(name, orders):
+            results[name] = await run_shop(name, day_stream(name, orders), ledger_sequencer, ledger)
+            if not report:
+                books = [book for book, _ in results.values()]
+                report["revenue"] = ledger.revenue
+                report["bookings"] = ledger.entries
+                report["shipped"] = sum(
+                    1 for book in books for s in book.status.values() if s == "shipped"
+                )
+                report["dead_letters"] = sum(len(dead) for _, dead in results.values())
+
+        async with trio.open_nursery() as nursery:
+            for name, orders in shops.items():
+                nursery.start_soon(shop_day, name, orders, name=name)
+    return report
+""",
+)
+
+MUTANTS: tuple[Mutant, ...] = tuple(M)
