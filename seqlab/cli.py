@@ -120,23 +120,34 @@ def _install_kernel(args: argparse.Namespace) -> int:
 @command(
     "bench",
     "measure each primitive against its peers and print one table of ratios",
-    arg("--quick", action="store_true", help="smaller workloads, one repeat (a smoke run)"),
+    arg("--quick", action="store_true", help="smaller workloads, 3 pairs a row (a smoke run)"),
     arg("--json", metavar="FILE", help="also write the results as JSON to FILE"),
     arg("--only", metavar="NAME", action="append", help="only this scenario (repeatable)"),
+    arg(
+        "--pairs",
+        metavar="N",
+        type=int,
+        default=None,
+        help="interleaved seqlab/peer pairs per row; the row's ratio is their median "
+        "(default 5, 3 with --quick)",
+    ),
 )
 def _bench(args: argparse.Namespace) -> int:
     from . import bench
 
+    load_before = bench.load_average()
     try:
-        results = bench.run_all(quick=args.quick, only=args.only)
+        results = bench.run_all(quick=args.quick, only=args.only, pairs=args.pairs)
     except ValueError as error:
         print(f"seqlab bench: {error}", file=sys.stderr)
         return 2
-    print(f"seqlab bench{' --quick' if args.quick else ''} on {bench.machine()}\n")
+    load = (load_before, bench.load_average())
+    print(f"seqlab bench{' --quick' if args.quick else ''} on {bench.machine()}")
+    print(f"load average {load[0]:.1f} before, {load[1]:.1f} after; ratios: median of pairs\n")
     print(bench.format_table(results))
     if args.json:
         with open(args.json, "w") as file:
-            file.write(bench.to_json(results, quick=args.quick))
+            file.write(bench.to_json(results, quick=args.quick, pairs=args.pairs, load=load))
     return 0
 
 

@@ -1,16 +1,25 @@
-"""Barrier: 100 parties x 300 phases against asyncio.Barrier and a bare ParkingLot barrier."""
+"""Barrier: 100 parties x 300 phases.
+
+The floor is the least a correct trio barrier can do: a cancellation point on entry, the
+waiting tasks parked with ``wait_task_rescheduled`` (and taken out again if cancelled), the
+last arriver rescheduling them all and yielding once. Peers: asyncio.Barrier (in asyncio's
+loop), threading.Barrier (100 threads) and a barrier made of a ``trio.Event`` per generation,
+as a user might write one. The ParkingLot barrier that used to be the floor is an "(old)" row.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-import time
+import threading
+from typing import Any
 
+import outcome
 import trio
 
 from ..barrier import Barrier
 from ..trace import Recorder, recording
-from . import comparison, timed_trio
+from . import comparison, cpu_time, scaling, timed_trio
 
 PARTIES = 100
 
@@ -23,8 +32,54 @@ def _ops(quick: bool) -> int:
     return PARTIES * _phases(quick)
 
 
+class RawBarrier:
+    """The floor: count arrivals, park with wait_task_rescheduled, reschedule everyone."""
+
+    def __init__(self, parties: int) -> None:
+        self.parties = parties
+        self.waiting: dict[trio.lowlevel.Task, None] = {}
+
+    async def wait(self) -> int:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        waiting = self.waiting
+        if len(waiting) + 1 == self.parties:
+            for index, task in enumerate(waiting):
+                trio.lowlevel.reschedule(task, outcome.Value(index))
+            waiting.clear()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return self.parties - 1
+        task = trio.lowlevel.current_task()
+        waiting[task] = None
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            del waiting[task]
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        arrival: int = await trio.lowlevel.wait_task_rescheduled(abort)
+        return arrival
+
+
+class EventBarrier:
+    """A barrier a user might build from trio.Event: one Event per generation."""
+
+    def __init__(self, parties: int) -> None:
+        self.parties = parties
+        self.count = 0
+        self.event = trio.Event()
+
+    async def wait(self) -> None:
+        self.count += 1
+        if self.count == self.parties:
+            self.count = 0
+            event, self.event = self.event, trio.Event()
+            event.set()
+            await trio.lowlevel.checkpoint()
+        else:
+            await self.event.wait()
+
+
 class LotBarrier:
-    """The floor: the least a correct trio barrier can do (count, park, unpark all)."""
+    """(old floor) Count, park in a ParkingLot, unpark all."""
 
     def __init__(self, parties: int) -> None:
         self.parties = parties
@@ -41,17 +96,29 @@ class LotBarrier:
             await self.lot.park()
 
 
-async def _parties(barrier: Barrier | LotBarrier, phases: int) -> None:
+async def _parties(barrier: Any, phases: int, parties: int = PARTIES) -> None:
     async def party() -> None:
         for _ in range(phases):
             await barrier.wait()
 
     async with trio.open_nursery() as nursery:
-        for _ in range(PARTIES):
+        for _ in range(parties):
             nursery.start_soon(party)
 
 
-def floor(quick: bool) -> float:
+def _ours(quick: bool) -> float:
+    return timed_trio(lambda: _parties(Barrier(PARTIES), _phases(quick)))
+
+
+def raw_floor(quick: bool) -> float:
+    return timed_trio(lambda: _parties(RawBarrier(PARTIES), _phases(quick)))
+
+
+def event_barrier(quick: bool) -> float:
+    return timed_trio(lambda: _parties(EventBarrier(PARTIES), _phases(quick)))
+
+
+def lot_barrier(quick: bool) -> float:
     return timed_trio(lambda: _parties(LotBarrier(PARTIES), _phases(quick)))
 
 
@@ -67,36 +134,81 @@ def asyncio_barrier(quick: bool) -> float:
             for _ in range(phases):
                 await barrier.wait()
 
-        start = time.perf_counter()
+        start = cpu_time()
         await asyncio.gather(*(party() for _ in range(PARTIES)))
-        return time.perf_counter() - start
+        return cpu_time() - start
 
     return asyncio.run(main())
 
 
-def _ours(quick: bool) -> float:
-    return timed_trio(lambda: _parties(Barrier(PARTIES), _phases(quick)))
+def threading_barrier(quick: bool) -> float:
+    """100 threads at a threading.Barrier (CPU time of the whole process, all threads)."""
+    phases = max(1, _phases(quick) // 10)  # a thread switch costs far more; fewer phases
+    barrier = threading.Barrier(PARTIES)
+
+    def party() -> None:
+        for _ in range(phases):
+            barrier.wait()
+
+    threads = [threading.Thread(target=party) for _ in range(PARTIES)]
+    start = cpu_time()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Scaled to the same number of waits as the other rows.
+    return (cpu_time() - start) * _phases(quick) / phases
 
 
+comparison(
+    "barrier",
+    "waits vs raw reschedule floor",
+    peer_name="raw barrier",
+    kind="overhead",
+    target=1.1,
+    unit="wait",
+    ops=_ops,
+    peer=raw_floor,
+)(_ours)
 comparison(
     "barrier",
     "waits vs asyncio.Barrier",
     peer_name="asyncio.Barrier",
     kind="faster",
-    target=2.0,
+    target=2.5,
     unit="wait",
     ops=_ops,
     peer=asyncio_barrier,
 )(_ours)
 comparison(
     "barrier",
-    "waits vs ParkingLot floor",
-    peer_name="ParkingLot barrier",
-    kind="overhead",
-    target=1.3,
+    "waits vs threading.Barrier, 100 threads",
+    peer_name="threading.Barrier",
+    kind="faster",
+    target=None,
     unit="wait",
     ops=_ops,
-    peer=floor,
+    peer=threading_barrier,
+)(_ours)
+comparison(
+    "barrier",
+    "waits vs trio.Event barrier",
+    peer_name="Event barrier",
+    kind="faster",
+    target=None,
+    unit="wait",
+    ops=_ops,
+    peer=event_barrier,
+)(_ours)
+comparison(
+    "barrier",
+    "(old) waits vs ParkingLot barrier",
+    peer_name="ParkingLot barrier",
+    kind="overhead",
+    target=None,
+    unit="wait",
+    ops=_ops,
+    peer=lot_barrier,
 )(_ours)
 
 
@@ -105,7 +217,7 @@ comparison(
     "barrier traced vs untraced",
     peer_name="untraced",
     kind="overhead",
-    target=1.5,
+    target=1.3,
     unit="wait",
     ops=_ops,
     peer=_ours,
@@ -116,3 +228,33 @@ def traced(quick: bool) -> float:
             await _parties(Barrier(PARTIES), _phases(quick))
 
     return timed_trio(main)
+
+
+@scaling("barrier", "parties, cost per wait", unit="wait")
+def many_parties(n: int, quick: bool) -> tuple[float, int]:
+    """``n`` parties, phases chosen so every size does about as many waits (at least 10
+    phases). Timed from the first release to the last party's last wait: spawning and
+    ending the tasks is not barrier work."""
+    total = 20_000 if quick else 200_000
+    phases = max(10, total // n)
+    start = end = 0.0
+
+    async def main() -> None:
+        nonlocal start, end
+        barrier = Barrier(n)
+
+        async def party() -> None:
+            nonlocal start, end
+            await barrier.wait()
+            if not start:
+                start = cpu_time()
+            for _ in range(phases):
+                await barrier.wait()
+            end = cpu_time()
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(n):
+                nursery.start_soon(party)
+
+    trio.run(main)
+    return end - start, phases * n
