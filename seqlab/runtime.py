@@ -7,17 +7,24 @@ so every run happens on a thread of its own and ``_r`` is replaced, for the dura
 that hands each thread its own RNG: a seeded one for seqlab's runs, trio's own for any other
 run in the process (a notebook kernel's loop keeps its random schedule and cannot disturb ours).
 
+Each run's ``_r`` is a :class:`seqlab.schedule.Controller`: it decides every batch's order and
+may hold a task back for later batches (see that module), which is how exploration reaches
+schedules where one task lags behind the others.
+
 Virtual time is a :class:`trio.testing.MockClock` that a watcher task moves forward whenever
 every task is blocked. When nothing could ever wake them (no timer, no I/O, no thread), the
-watcher declares a :class:`Deadlock` instead of letting the program hang.
+watcher declares a :class:`Deadlock` instead of letting the program hang; under the real clock
+a watcher does the same, without moving the clock.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import contextvars
 import inspect
 import math
+import queue
 import random
 import sys
 import threading
@@ -33,6 +40,15 @@ if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 from ._callables import is_async_callable
+from .schedule import (
+    Controller,
+    Policy,
+    Probe,
+    Schedule,
+    ScheduleMismatch,
+    Strategy,
+    make_strategy,
+)
 from .trace import _RECORDER, Recorder, task_label
 
 __all__ = [
@@ -42,6 +58,9 @@ __all__ = [
     "BlockedTask",
     "ExploreResult",
     "Failure",
+    "Coverage",
+    "Interrupted",
+    "ScheduleMismatch",
     "current_seed",
     "last_seed",
     "check_trio_hooks",
@@ -186,6 +205,13 @@ def _user_tasks(root: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
 # --------------------------------------------------------------------------- one run
 
 
+class _Control(trio.abc.Instrument):
+    """Numbers the run's user tasks for the controller as trio spawns them."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.task_spawned = controller.spawned  # type: ignore[method-assign]
+
+
 @dataclass
 class _Run:
     fn: Callable[..., Awaitable[Any]]
@@ -193,19 +219,23 @@ class _Run:
     seed: int
     virtual_time: bool
     recorder: Recorder | None
+    controller: Controller
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     main_task: trio.lowlevel.Task | None = None
     deadlock: Deadlock | None = None
     token: trio.lowlevel.TrioToken | None = None
     stuck: list[trio.lowlevel.Task] = field(default_factory=list)
+    started_at: float = 0.0
 
     async def main(self) -> Any:
         self.main_task = trio.lowlevel.current_task()
         self.token = trio.lowlevel.current_trio_token()
-        if self.virtual_time:
-            trio.lowlevel.spawn_system_task(
-                self.watch, name="<seqlab virtual clock>", context=contextvars.Context()
-            )
+        self.started_at = trio.current_time()
+        trio.lowlevel.spawn_system_task(
+            self.watch if self.virtual_time else self.watch_real_time,
+            name="<seqlab watcher>",
+            context=contextvars.Context(),
+        )
         rec = self.recorder
         if rec is not None:
             _RECORDER.set(rec)
@@ -235,25 +265,53 @@ class _Run:
             if stats.seconds_to_next_deadline < math.inf:
                 clock.jump(max(stats.seconds_to_next_deadline, 0.0))
                 continue
-            blocked = self.blocked_tasks()
-            if blocked is None or _io_waiters(stats) > 1:
-                # Outside activity (a thread, a socket) may still wake someone: wait for it in
-                # real time, without spinning.
-                await wait_all_tasks_blocked(0.005)
+            await self.check_deadlock(stats)
+
+    async def watch_real_time(self) -> None:
+        """Under the real clock, declare a deadlock when nothing at all can wake a task."""
+        from trio.testing import wait_all_tasks_blocked
+
+        while True:
+            await wait_all_tasks_blocked(_REAL_TIME_QUIET)
+            stats = trio.lowlevel.current_statistics()
+            if stats.tasks_runnable or stats.run_sync_soon_queue_size or self.someone_scheduled():
                 continue
-            if self.deadlock is None:
-                self.deadlock = Deadlock(blocked, trio.current_time(), self.seed)
-                self.scope.cancel()
-            else:
-                # Still stuck after cancelling everything (a wait shielded from cancellation):
-                # throw an error into each stuck wait so the run can end.
-                for task in self.stuck:
-                    trio.lowlevel.reschedule(task, outcome.Error(_Abandoned()))
+            if _other_idle_cushion() is not None:
+                await wait_all_tasks_blocked(_REAL_TIME_QUIET)
+                continue
+            if stats.seconds_to_next_deadline < math.inf:
+                # A timer will wake someone: sleep until it has fired, then look again.
+                await trio.sleep(stats.seconds_to_next_deadline)
+                continue
+            await self.check_deadlock(stats)
+
+    async def check_deadlock(self, stats: Any) -> None:
+        from trio.testing import wait_all_tasks_blocked
+
+        blocked = self.blocked_tasks()
+        if blocked is None or _io_waiters(stats) > 1:
+            # Outside activity (a thread, a socket) may still wake someone: wait for it in
+            # real time, without spinning.
+            await wait_all_tasks_blocked(0.005)
+            return
+        if self.deadlock is None:
+            elapsed = trio.current_time() - (0.0 if self.virtual_time else self.started_at)
+            self.deadlock = Deadlock(blocked, elapsed, self.seed)
+            self.scope.cancel()
+        else:
+            # Still stuck after cancelling everything (a wait shielded from cancellation):
+            # throw an error into each stuck wait so the run can end.
+            for task in self.stuck:
+                trio.lowlevel.reschedule(task, outcome.Error(_Abandoned()))
 
     def someone_scheduled(self) -> bool:
-        """Whether a task was woken in the same batch as the watcher and has not run yet."""
-        assert self.main_task is not None
-        return any(t._next_send_fn is not None for t in _user_tasks(self.main_task))
+        """Whether a task woken in the watcher's own batch has not run yet.
+
+        The controller holds trio's current batch; what is still in it has not run. This
+        looks at that batch only, never at every task, so each clock jump costs O(1).
+        """
+        me = trio.lowlevel.current_task()
+        return any(task is not me for task in self.controller.batch)
 
     def blocked_tasks(self) -> list[BlockedTask] | None:
         assert self.main_task is not None
@@ -273,9 +331,43 @@ class _Run:
         result.sort(key=lambda t: t.waits_on == _WAITS_FOR_CHILDREN)
         return result
 
+    def interrupt(self) -> None:
+        """Cancel the run from another thread (Ctrl-C in the calling thread)."""
+        if self.token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                self.token.run_sync_soon(self.scope.cancel)
+
+
+_REAL_TIME_QUIET = 0.05  # seconds with every task blocked before a real-time run is examined
+_MAIN_CODE = _Run.main.__code__
+
 
 class _Abandoned(Exception):
     """Thrown into a wait that stayed stuck after the deadlock cancelled the run."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a :func:`seqlab.run` or :func:`seqlab.explore`.
+
+    The run's thread has been stopped and joined: none of the program's code runs any more.
+    ``seed``, ``schedule`` and ``recorder`` describe the interrupted run; for an exploration,
+    ``explored`` is the :class:`ExploreResult` of the schedules that finished before it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        seed: int | None = None,
+        schedule: str | None = None,
+        recorder: Recorder | None = None,
+        explored: ExploreResult | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.seed = seed
+        self.schedule = schedule
+        self.recorder = recorder
+        self.explored = explored
 
 
 def _io_waiters(stats: Any) -> int:
@@ -290,7 +382,11 @@ def _other_idle_cushion() -> float | None:
     """The longest cushion of the program's own wait_all_tasks_blocked calls, if any."""
     runner = getattr(_trio_run.GLOBAL_RUN_CONTEXT, "runner", None)
     waiting = getattr(runner, "waiting_for_idle", None)
-    return max(key[0] for key in waiting) if waiting else None
+    if not waiting:
+        return None
+    mine = trio.lowlevel.current_task()
+    cushions = [key[0] for key, task in waiting.items() if task is not mine]
+    return max(cushions) if cushions else None
 
 
 def _callable_name(fn: Any) -> str:
@@ -314,6 +410,13 @@ def _check_async_fn(async_fn: Any) -> None:
 def _check_seed(seed: Any, name: str = "seed") -> None:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"{name} must be an int, got {type(seed).__name__} {seed!r}")
+    if not 0 <= seed < _SEED_LIMIT:
+        raise ValueError(f"{name} must be between 0 and 2**32 - 1, got {seed}")
+
+
+def _check_bool(value: Any, name: str) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 def current_seed() -> int:
@@ -329,86 +432,82 @@ def last_seed() -> int | None:
     return _last_seed
 
 
-def run(
-    async_fn: Callable[..., Awaitable[T]],
-    *args: Any,
-    seed: int | None = None,
-    virtual_time: bool = True,
-    recorder: Recorder | None = None,
-) -> T:
-    """Run ``async_fn(*args)`` like :func:`trio.run`, but reproducibly.
+# --------------------------------------------------------------------------- the run thread
 
-    The scheduler draws from an RNG seeded with ``seed``, so the same program and seed give
-    the same interleaving and (with a ``recorder``) a byte-identical trace. ``seed=None`` picks
-    a random seed; it is stored on the recorder, returned by :func:`seqlab.last_seed`, and added
-    as a note to any exception, so every run can be replayed.
 
-    With ``virtual_time`` (the default) the clock starts at 0 and jumps ahead whenever every
-    task is blocked: ``await trio.sleep(3600)`` returns at once with ``trio.current_time()``
-    at 3600. If every task is blocked and nothing could wake them, :class:`Deadlock` is raised.
+@dataclass
+class _Job:
+    state: _Run
+    done: threading.Event = field(default_factory=threading.Event)
+    result: outcome.Outcome[Any] | None = None
 
-    Example::
 
-        async def main():
-            await trio.sleep(60)
-            return trio.current_time()
+class _Session:
+    """Trio's hooks installed and one thread that runs seqlab runs one after another.
 
-        assert seqlab.run(main, seed=7) == 60.0
-
-    The run happens on a thread of its own, so it is safe to call from inside another trio
-    run (such as a notebook kernel's loop): that run is paused while this one runs, and its
-    scheduling is untouched. Ctrl-C cancels the run.
+    :func:`run` uses a session for one run; :func:`explore` keeps one for all its schedules,
+    so neither the hook check nor a thread start is paid per schedule.
     """
-    _check_async_fn(async_fn)
-    if seed is None:
-        seed = random.SystemRandom().randrange(_SEED_LIMIT)
-    else:
-        _check_seed(seed)
-    if not isinstance(virtual_time, bool):
-        raise TypeError(f"virtual_time must be True or False, got {virtual_time!r}")
-    if recorder is not None and not isinstance(recorder, Recorder):
-        raise TypeError(f"recorder must be a seqlab.Recorder, got {type(recorder).__name__}")
-    global _last_seed
-    _last_seed = seed
-    if recorder is not None:
-        recorder.seed = seed
-    state = _Run(async_fn, args, seed, virtual_time, recorder)
-    result: list[outcome.Outcome[Any]] = []
-    thread = threading.Thread(
-        target=lambda: result.append(outcome.capture(_run_in_thread, state)),
-        name=f"seqlab.run seed={seed}",
-        daemon=True,
-    )
-    _install_hooks()
-    try:
-        thread.start()
-        _join(thread, state)
-    finally:
+
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> _Session:
+        _install_hooks()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.thread is not None:
+            self.jobs.put(None)
+            _wait_uninterrupted(self.thread.join)
         _restore_hooks()
-    try:
-        return result[0].unwrap()
-    except BaseException as exc:
-        if sys.version_info >= (3, 11) and not isinstance(exc, Deadlock):
-            exc.add_note(f"seqlab: replay this run with seed={seed}")
-        raise
+
+    def _serve(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            try:
+                job.result = outcome.capture(_run_in_thread, job.state)
+            finally:
+                job.done.set()
+
+    def run(self, state: _Run) -> tuple[outcome.Outcome[Any], bool]:
+        """Run ``state`` on the session's thread; return its outcome and whether Ctrl-C hit."""
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._serve, name="seqlab.run", daemon=True)
+            self.thread.start()
+        job = _Job(state)
+        self.jobs.put(job)
+        interrupted = False
+        while True:
+            try:
+                while not job.done.wait(0.1):
+                    pass
+                break
+            except KeyboardInterrupt:
+                # Stop the program, then wait until its thread has really finished the run:
+                # nothing of it may run once we return.
+                interrupted = True
+                state.interrupt()
+        assert job.result is not None
+        return job.result, interrupted
 
 
-def _join(thread: threading.Thread, state: _Run) -> None:
-    try:
-        while thread.is_alive():
-            thread.join(0.1)
-    except KeyboardInterrupt:
-        if state.token is not None:
-            with contextlib.suppress(trio.RunFinishedError):
-                state.token.run_sync_soon(state.scope.cancel)
-        thread.join()
-        raise
+def _wait_uninterrupted(wait: Callable[[], object]) -> None:
+    interrupted = False
+    while True:
+        try:
+            wait()
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def _run_in_thread(state: _Run) -> Any:
-    _local.rng = random.Random(state.seed)
+    _local.rng = state.controller
     _local.seed = state.seed
-    instruments: list[trio.abc.Instrument] = []
+    instruments: list[trio.abc.Instrument] = [_Control(state.controller)]
     if state.recorder is not None:
         instruments.append(state.recorder._lifecycle)
         state.recorder._lifecycle_users += 1
@@ -426,6 +525,7 @@ def _run_in_thread(state: _Run) -> Any:
     finally:
         _local.rng = None
         _local.seed = None
+        state.controller.finish()
         if state.recorder is not None:
             state.recorder._lifecycle_users -= 1
     if state.deadlock is not None:
@@ -441,33 +541,263 @@ def _unwrap_cancelled(exc: BaseException) -> BaseException | None:
     return None if isinstance(exc, (trio.Cancelled, _Abandoned)) else exc
 
 
+@dataclass
+class _Program:
+    """A program to run under many schedules: the function, its arguments and the options."""
+
+    fn: Callable[..., Awaitable[Any]]
+    args: tuple[Any, ...]
+    virtual_time: bool
+    check: Callable[[Recorder], Any] | None = None
+
+    def attempt(
+        self,
+        session: _Session,
+        seed: int,
+        policy: Policy | None,
+        *,
+        recorder: Recorder | None = None,
+        record: bool = False,
+        present_log: list[tuple[int, ...]] | None = None,
+    ) -> _Attempt:
+        """One run; the outcome says whether it failed (raised, or ``check`` said no)."""
+        controller = Controller(seed, policy, _MAIN_CODE, record=record)
+        controller.present_log = present_log
+        if self.check is not None and recorder is None:
+            recorder = Recorder()
+        if recorder is not None:
+            recorder.seed = seed
+        state = _Run(self.fn, self.args, seed, self.virtual_time, recorder, controller)
+        result, interrupted = session.run(state)
+        if interrupted:
+            raise Interrupted(
+                f"interrupted (Ctrl-C) after {controller.step} steps of seed {seed}",
+                seed=seed,
+                schedule=str(controller.schedule()),
+                recorder=recorder,
+            )
+        mismatch = policy.mismatch if policy is not None else None
+        error: BaseException | None = None
+        value: Any = None
+        rejected = False
+        if isinstance(result, outcome.Error):
+            error = result.error
+            if not isinstance(error, Exception):
+                raise error  # KeyboardInterrupt, SystemExit: not a failure to report
+        elif isinstance(result, outcome.Value):
+            value = result.value
+            if self.check is not None:
+                assert recorder is not None
+                try:
+                    rejected = not self.check(recorder)
+                except Exception as exc:
+                    error = exc
+        return _Attempt(value, error, rejected, controller, recorder, mismatch)
+
+
+@dataclass
+class _Attempt:
+    value: Any
+    error: BaseException | None
+    rejected: bool  # the run completed, but check() said no
+    controller: Controller
+    recorder: Recorder | None
+    mismatch: str | None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or self.rejected
+
+
+def _probe(program: _Program, session: _Session) -> Probe:
+    """A lockstep run, measured, for strategies that size their choices by the program."""
+    log: list[tuple[int, ...]] = []
+    program.attempt(session, 0, Policy(), present_log=log)
+    return Probe(len(log), sum(len(p) for p in log))
+
+
+def _policy_for(
+    strategy: Strategy, seed: int, probe: Probe | None, schedule: Schedule | None
+) -> Policy | None:
+    if schedule is not None:
+        return Policy(schedule.decisions, strict=True)
+    return strategy.policy(seed, probe or Probe())
+
+
+# --------------------------------------------------------------------------- seqlab.run
+
+
+def run(
+    async_fn: Callable[..., Awaitable[T]],
+    *args: Any,
+    seed: int | None = None,
+    virtual_time: bool = True,
+    recorder: Recorder | None = None,
+    strategy: str | Strategy = "random",
+    bound: int | None = None,
+    schedule: str | None = None,
+) -> T:
+    """Run ``async_fn(*args)`` like :func:`trio.run`, but reproducibly.
+
+    The scheduler draws from an RNG seeded with ``seed``, so the same program and seed give
+    the same interleaving and (with a ``recorder``) a byte-identical trace. ``seed=None`` picks
+    a random seed; it is stored on the recorder, returned by :func:`seqlab.last_seed`, and added
+    as a note to any exception, so every run can be replayed.
+
+    ``strategy`` (default ``"random"``: trio's own shuffle, seeded) chooses how the scheduler
+    decides; ``seqlab.run(fn, seed=s, strategy="pct")`` replays seed ``s`` of an exploration
+    with that strategy. ``schedule`` replays a schedule string exactly (from
+    ``failure.schedule``, another process, another machine); give it instead of a seed.
+
+    With ``virtual_time`` (the default) the clock starts at 0 and jumps ahead whenever every
+    task is blocked: ``await trio.sleep(3600)`` returns at once with ``trio.current_time()``
+    at 3600. If every task is blocked and nothing could wake them (no timer, no I/O, no
+    thread), :class:`Deadlock` is raised, under the real clock too.
+
+    Example::
+
+        async def main():
+            await trio.sleep(60)
+            return trio.current_time()
+
+        assert seqlab.run(main, seed=7) == 60.0
+
+    The run happens on a thread of its own, so it is safe to call from inside another trio
+    run (such as a notebook kernel's loop): that run is paused while this one runs, and its
+    scheduling is untouched. Ctrl-C cancels the run, waits until none of its code runs any
+    more, and raises :class:`Interrupted`.
+    """
+    _check_async_fn(async_fn)
+    chosen = make_strategy(strategy, bound)
+    parsed = None
+    if schedule is not None:
+        if seed is not None:
+            raise ValueError("give either seed or schedule, not both: a schedule replays alone")
+        if strategy != "random" or bound is not None:
+            raise ValueError("a schedule replays alone: give no strategy or bound with it")
+        parsed = Schedule.parse(schedule)
+        seed = 0
+    elif seed is None:
+        seed = random.SystemRandom().randrange(_SEED_LIMIT)
+    else:
+        _check_seed(seed)
+    _check_bool(virtual_time, "virtual_time")
+    if recorder is not None and not isinstance(recorder, Recorder):
+        raise TypeError(f"recorder must be a seqlab.Recorder, got {type(recorder).__name__}")
+    global _last_seed
+    _last_seed = seed
+    if recorder is not None:
+        recorder.seed = seed
+    program = _Program(async_fn, args, virtual_time)
+    with _Session() as session:
+        probe = _probe(program, session) if chosen.needs_probe and parsed is None else None
+        policy = _policy_for(chosen, seed, probe, parsed)
+        attempt = program.attempt(session, seed, policy, recorder=recorder, record=True)
+    if attempt.mismatch is not None:
+        raise ScheduleMismatch(attempt.mismatch)
+    if attempt.error is None:
+        return attempt.value
+    error = attempt.error
+    if sys.version_info >= (3, 11) and not isinstance(error, Deadlock):
+        if parsed is not None:
+            error.add_note(f"seqlab: replay this run with schedule={schedule!r}")
+        else:
+            how = "" if strategy == "random" and bound is None else f", strategy={strategy!r}"
+            how += "" if bound is None else f", bound={bound}"
+            error.add_note(f"seqlab: replay this run with seed={seed}{how}")
+    raise error
+
+
 # --------------------------------------------------------------------------- exploration
 
 
 @dataclass(frozen=True)
 class Failure:
-    """One explored run that went wrong: its ``seed``, the ``error`` and its ``trace``.
+    """One explored run that went wrong.
 
-    ``error`` is the exception the run raised, or ``None`` when it completed but ``check``
-    rejected its trace. Replay it with ``seqlab.run(fn, seed=failure.seed)``.
+    ``seed`` and ``strategy`` say which run it was, ``error`` what it raised (``None`` when
+    it completed but ``check`` rejected its trace), ``trace`` what each task did,
+    and ``schedule`` the decisions that produced it: ``seqlab.run(fn, *args,
+    schedule=failure.schedule)`` replays it exactly, in any process. :meth:`shrink` finds the
+    fewest decisive choices that still fail; :meth:`explain` says them in words.
     """
 
     seed: int
     error: BaseException | None
     trace: Recorder
+    schedule: str = ""
+    strategy: str = "random"
+    _program: _Program | None = field(default=None, repr=False, compare=False)
+    explanation: str = field(default="", repr=False, compare=False)
 
     def __str__(self) -> str:
-        if self.error is None:
-            return f"seed {self.seed}: the check returned false"
-        return f"seed {self.seed}: {type(self.error).__name__}: {self.error}"
+        what = (
+            "the check returned false"
+            if self.error is None
+            else f"{type(self.error).__name__}: {self.error}"
+        )
+        return f"seed {self.seed} ({self.strategy}): {what}"
+
+    @property
+    def decisions(self) -> int:
+        """How many decisive choices the schedule makes (0: plain lockstep fails)."""
+        return len(Schedule.parse(self.schedule)) if self.schedule else 0
+
+    def replay(self, recorder: Recorder | None = None) -> Any:
+        """Run the failing schedule again (it raises the same error)."""
+        assert self._program is not None
+        return run(
+            self._program.fn,
+            *self._program.args,
+            schedule=self.schedule,
+            virtual_time=self._program.virtual_time,
+            recorder=recorder,
+        )
+
+    def shrink(self, budget: int = 200) -> Failure:
+        """A failure like this one whose schedule has the fewest decisive choices found.
+
+        Tries plain lockstep, then drops decisions one by one, then looks for a single hold
+        that fails the same way, then moves each remaining choice as late as it still fails.
+        At most ``budget`` runs.
+        """
+        from .explain import shrink
+
+        return shrink(self, budget)
+
+    def explain(self) -> str:
+        """The failing schedule's decisive choices in words: who was held back, where, while
+        whom ran, and what then went wrong."""
+        from .explain import explain
+
+        return explain(self)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How one strategy did in an exploration: runs, distinct schedules, failures."""
+
+    runs: int
+    schedules: int
+    failures: int
 
 
 @dataclass(frozen=True)
 class ExploreResult:
-    """What :func:`seqlab.explore` found: ``runs`` tried, the ``failures`` among them."""
+    """What :func:`seqlab.explore` found.
+
+    ``runs`` tried, the ``failures`` among them, how many distinct ``schedules`` ran (by
+    decision sequence, not by seed) and, per strategy, ``by_strategy``. For the exhaustive
+    strategy, ``complete`` says whether every schedule within the bound was run.
+    """
 
     runs: int
     failures: list[Failure]
+    strategy: str = "random"
+    schedules: int = 0
+    by_strategy: dict[str, Coverage] = field(default_factory=dict)
+    complete: bool | None = None
+    bound: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -478,12 +808,21 @@ class ExploreResult:
         return [f.seed for f in self.failures]
 
     def __str__(self) -> str:
+        if self.complete:
+            head = (
+                f"explored all {self.schedules:,} schedules with at most {self.bound} "
+                f"hold{'s' if self.bound != 1 else ''}"
+            )
+        else:
+            head = f"explored {self.runs} schedules ({self.schedules} distinct, {self.strategy})"
+            if self.complete is False:
+                head += f": the run budget ended before the space with {self.bound} holds did"
         if self.ok:
-            return f"explored {self.runs} schedules: all passed"
+            return head + (": no failure" if self.complete else ": all passed")
         seeds = ", ".join(str(s) for s in self.failing_seeds[:10])
         more = ", ..." if len(self.failures) > 10 else ""
         return (
-            f"explored {self.runs} schedules: {len(self.failures)} failed (seeds {seeds}{more})\n"
+            f"{head}: {len(self.failures)} failed (seeds {seeds}{more})\n"
             f"first failure: {self.failures[0]}"
         )
 
@@ -494,18 +833,38 @@ def explore(
     seeds: Iterable[int] = range(100),
     check: Callable[[Recorder], Any] | None = None,
     virtual_time: bool = True,
+    strategy: str | Strategy = "auto",
+    bound: int | None = None,
+    workers: int = 1,
+    executor: concurrent.futures.Executor | None = None,
 ) -> ExploreResult:
-    """Run ``async_fn(*args)`` once per seed and collect the runs that fail.
+    """Run ``async_fn(*args)`` under many schedules and collect the runs that fail.
 
     A run fails when it raises (a deadlock included) or when ``check(recorder)`` returns a
-    false value or raises. Each failure keeps its seed, error and trace; replay one exactly
-    with ``seqlab.run(async_fn, *args, seed=failure.seed)``.
+    false value or raises. Each :class:`Failure` keeps its seed, error, trace and schedule;
+    replay one exactly with ``seqlab.run(async_fn, *args, schedule=failure.schedule)``.
+
+    ``strategy`` chooses the schedules (``bound`` tunes it):
+
+    - ``"auto"`` (default): a portfolio (lockstep, random orders, delays, PCT) that finds
+      races needing a lagging task as well as plain ordering races;
+    - ``"random"``: trio's shuffle of each batch, one seed per run (lockstep schedules only);
+    - ``"delay"``: up to ``bound`` tasks held back at random steps for random lengths;
+    - ``"pct"``: probabilistic concurrency testing with depth ``bound``;
+    - ``"exhaustive"``: every schedule with at most ``bound`` holds, depth first, never
+      repeating one; ``len(seeds)`` is the run budget and the result says whether the whole
+      space was covered.
+
+    ``workers=N`` runs schedules in N processes, or give any ``concurrent.futures.Executor``
+    (a process pool, a ``dask.distributed`` client's ``get_executor()``): the result is the
+    same, in the same order, as in one process.
 
     Example::
 
         result = seqlab.explore(transfer_race, seeds=range(200))
         if not result.ok:
-            print(result.failures[0].trace.to_text())
+            failure = result.failures[0].shrink()
+            print(failure.explain())
     """
     _check_async_fn(async_fn)
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
@@ -517,15 +876,17 @@ def explore(
         _check_seed(seed, "each of seeds")
     if check is not None and not callable(check):
         raise TypeError(f"check must be a callable taking a Recorder, got {type(check).__name__}")
-    failures = []
-    for seed in seed_list:
-        recorder = Recorder()
-        error: BaseException | None = None
-        try:
-            run(async_fn, *args, seed=seed, virtual_time=virtual_time, recorder=recorder)
-            passed = True if check is None else bool(check(recorder))
-        except Exception as exc:
-            error, passed = exc, False
-        if not passed:
-            failures.append(Failure(seed, error, recorder))
-    return ExploreResult(len(seed_list), failures)
+    _check_bool(virtual_time, "virtual_time")
+    chosen = make_strategy(strategy, bound)
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        raise TypeError(f"workers must be an int, got {type(workers).__name__} {workers!r}")
+    if workers < 1:
+        raise ValueError(f"workers must be 1 or more, got {workers}")
+    if executor is not None and not isinstance(executor, concurrent.futures.Executor):
+        raise TypeError(
+            f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}"
+        )
+    from .exploration import explore_program
+
+    program = _Program(async_fn, args, virtual_time, check)
+    return explore_program(program, seed_list, chosen, workers, executor)

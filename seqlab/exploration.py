@@ -1,0 +1,237 @@
+"""How :func:`seqlab.explore` spends its runs: one process, many processes, or a search.
+
+Every run is summarised as an :class:`_Outcome` (plain data, so it can come back from another
+process). Failures are then run once more here, with a recorder, to keep their trace and
+schedule: a run is deterministic, so the repeat is the same run.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import pickle
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from .runtime import (
+    Coverage,
+    ExploreResult,
+    Failure,
+    Interrupted,
+    _Attempt,
+    _probe,
+    _Program,
+    _Session,
+)
+from .schedule import ExhaustiveStrategy, Policy, Probe, Strategy
+from .trace import Recorder
+
+__all__ = ["explore_program"]
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    seed: int
+    label: str
+    signature: int
+    failed: bool
+
+
+def explore_program(
+    program: _Program,
+    seeds: list[int],
+    strategy: Strategy,
+    workers: int,
+    executor: concurrent.futures.Executor | None,
+) -> ExploreResult:
+    if isinstance(strategy, ExhaustiveStrategy):
+        return _search(program, strategy, budget=len(seeds))
+    done: list[_Outcome] = []
+    with _Session() as session:
+        try:
+            probe = _probe(program, session) if strategy.needs_probe else None
+            if workers > 1 or executor is not None:
+                done = _in_processes(program, seeds, strategy, probe, workers, executor)
+            else:
+                for seed in seeds:
+                    attempt = program.attempt(
+                        session, seed, strategy.policy(seed, probe or Probe())
+                    )
+                    done.append(_summary(seed, strategy, attempt))
+            failures = [
+                _failure(program, session, strategy, probe, o.seed) for o in done if o.failed
+            ]
+        except Interrupted as stop:
+            partial = _result(done, [], strategy)
+            raise Interrupted(
+                f"exploration interrupted (Ctrl-C) after {len(done)} schedules: "
+                f"{sum(o.failed for o in done)} failed so far",
+                seed=stop.seed,
+                schedule=stop.schedule,
+                recorder=stop.recorder,
+                explored=partial,
+            ) from None
+    return _result(done, failures, strategy)
+
+
+def _summary(seed: int, strategy: Strategy, attempt: _Attempt) -> _Outcome:
+    return _Outcome(seed, strategy.label(seed), attempt.controller.signature, attempt.failed)
+
+
+def _failure(
+    program: _Program, session: _Session, strategy: Strategy, probe: Probe | None, seed: int
+) -> Failure:
+    """Run seed ``seed`` again with a recorder, to keep its trace and its schedule."""
+    recorder = Recorder()
+    attempt = program.attempt(
+        session, seed, strategy.policy(seed, probe or Probe()), recorder=recorder, record=True
+    )
+    return Failure(
+        seed,
+        attempt.error,
+        recorder,
+        str(attempt.controller.schedule()),
+        strategy.label(seed),
+        program,
+    )
+
+
+def _result(done: list[_Outcome], failures: list[Failure], strategy: Strategy) -> ExploreResult:
+    by: dict[str, tuple[int, set[int], int]] = {}
+    for o in done:
+        runs, signatures, failed = by.get(o.label, (0, set(), 0))
+        signatures.add(o.signature)
+        by[o.label] = (runs + 1, signatures, failed + o.failed)
+    coverage = {label: Coverage(r, len(s), f) for label, (r, s, f) in by.items()}
+    distinct = len({o.signature for o in done})
+    return ExploreResult(
+        len(done), failures, strategy.name, distinct, coverage, None, strategy.bound
+    )
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _in_processes(
+    program: _Program,
+    seeds: list[int],
+    strategy: Strategy,
+    probe: Probe | None,
+    workers: int,
+    executor: concurrent.futures.Executor | None,
+) -> list[_Outcome]:
+    payload = _pack((program, strategy, probe))
+    if payload is None:
+        warnings.warn(
+            "seqlab.explore: the scenario cannot be sent to other processes (it was defined "
+            "in a notebook cell or holds something that does not pickle): install cloudpickle, "
+            "or define it in a module. Running every schedule in this process instead.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        with _Session() as session:
+            return [
+                _summary(
+                    s, strategy, program.attempt(session, s, strategy.policy(s, probe or Probe()))
+                )
+                for s in seeds
+            ]
+    chunks = max(1, workers) * 4
+    size = max(1, -(-len(seeds) // chunks))
+    parts = [seeds[i : i + size] for i in range(0, len(seeds), size)]
+    own = executor is None
+    pool = executor or concurrent.futures.ProcessPoolExecutor(max_workers=workers)
+    try:
+        futures = [pool.submit(_run_chunk, payload, part) for part in parts]
+        done: list[_Outcome] = []
+        for future in futures:
+            done.extend(_Outcome(*row) for row in future.result())
+        return done
+    finally:
+        if own:
+            pool.shutdown(cancel_futures=True)
+
+
+def _pack(value: Any) -> bytes | None:
+    try:
+        return b"p" + pickle.dumps(value)
+    except Exception:
+        pass
+    try:
+        import cloudpickle  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except ImportError:
+        return None
+    try:
+        return b"c" + cloudpickle.dumps(value)
+    except Exception:
+        return None
+
+
+def _unpack(payload: bytes) -> Any:
+    if payload[:1] == b"c":
+        import cloudpickle  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+        return cloudpickle.loads(payload[1:])
+    return pickle.loads(payload[1:])
+
+
+def _run_chunk(payload: bytes, seeds: list[int]) -> list[tuple[int, str, int, bool]]:
+    """In a worker process: run ``seeds`` and return plain summaries."""
+    program, strategy, probe = _unpack(payload)
+    rows = []
+    with _Session() as session:
+        for seed in seeds:
+            attempt = program.attempt(session, seed, strategy.policy(seed, probe or Probe()))
+            o = _summary(seed, strategy, attempt)
+            rows.append((o.seed, o.label, o.signature, o.failed))
+    return rows
+
+
+# --------------------------------------------------------------------------- exhaustive
+
+
+def _search(program: _Program, strategy: ExhaustiveStrategy, budget: int) -> ExploreResult:
+    """Depth-first over every schedule with at most ``strategy.bound`` holds."""
+    seen: set[int] = set()
+    failures: list[Failure] = []
+    stack: list[tuple[Any, ...]] = [()]
+    runs = 0
+    with _Session() as session:
+        try:
+            while stack and runs < budget:
+                decisions = stack.pop()
+                log: list[tuple[int, ...]] = []
+                attempt = program.attempt(session, 0, Policy(decisions), present_log=log)
+                runs += 1
+                signature = attempt.controller.signature
+                if signature in seen:
+                    continue
+                seen.add(signature)
+                if attempt.failed:
+                    recorder = Recorder()
+                    again = program.attempt(
+                        session, 0, Policy(decisions), recorder=recorder, record=True
+                    )
+                    failures.append(
+                        Failure(
+                            runs - 1,
+                            again.error,
+                            recorder,
+                            str(again.controller.schedule()),
+                            f"exhaustive({strategy.bound})",
+                            program,
+                        )
+                    )
+                stack.extend(reversed(list(strategy.children(decisions, log))))
+        except Interrupted as stop:
+            raise Interrupted(
+                f"exhaustive search interrupted (Ctrl-C) after {runs} runs",
+                seed=stop.seed,
+                schedule=stop.schedule,
+                recorder=stop.recorder,
+            ) from None
+    label = f"exhaustive({strategy.bound})"
+    coverage = {label: Coverage(runs, len(seen), len(failures))}
+    return ExploreResult(
+        runs, failures, strategy.name, len(seen), coverage, not stack, strategy.bound
+    )
