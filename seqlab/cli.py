@@ -72,6 +72,79 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --------------------------------------------------------------------------- subcommands
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _bound(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+@command(
+    "explore",
+    "explore the schedules of your own async function (MODULE:FUNCTION) and report races",
+    arg("target", metavar="MODULE:FUNCTION", help="e.g. myapp.tests:transfer_race"),
+    arg("--strategy", default="auto", help="auto (default), random, delay, pct or exhaustive"),
+    arg("--bound", type=_bound, default=None, help="delays (delay, exhaustive) or depth (pct)"),
+    arg("--runs", type=_positive, default=100, help="schedules to run (default 100)"),
+    arg("--workers", type=_positive, default=1, help="processes to run them in (default 1)"),
+    arg("--real-time", action="store_true", help="use the real clock, not virtual time"),
+)
+def _explore(args: argparse.Namespace) -> int:
+    import importlib
+
+    from .runtime import explore
+    from .schedule import STRATEGIES
+
+    module_name, _, attribute = args.target.partition(":")
+    if not module_name or not attribute:
+        print(f"seqlab explore: expected MODULE:FUNCTION, got {args.target!r}", file=sys.stderr)
+        return 2
+    if args.strategy not in STRATEGIES:
+        names = ", ".join(STRATEGIES)
+        print(f"seqlab explore: --strategy must be one of {names}", file=sys.stderr)
+        return 2
+    sys.path.insert(0, "")
+    try:
+        fn: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            fn = getattr(fn, part)
+    except (ImportError, AttributeError) as exc:
+        print(f"seqlab explore: cannot find {args.target}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = explore(
+            fn,
+            seeds=range(args.runs),
+            strategy=args.strategy,
+            bound=args.bound,
+            workers=args.workers,
+            virtual_time=not args.real_time,
+        )
+    except (TypeError, ValueError) as exc:
+        print(f"seqlab explore: {exc}", file=sys.stderr)
+        return 2
+    print(result)
+    for label, coverage in result.by_strategy.items():
+        print(
+            f"  {label}: {coverage.runs} runs, {coverage.schedules} distinct schedules, "
+            f"{coverage.failures} failed"
+        )
+    if result.ok:
+        return 0
+    failure = result.failures[0].shrink()
+    print()
+    print(failure.explain())
+    print(f"\nschedule: {failure.schedule}")
+    return 1
+
+
 @command(
     "demo",
     "run a small built-in scenario (tellers racing on one account) and print its trace",

@@ -173,6 +173,11 @@ class _Narrator(Policy):
         if isinstance(decision, Order):
             for task in decision.tasks:
                 episode.ran.setdefault(task, _where(self.tasks[task]))
+            first = self.tasks[decision.tasks[0]]
+            text = f"took its step first, at {episode.ran[decision.tasks[0]]}"
+            self.recorder.record(
+                first, "scheduler", "decision", {"index": episode.index, "text": text}
+            )
 
     def on_wait(self, step: int, task: int, cause: Decision, order: list[int]) -> None:
         episode = self.episodes.get(cause)

@@ -24,7 +24,6 @@ from .runtime import (
     _Session,
 )
 from .schedule import ExhaustiveStrategy, Policy, Probe, Strategy
-from .trace import Recorder
 
 __all__ = ["explore_program"]
 
@@ -47,6 +46,7 @@ def explore_program(
     if isinstance(strategy, ExhaustiveStrategy):
         return _search(program, strategy, budget=len(seeds))
     done: list[_Outcome] = []
+    failures: list[Failure] = []
     with _Session() as session:
         try:
             probe = _probe(program, session) if strategy.needs_probe else None
@@ -54,13 +54,18 @@ def explore_program(
                 done = _in_processes(program, seeds, strategy, probe, workers, executor)
             else:
                 for seed in seeds:
-                    attempt = program.attempt(
-                        session, seed, strategy.policy(seed, probe or Probe())
-                    )
+                    policy = strategy.policy(seed, probe or Probe())
+                    attempt = program.attempt(session, seed, policy, record=True)
                     done.append(_summary(seed, strategy, attempt))
-            failures = [
-                _failure(program, session, strategy, probe, o.seed) for o in done if o.failed
-            ]
+                    if attempt.failed:
+                        failures.append(_failure(program, strategy, seed, attempt))
+            if len(failures) < sum(o.failed for o in done):
+                # Found in other processes: run each failure here to keep its error and schedule.
+                for o in done:
+                    if o.failed:
+                        policy = strategy.policy(o.seed, probe or Probe())
+                        attempt = program.attempt(session, o.seed, policy, record=True)
+                        failures.append(_failure(program, strategy, o.seed, attempt))
         except Interrupted as stop:
             partial = _result(done, [], strategy)
             raise Interrupted(
@@ -78,18 +83,12 @@ def _summary(seed: int, strategy: Strategy, attempt: _Attempt) -> _Outcome:
     return _Outcome(seed, strategy.label(seed), attempt.controller.signature, attempt.failed)
 
 
-def _failure(
-    program: _Program, session: _Session, strategy: Strategy, probe: Probe | None, seed: int
-) -> Failure:
-    """Run seed ``seed`` again with a recorder, to keep its trace and its schedule."""
-    recorder = Recorder()
-    attempt = program.attempt(
-        session, seed, strategy.policy(seed, probe or Probe()), recorder=recorder, record=True
-    )
+def _failure(program: _Program, strategy: Strategy, seed: int, attempt: _Attempt) -> Failure:
+    """A failure keeps its error and schedule; its trace is replayed when first asked for."""
     return Failure(
         seed,
         attempt.error,
-        recorder,
+        attempt.recorder,
         str(attempt.controller.schedule()),
         strategy.label(seed),
         program,
@@ -208,15 +207,12 @@ def _search(program: _Program, strategy: ExhaustiveStrategy, budget: int) -> Exp
                     continue
                 seen.add(signature)
                 if attempt.failed:
-                    recorder = Recorder()
-                    again = program.attempt(
-                        session, 0, Policy(decisions), recorder=recorder, record=True
-                    )
+                    again = program.attempt(session, 0, Policy(decisions), record=True)
                     failures.append(
                         Failure(
                             runs - 1,
                             again.error,
-                            recorder,
+                            again.recorder,
                             str(again.controller.schedule()),
                             f"exhaustive({strategy.bound})",
                             program,

@@ -693,6 +693,8 @@ def run(
         probe = _probe(program, session) if chosen.needs_probe and parsed is None else None
         policy = _policy_for(chosen, seed, probe, parsed)
         attempt = program.attempt(session, seed, policy, recorder=recorder, record=True)
+    if recorder is not None:
+        recorder.schedule = str(attempt.controller.schedule())
     if attempt.mismatch is not None:
         raise ScheduleMismatch(attempt.mismatch)
     if attempt.error is None:
@@ -724,11 +726,22 @@ class Failure:
 
     seed: int
     error: BaseException | None
-    trace: Recorder
+    _trace: Recorder | None
     schedule: str = ""
     strategy: str = "random"
     _program: _Program | None = field(default=None, repr=False, compare=False)
     explanation: str = field(default="", repr=False, compare=False)
+
+    @property
+    def trace(self) -> Recorder:
+        """What each task did in the failing run (replayed, once, on first use)."""
+        if self._trace is None:
+            recorder = Recorder()
+            with contextlib.suppress(Exception):
+                self.replay(recorder)
+            object.__setattr__(self, "_trace", recorder)
+        assert self._trace is not None
+        return self._trace
 
     def __str__(self) -> str:
         what = (
@@ -876,6 +889,11 @@ def explore(
         _check_seed(seed, "each of seeds")
     if check is not None and not callable(check):
         raise TypeError(f"check must be a callable taking a Recorder, got {type(check).__name__}")
+    if check is not None and is_async_callable(check):
+        raise TypeError(
+            "check must be a plain function taking a Recorder and returning true or false, "
+            f"not an async function ({_callable_name(check)!r})"
+        )
     _check_bool(virtual_time, "virtual_time")
     chosen = make_strategy(strategy, bound)
     if isinstance(workers, bool) or not isinstance(workers, int):

@@ -164,6 +164,8 @@ class Recorder:
     def __init__(self) -> None:
         #: The seed of the run that filled this recorder, when :func:`seqlab.run` did.
         self.seed: int | None = None
+        #: The schedule of that run (a string ``seqlab.run(..., schedule=...)`` replays).
+        self.schedule: str | None = None
         self._t0: float | None = None
         self._now: Callable[[], float] = _current_time
         # Storage, about 100 bytes an event. record() appends five fields per event to _raw,

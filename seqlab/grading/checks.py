@@ -132,7 +132,7 @@ def check_explore(
     result = explore(async_fn, *args, seeds=seeds, check=check)
     if result.ok:
         return result
-    first = result.failures[0]
+    first = result.failures[0].shrink(budget=60)
     name = getattr(async_fn, "__name__", "the scenario")
     label = what or f"{name}"
     error = _innermost(first.error)
@@ -151,9 +151,11 @@ def check_explore(
         reason = f"it deadlocked:\n{error}"
     else:
         reason = f"it raised {type(error).__name__}: {error}"
+    story = "\n".join(first.explain().splitlines()[:-1])  # its replay line is given below
     raise CheckFailed(
         f"{label} failed on {len(result.failures)} of {result.runs} schedules. "
-        f"With seed {first.seed}, {reason}\n"
-        f"End of the trace for seed {first.seed}:\n{excerpt(first.trace)}\n"
-        f"Replay it: seqlab.run({replay}, seed={first.seed}, recorder=seqlab.Recorder())"
+        f"In the simplest failing schedule found, {reason}\n{story}\n"
+        f"End of its trace:\n{excerpt(first.trace)}\n"
+        f"Replay it: seqlab.run({replay}, schedule={first.schedule!r}, "
+        "recorder=seqlab.Recorder())"
     ) from first.error

@@ -74,13 +74,17 @@ async def _fails() -> None:
     check_equal(1, 2, what="the count")
 
 
-def test_check_explore_unwraps_nursery_errors_and_names_the_seed() -> None:
+def test_check_explore_unwraps_nursery_errors_and_names_the_schedule() -> None:
     with pytest.raises(CheckFailed) as info:
         check_explore(_wrong, seeds=range(3), what="the scenario")
     message = str(info.value)
-    assert message.startswith("the scenario failed on 3 of 3 schedules. With seed 0, it raised ")
+    assert message.startswith(
+        "the scenario failed on 3 of 3 schedules. In the simplest failing schedule found, "
+        "it raised "
+    )
     assert "CheckFailed: the count should be 2, but it is 1." in message
-    assert "Replay it: seqlab.run(_wrong, seed=0, recorder=seqlab.Recorder())" in message
+    assert "plain lockstep order fails" in message
+    assert "Replay it: seqlab.run(_wrong, schedule='s1:|" in message
 
 
 def test_check_explore_reports_an_unfinished_exercise_as_such() -> None:
@@ -98,7 +102,7 @@ def test_check_explore_replay_line_passes_the_scenario_arguments() -> None:
         check_explore(_short_of, 3, seeds=range(2))
     message = str(info.value)
     assert message.startswith("_short_of failed on 2 of 2 schedules.")
-    assert "Replay it: seqlab.run(_short_of, 3, seed=0, recorder=seqlab.Recorder())" in message
+    assert "Replay it: seqlab.run(_short_of, 3, schedule='s1:|" in message
 
 
 async def _quiet() -> None:

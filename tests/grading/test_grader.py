@@ -7,6 +7,7 @@ Kernel starts cost seconds, so each module-scoped fixture grades its submissions
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -82,9 +83,12 @@ def test_racy_solution_that_passes_one_seed_is_caught_with_its_failing_seed(
     assert scores["double-check"][0] == 1  # partial credit
     score, output = scores["deposit-check"]
     assert score == 0
-    assert "With seed 0" in output
-    assert "Replay it: seqlab.run(three_deposits, seed=0, recorder=seqlab.Recorder())" in output
-    assert "End of the trace for seed 0" in output and "teller-" in output
+    assert "In the simplest failing schedule found" in output
+    replay = re.search(r"Replay it: seqlab.run\(three_deposits, schedule='(s1:[^']*)'", output)
+    assert replay is not None, output
+    with pytest.raises(Exception, match="balance"):
+        seqlab.run(namespace["three_deposits"], schedule=replay.group(1))  # type: ignore[arg-type]
+    assert "End of its trace" in output and "teller-" in output
     assert graded["racy"].score == 1
 
 
