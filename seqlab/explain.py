@@ -91,7 +91,7 @@ def shrink(failure: Failure, budget: int = 200) -> Failure:
                 d = later
             decisions[i] = d
         recorder = Recorder()
-        narrator = _Narrator(tuple(decisions), recorder)
+        narrator = Narrator(tuple(decisions), recorder)
         attempt = program.attempt(session, 0, narrator, recorder=recorder, record=True)
     schedule = str(attempt.controller.schedule())
     text = narrator.story(attempt.error, schedule)
@@ -126,7 +126,7 @@ def explain(failure: Failure) -> str:
         return str(failure)
     decisions = Schedule.parse(failure.schedule).decisions if failure.schedule else ()
     recorder = Recorder()
-    narrator = _Narrator(decisions, recorder)
+    narrator = Narrator(decisions, recorder)
     with _Session() as session:
         attempt = program.attempt(session, failure.seed, narrator, recorder=recorder)
     return narrator.story(attempt.error, failure.schedule)
@@ -147,11 +147,13 @@ class _Episode:
     ran_to: dict[int, str] = dataclasses.field(default_factory=dict)
 
 
-class _Narrator(Policy):
+class Narrator(Policy):
     """Replays decisions and notes, for each, who waited where while whom ran."""
 
-    def __init__(self, decisions: tuple[Decision, ...], recorder: Recorder) -> None:
-        super().__init__(decisions)
+    def __init__(
+        self, decisions: tuple[Decision, ...], recorder: Recorder, *, strict: bool = False
+    ) -> None:
+        super().__init__(decisions, strict=strict)
         self.recorder = recorder
         self.episodes: dict[Decision, _Episode] = {}
         self.open: list[_Episode] = []

@@ -617,11 +617,21 @@ def _probe(program: _Program, session: _Session) -> Probe:
 
 
 def _policy_for(
-    strategy: Strategy, seed: int, probe: Probe | None, schedule: Schedule | None
+    strategy: Strategy,
+    seed: int,
+    probe: Probe | None,
+    schedule: Schedule | None,
+    recorder: Recorder | None,
 ) -> Policy | None:
-    if schedule is not None:
+    if schedule is None:
+        return strategy.policy(seed, probe or Probe())
+    if recorder is None:
         return Policy(schedule.decisions, strict=True)
-    return strategy.policy(seed, probe or Probe())
+    # Replayed with a recorder: mark each decisive choice in the trace, as a shrunk failure's
+    # trace has them, so both traces are the same.
+    from .explain import Narrator
+
+    return Narrator(schedule.decisions, recorder, strict=True)
 
 
 # --------------------------------------------------------------------------- seqlab.run
@@ -691,7 +701,7 @@ def run(
     program = _Program(async_fn, args, virtual_time)
     with _Session() as session:
         probe = _probe(program, session) if chosen.needs_probe and parsed is None else None
-        policy = _policy_for(chosen, seed, probe, parsed)
+        policy = _policy_for(chosen, seed, probe, parsed, recorder)
         attempt = program.attempt(session, seed, policy, recorder=recorder, record=True)
     if recorder is not None:
         recorder.schedule = str(attempt.controller.schedule())

@@ -52,9 +52,6 @@ class Case:
 
 T, V = TypeError, ValueError
 
-# What the lead's runtime.py rewrite (controlled scheduler) is to check; xfail until it lands.
-RUNTIME_PENDING = "runtime.py argument checks are the lead engineer's pending rewrite (issue 18)"
-
 
 def run_case(call: Callable[[], Any]) -> None:
     """Call; if that gives a coroutine (a case that needs a trio run), run it with trio.run."""
@@ -79,7 +76,7 @@ def _runtime() -> list[Case]:
         Case("run-seed-str", lambda: run(async_fn, seed="1"), T, "seed"),
         Case("run-seed-bool", lambda: run(async_fn, seed=True), T, "seed"),
         Case("run-seed-float", lambda: run(async_fn, seed=1.0), T, "seed"),
-        Case("run-seed-negative", lambda: run(async_fn, seed=-5), V, "seed", RUNTIME_PENDING),
+        Case("run-seed-negative", lambda: run(async_fn, seed=-5), V, "seed"),
         Case("run-virtual_time-str", lambda: run(async_fn, virtual_time="yes"), T, "virtual_time"),
         Case("run-recorder-int", lambda: run(async_fn, recorder=5), T, "recorder"),
         Case("explore-async_fn-int", lambda: explore(5), T, "async_fn"),
@@ -93,7 +90,6 @@ def _runtime() -> list[Case]:
             lambda: explore(async_fn, seeds=[-1]),
             V,
             "seeds",
-            RUNTIME_PENDING,
         ),
         Case("explore-check-int", lambda: explore(async_fn, check=5), T, "check"),
         Case(
@@ -101,15 +97,29 @@ def _runtime() -> list[Case]:
             lambda: explore(async_fn, seeds=[0], check=async_fn),
             T,
             "check",
-            RUNTIME_PENDING,
         ),
         Case(
             "explore-virtual_time-str",
             lambda: explore(async_fn, seeds=[0], virtual_time="yes"),
             T,
             "virtual_time",
-            RUNTIME_PENDING,
         ),
+        Case("run-strategy-unknown", lambda: run(async_fn, strategy="chaos"), V, "strategy"),
+        Case("run-strategy-int", lambda: run(async_fn, strategy=1), T, "strategy"),
+        Case("run-bound-negative", lambda: run(async_fn, strategy="pct", bound=-1), V, "bound"),
+        Case("run-bound-float", lambda: run(async_fn, strategy="delay", bound=1.5), T, "bound"),
+        Case("run-schedule-int", lambda: run(async_fn, schedule=3), T, "schedule"),
+        Case("run-schedule-garbage", lambda: run(async_fn, schedule="x"), V, "schedule"),
+        Case("run-schedule-and-seed", lambda: run(async_fn, seed=1, schedule="s1:"), V, "schedule"),
+        Case("explore-strategy-unknown", lambda: explore(async_fn, strategy="x"), V, "strategy"),
+        Case("explore-bound-str", lambda: explore(async_fn, strategy="pct", bound="2"), T, "bound"),
+        Case("explore-workers-zero", lambda: explore(async_fn, workers=0), V, "workers"),
+        Case("explore-workers-float", lambda: explore(async_fn, workers=2.0), T, "workers"),
+        Case(
+            "explore-executor-object", lambda: explore(async_fn, executor=object()), T, "executor"
+        ),
+        Case("Schedule.parse-int", lambda: seqlab.Schedule.parse(5), T, "schedule"),
+        Case("Schedule.parse-bad", lambda: seqlab.Schedule.parse("s1:Z"), V, "schedule"),
     ]
 
 
@@ -427,6 +437,8 @@ def test_the_sweep_covers_every_public_callable():
         "Delivery",
         "ExploreResult",
         "Failure",
+        "Coverage",
+        "Strategy",  # a base class to subclass; strategies are chosen by name or instance
         "StageError",
         "Undelivered",
     }

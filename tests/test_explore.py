@@ -450,7 +450,10 @@ def test_property_a_runs_schedule_replays_byte_identically(tasks, seed, strategy
     first = seqlab.Recorder()
     finished = seqlab.run(program, seed=seed, strategy=strategy, recorder=first)
     assert first.schedule is not None and first.schedule.startswith("s1:")
-    again = seqlab.Recorder()
+    again, third = seqlab.Recorder(), seqlab.Recorder()
     assert seqlab.run(program, schedule=first.schedule, recorder=again) == finished
-    assert again.to_text() == first.to_text()
-    assert again.schedule == first.schedule
+    seqlab.run(program, schedule=first.schedule, recorder=third)
+    assert again.to_text() == third.to_text()
+    assert again.schedule == third.schedule == first.schedule
+    # The replay is the same run: the same events, plus marks at its decisive choices.
+    assert [e for e in again.events if e.primitive != "scheduler"] == list(first.events)

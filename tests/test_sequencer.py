@@ -44,8 +44,8 @@ class RaceDetector:
         self.inside -= 1
 
 
-def explore_ok(fn, seeds=SEEDS) -> None:
-    result = seqlab.explore(fn, seeds=seeds)
+def explore_ok(fn, seeds=SEEDS, strategy="auto") -> None:
+    result = seqlab.explore(fn, seeds=seeds, strategy=strategy)
     assert result.ok, str(result)
 
 
@@ -154,10 +154,14 @@ def test_michonne_sequenced_half_stays_ordered_and_exclusive_with_many_workers()
         assert log == list(range(0, 200, 2))
         assert detector.max_inside == 1
         assert sorted(direct) == list(range(1, 200, 2))
-        # The detector can see overlap: direct tasks on 4 workers do overlap.
-        assert plain.max_inside > 1
+        return plain.max_inside
 
     explore_ok(main)
+
+    # The detector can see overlap: under trio's fair shuffle, direct tasks on 4 workers do
+    # overlap (a strategy that runs one task alone for a while may show none, rightly).
+    for seed in range(3):
+        assert seqlab.run(main, seed=seed) > 1
 
 
 def test_race_detector_catches_unsequenced_tasks():
@@ -197,7 +201,9 @@ def test_plain_task_is_not_starved_by_a_busy_sequencer():
         assert position <= 15, position
         assert events[-1] == 99
 
-    explore_ok(main)
+    # Fairness is a promise under a fair scheduler: the delay and PCT strategies hold tasks
+    # back on purpose, which is not the sequencer starving them.
+    explore_ok(main, strategy="random")
 
 
 def test_two_sequencers_on_one_worker_alternate_strictly():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import difflib
 import itertools
 import linecache
@@ -37,6 +38,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from .. import __version__
 from ..runtime import Deadlock, explore, last_seed, run
+from ..schedule import STRATEGIES, Schedule, make_strategy
 from ..trace import Recorder
 from ._report import SCENARIO_FILE_PREFIX, describe_error, safe_repr
 from .kernel import current_loop
@@ -155,6 +157,42 @@ def _positive(text: str) -> int:
     return value
 
 
+def _bound(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {value}")
+    return value
+
+
+def _seed_or_schedule(text: str) -> int | str:
+    """A seed (an int >= 0) or a schedule string (``s1:...``, from a failure's report)."""
+    if text.startswith("s1:"):
+        try:
+            Schedule.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+    try:
+        return _seed(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a seed (an int >= 0) or a schedule (s1:...), got {text!r}"
+        ) from None
+
+
+def _strategy_option(p: _Parser, default: str | None) -> None:
+    p.add_argument(
+        "--strategy",
+        choices=list(STRATEGIES),
+        default=default,
+        metavar="|".join(STRATEGIES),
+        help="how schedules are chosen (explore: auto; one run: random)",
+    )
+
+
 def _status_parser() -> _Parser:
     return _Parser("status", "The trio loop, the last seed, clock and trace.")
 
@@ -171,6 +209,10 @@ def _run_parser() -> _Parser:
     p.add_argument(
         "--explore", type=_positive, default=None, metavar="K", help="try seeds N .. N+K-1"
     )
+    _strategy_option(p, None)
+    p.add_argument(
+        "--bound", type=_bound, default=None, metavar="B", help="delays (delay) or depth (pct)"
+    )
     p.add_argument(
         "--view",
         choices=VIEWS,
@@ -182,8 +224,11 @@ def _run_parser() -> _Parser:
 
 
 def _replay_parser() -> _Parser:
-    p = _Parser("replay", "Run the last scenario again with another seed.")
-    p.add_argument("seed", type=_seed, metavar="SEED", help="schedule seed")
+    p = _Parser("replay", "Run the last scenario again with a seed or a failure's schedule.")
+    p.add_argument(
+        "seed", type=_seed_or_schedule, metavar="SEED|SCHEDULE", help="a seed or s1:... schedule"
+    )
+    _strategy_option(p, None)
     return p
 
 
@@ -223,6 +268,8 @@ class Scenario:
     fn: Callable[[], Coroutine[Any, Any, Any]]
     real_time: bool
     view: str
+    strategy: str = "random"
+    bound: int | None = None
 
 
 def compile_scenario(source: str, namespace: dict[str, Any]) -> Callable[[], Any]:
@@ -316,13 +363,15 @@ class SeqlabMagics(Magics):
     def seqlab(self, line: str, cell: str | None = None) -> None:
         """Run trio scenarios deterministically and look at what each task did.
 
-        ``%%seqlab run [--seed N] [--real-time] [--explore K] [--view KIND]`` runs the cell's
-        body as ``async def scenario()`` under :func:`seqlab.run` (virtual time, seed 0 unless
-        given) and prints the seed, the virtual duration, the tasks, the events and the trace;
-        ``--view timeline|barrier|convoy|ring`` shows a live widget instead of the text trace,
-        ``--view none`` shows neither; ``--explore K`` runs seeds N .. N+K-1 and lists the
-        failing ones.
-        ``%seqlab replay SEED`` reruns the last scenario with another seed.
+        ``%%seqlab run [--seed N] [--real-time] [--explore K] [--strategy S] [--bound B]
+        [--view KIND]`` runs the cell's body as ``async def scenario()`` under
+        :func:`seqlab.run` (virtual time, seed 0 unless given) and prints the seed, the virtual
+        duration, the tasks, the events and the trace; ``--view timeline|barrier|convoy|ring``
+        shows a live widget instead of the text trace, ``--view none`` shows neither;
+        ``--explore K`` runs seeds N .. N+K-1 with the strategy (default ``auto``, which also
+        holds tasks back) and explains the simplest failing schedule it finds.
+        ``%seqlab replay SEED|SCHEDULE`` reruns the last scenario with another seed, or exactly
+        the schedule a failure reported.
         ``%seqlab trace [--json]`` prints the last trace (``--json``: what the widgets read).
         ``%seqlab check EXERCISE_ID`` runs a lesson's visible checks against your code.
         ``%seqlab`` or ``%seqlab status``: the trio loop, the last seed, clock and trace.
@@ -401,7 +450,13 @@ class SeqlabMagics(Magics):
             fn = compile_scenario(source, namespace)
         except SyntaxError as exc:
             raise UsageError(f"scenario, line {exc.lineno}: SyntaxError: {exc.msg}") from None
-        scenario = Scenario(fn, ns.real_time, ns.view)
+        strategy = ns.strategy or ("random" if ns.explore is None else "auto")
+        try:
+            # Refuse a bound the strategy takes none of, before anything runs.
+            make_strategy(strategy, ns.bound)
+        except ValueError as exc:
+            raise UsageError(f"%%seqlab run: {exc}") from None
+        scenario = Scenario(fn, ns.real_time, ns.view, strategy, ns.bound)
         self.last_scenario = scenario
         if ns.explore is None:
             seed = 0 if ns.seed is None else ns.seed
@@ -413,7 +468,15 @@ class SeqlabMagics(Magics):
         if self.last_scenario is None:
             print("%seqlab replay: no scenario yet; run one with %%seqlab run", file=sys.stderr)
             return
-        self._run_once(self.last_scenario, ns.seed)
+        scenario = self.last_scenario
+        if isinstance(ns.seed, str):
+            if ns.strategy is not None:
+                raise UsageError("%seqlab replay: a schedule replays alone; give no --strategy")
+            self._run_once(scenario, None, schedule=ns.seed)
+            return
+        if ns.strategy is not None:
+            scenario = dataclasses.replace(scenario, strategy=ns.strategy, bound=None)
+        self._run_once(scenario, ns.seed)
 
     def _trace(self, ns: argparse.Namespace) -> None:
         if self.last_recorder is None:
@@ -425,7 +488,7 @@ class SeqlabMagics(Magics):
 
     # ----------------------------------------------------------------- running
 
-    def _run_once(self, scenario: Scenario, seed: int) -> None:
+    def _run_once(self, scenario: Scenario, seed: int | None, schedule: str | None = None) -> None:
         recorder = Recorder()
         ended: list[float] = []
 
@@ -443,14 +506,24 @@ class SeqlabMagics(Magics):
         self.last_recorder = recorder
         self.last_clock = "real time" if scenario.real_time else "virtual"
         live = _live_view(scenario.view, recorder)
+        how: dict[str, Any] = (
+            {"schedule": schedule}
+            if schedule is not None
+            else {"seed": seed, "strategy": scenario.strategy, "bound": scenario.bound}
+        )
         try:
-            value = run(main, seed=seed, virtual_time=not scenario.real_time, recorder=recorder)
+            value = run(main, virtual_time=not scenario.real_time, recorder=recorder, **how)
         except Exception as exc:
             error = exc
         finally:
             if live is not None:
                 live.finish()
-        print(f"seed: {seed}")
+        if schedule is not None:
+            print(f"schedule: {schedule}")
+        elif scenario.strategy != "random":
+            print(f"seed: {seed} ({scenario.strategy})")
+        else:
+            print(f"seed: {seed}")
         if scenario.real_time:
             print("clock: real time (timings vary from run to run)")
         else:
@@ -472,7 +545,10 @@ class SeqlabMagics(Magics):
         if error is not None:
             print()
             print(describe_error(error), end="")
-            print(f"replay: %seqlab replay {seed}")
+            if schedule is None and scenario.strategy == "random":
+                print(f"replay: %seqlab replay {seed}")
+            else:
+                print(f"replay: %seqlab replay {recorder.schedule or schedule}")
 
     def _explore(self, scenario: Scenario, first: int, count: int) -> None:
         seeds = range(first, first + count)
@@ -481,23 +557,33 @@ class SeqlabMagics(Magics):
             return await scenario.fn()
 
         scenario_main.__name__ = "scenario"
-        result = explore(scenario_main, seeds=seeds, virtual_time=not scenario.real_time)
+        result = explore(
+            scenario_main,
+            seeds=seeds,
+            virtual_time=not scenario.real_time,
+            strategy=scenario.strategy,
+            bound=scenario.bound,
+        )
         self.last_clock = "real time" if scenario.real_time else "virtual"
         # explore keeps only the failures' traces; an older scenario's trace would mislead.
         self.last_recorder = None
         span = f"seed {first}" if count == 1 else f"seeds {first}-{first + count - 1}"
+        distinct = f"{result.schedules} distinct, {result.strategy}"
         if result.ok:
-            print(f"explored {count} schedules ({span}): all passed")
+            print(f"explored {count} schedules ({span}; {distinct}): all passed")
             return
         failures = result.failures
-        print(f"explored {count} schedules ({span}): {len(failures)} failed")
+        print(f"explored {count} schedules ({span}; {distinct}): {len(failures)} failed")
         print("failing seeds: " + ", ".join(str(f.seed) for f in failures))
-        first_failure = failures[0]
+        found = failures[0]
+        # Shrink it: the fewest decisive choices, said in words, are what a learner can follow.
+        first_failure = found.shrink()
         self.last_recorder = first_failure.trace
-        print(f"\nfirst failure, seed {first_failure.seed}:")
+        print(f"\nfirst failure, seed {found.seed} ({found.strategy}), made as simple as it goes:")
         if first_failure.error is not None:
             print(describe_error(first_failure.error), end="")
+        print("\n".join(first_failure.explain().splitlines()[:-1]))
         if scenario.view != "none":
             print()
         _show_view(scenario.view, first_failure.trace)
-        print(f"replay: %seqlab replay {first_failure.seed}")
+        print(f"replay: %seqlab replay {first_failure.schedule}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -136,24 +137,46 @@ def test_explore_reports_the_failing_seeds(sh: Shell):
     out, _ = sh.cell("%%seqlab run --explore 12 --view none\nawait checked_deposits(3)")
     expected = seqlab.explore(checked_deposits, 3, seeds=range(12))
     seeds = ", ".join(str(s) for s in expected.failing_seeds)
-    first = expected.failing_seeds[0]
+    first = expected.failures[0]
     assert out.startswith(
-        f"explored 12 schedules (seeds 0-11): {len(expected.failures)} failed\n"
-        f"failing seeds: {seeds}\n\nfirst failure, seed {first}:\nAssertionError: lost update"
+        f"explored 12 schedules (seeds 0-11; {expected.schedules} distinct, auto): "
+        f"{len(expected.failures)} failed\n"
+        f"failing seeds: {seeds}\n\nfirst failure, seed {first.seed} ({first.strategy}), "
+        "made as simple as it goes:\nAssertionError: lost update"
     )
-    assert out.endswith(f"replay: %seqlab replay {first}\n")
-    # The failing run replays exactly: its trace is the explored one.
+    assert "This run fails with 1 decisive choice" in out
+    schedule = out.rsplit("replay: %seqlab replay ", 1)[1].strip()
+    assert schedule.startswith("s1:")
+    # The failing schedule replays exactly: its trace is the reported one.
     explored_trace, _ = sh.cell("%seqlab trace")
-    replay, _ = sh.cell(f"%seqlab replay {first}")
+    replay, _ = sh.cell(f"%seqlab replay {schedule}")
     assert "AssertionError: lost update" in replay
+    assert f"schedule: {schedule}" in replay
     assert sh.cell("%seqlab trace")[0] == explored_trace
-    assert explored_trace.count("account  write") == 3
+    assert len(re.findall(r"account +write", explored_trace)) == 3
+    assert re.search(r"scheduler +decision +index=1", explored_trace)
+
+
+def test_explore_with_a_strategy_finds_a_delay_race_random_orders_miss(sh: Shell):
+    sh.cell("from seqlab.examples.races import stale_cache")
+    out, _ = sh.cell("%%seqlab run --explore 30 --strategy random --view none\nawait stale_cache()")
+    assert out.startswith("explored 30 schedules (seeds 0-29; ")
+    assert out.endswith(": all passed\n")
+    out, _ = sh.cell(
+        "%%seqlab run --explore 30 --strategy delay --bound 1 --view none\nawait stale_cache()"
+    )
+    assert "writer was held back for" in out
+    assert "AssertionError: stale cache" in out
+    _, _, error = sh.fail(
+        "%%seqlab run --explore 3 --strategy random --bound 2\nawait stale_cache()"
+    )
+    assert "strategy 'random' takes no bound" in str(error)
 
 
 def test_explore_all_passing_and_explicit_start_seed(sh: Shell):
     sh.cell("%%seqlab run --seed 9\n" + TWO_WORKERS)
     out, _ = sh.cell("%%seqlab run --explore 3 --seed 10\nawait trio.sleep(1)")
-    assert out == "explored 3 schedules (seeds 10-12): all passed\n"
+    assert out == "explored 3 schedules (seeds 10-12; 1 distinct, auto): all passed\n"
     # A passing exploration keeps no trace; the earlier scenario's is not passed off as its own.
     _, err = sh.cell("%seqlab trace")
     assert err == "%seqlab trace: no trace yet; run a scenario with %%seqlab run\n"
@@ -199,9 +222,22 @@ def test_real_time_runs_show_no_duration(sh: Shell):
             "%%seqlab run --seed -5\npass",
             "%%seqlab run: argument --seed: a seed is an int >= 0, got -5",
         ),
-        ("%seqlab replay -1", "%seqlab replay: argument SEED: a seed is an int >= 0, got -1"),
-        ("%seqlab replay one", "%seqlab replay: argument SEED: a seed is an int >= 0, got 'one'"),
-        ("%seqlab replay", "%seqlab replay: the following arguments are required: SEED"),
+        (
+            "%seqlab replay -1",
+            "%seqlab replay: argument SEED|SCHEDULE: expected a seed (an int >= 0) or a "
+            "schedule (s1:...), got '-1'",
+        ),
+        (
+            "%seqlab replay one",
+            "%seqlab replay: argument SEED|SCHEDULE: expected a seed (an int >= 0) or a "
+            "schedule (s1:...), got 'one'",
+        ),
+        (
+            "%seqlab replay s1:Z",
+            "%seqlab replay: argument SEED|SCHEDULE: schedule: cannot read the decision 'Z' "
+            "in 's1:Z'",
+        ),
+        ("%seqlab replay", "%seqlab replay: the following arguments are required: SEED|SCHEDULE"),
         ("%%seqlab run --view pie\npass", "%%seqlab run: argument --view: invalid choice: 'pie'"),
         (
             "%%seqlab run --explore 0\npass",
@@ -272,9 +308,12 @@ def test_a_bad_argument_runs_nothing(sh: Shell, ipython):
 def test_usage_lines_come_from_the_parsers():
     assert USAGE["run"] == (
         "%%seqlab run [-h] [--seed N] [--real-time] [--explore K] "
+        "[--strategy auto|lockstep|random|delay|pct|exhaustive] [--bound B] "
         "[--view timeline|barrier|convoy|ring|text|none]"
     )
-    assert USAGE["replay"] == "%seqlab replay [-h] SEED"
+    assert USAGE["replay"] == (
+        "%seqlab replay [-h] [--strategy auto|lockstep|random|delay|pct|exhaustive] SEED|SCHEDULE"
+    )
     assert list(USAGE) == ["status", "run", "replay", "trace", "check", "help"]
 
 
@@ -285,7 +324,8 @@ def test_dash_h_explains_a_subcommand_and_runs_nothing(sh: Shell, ipython):
     assert "  --seed N " in out and "  --explore K " in out and "  --view " in out
     assert err == "" and "ran_it" not in ipython.user_ns
     out, _ = sh.cell("%seqlab replay --help")
-    assert out.startswith("usage: %seqlab replay [-h] SEED\n")
+    assert out.startswith("usage: %seqlab replay [-h] [--strategy ")
+    assert "SEED|SCHEDULE" in out
     out, _ = sh.cell("%seqlab -h")
     assert out.splitlines() == list(USAGE.values())
 
