@@ -55,7 +55,8 @@ def shrink(failure: Failure, budget: int = 200) -> Failure:
     decisions = list(Schedule.parse(failure.schedule).decisions)
     runs = 0
 
-    with _Session() as session:
+    def work(session: _Session) -> tuple[Any, Narrator]:
+        nonlocal decisions
 
         def fails(candidate: list[Decision]) -> bool:
             nonlocal runs
@@ -93,6 +94,11 @@ def shrink(failure: Failure, budget: int = 200) -> Failure:
         recorder = Recorder()
         narrator = Narrator(tuple(decisions), recorder)
         attempt = program.attempt(session, 0, narrator, recorder=recorder, record=True)
+        return attempt, narrator
+
+    with _Session() as session:
+        attempt, narrator = session.call(lambda: work(session))
+    recorder = narrator.recorder
     schedule = str(attempt.controller.schedule())
     text = narrator.story(attempt.error, schedule)
     return Failure(
@@ -128,7 +134,9 @@ def explain(failure: Failure) -> str:
     recorder = Recorder()
     narrator = Narrator(decisions, recorder)
     with _Session() as session:
-        attempt = program.attempt(session, failure.seed, narrator, recorder=recorder)
+        attempt = session.call(
+            lambda: program.attempt(session, failure.seed, narrator, recorder=recorder)
+        )
     return narrator.story(attempt.error, failure.schedule)
 
 

@@ -52,20 +52,23 @@ def explore_program(
             probe = _probe(program, session) if strategy.needs_probe else None
             if workers > 1 or executor is not None:
                 done = _in_processes(program, seeds, strategy, probe, workers, executor)
-            else:
-                for seed in seeds:
+
+            def each_schedule() -> None:
+                for seed in [] if done else seeds:
                     policy = strategy.policy(seed, probe or Probe())
                     attempt = program.attempt(session, seed, policy, record=True)
                     done.append(_summary(seed, strategy, attempt))
                     if attempt.failed:
                         failures.append(_failure(program, strategy, seed, attempt))
-            if len(failures) < sum(o.failed for o in done):
-                # Found in other processes: run each failure here to keep its error and schedule.
-                for o in done:
-                    if o.failed:
-                        policy = strategy.policy(o.seed, probe or Probe())
-                        attempt = program.attempt(session, o.seed, policy, record=True)
-                        failures.append(_failure(program, strategy, o.seed, attempt))
+                if len(failures) < sum(o.failed for o in done):
+                    # Found in other processes: run each here to keep its error and schedule.
+                    for o in done:
+                        if o.failed:
+                            policy = strategy.policy(o.seed, probe or Probe())
+                            attempt = program.attempt(session, o.seed, policy, record=True)
+                            failures.append(_failure(program, strategy, o.seed, attempt))
+
+            session.call(each_schedule)
         except Interrupted as stop:
             partial = _result(done, [], strategy)
             raise Interrupted(
@@ -177,13 +180,17 @@ def _unpack(payload: bytes) -> Any:
 def _run_chunk(payload: bytes, seeds: list[int]) -> list[tuple[int, str, int, bool]]:
     """In a worker process: run ``seeds`` and return plain summaries."""
     program, strategy, probe = _unpack(payload)
-    rows = []
-    with _Session() as session:
+
+    def each_schedule(session: _Session) -> list[tuple[int, str, int, bool]]:
+        rows = []
         for seed in seeds:
             attempt = program.attempt(session, seed, strategy.policy(seed, probe or Probe()))
             o = _summary(seed, strategy, attempt)
             rows.append((o.seed, o.label, o.signature, o.failed))
-    return rows
+        return rows
+
+    with _Session() as session:
+        return session.call(lambda: each_schedule(session))
 
 
 # --------------------------------------------------------------------------- exhaustive
@@ -195,30 +202,28 @@ def _search(program: _Program, strategy: ExhaustiveStrategy, budget: int) -> Exp
     failures: list[Failure] = []
     stack: list[tuple[Any, ...]] = [()]
     runs = 0
+    label = f"exhaustive({strategy.bound})"
+
+    def search(session: _Session) -> None:
+        nonlocal runs
+        while stack and runs < budget:
+            decisions = stack.pop()
+            log: list[tuple[int, ...]] = []
+            policy = Policy(decisions)
+            attempt = program.attempt(session, 0, policy, present_log=log, record=True)
+            runs += 1
+            signature = attempt.controller.signature
+            if signature in seen:
+                continue
+            seen.add(signature)
+            if attempt.failed:
+                schedule = str(attempt.controller.schedule())
+                failures.append(Failure(runs - 1, attempt.error, None, schedule, label, program))
+            stack.extend(reversed(list(strategy.children(decisions, log))))
+
     with _Session() as session:
         try:
-            while stack and runs < budget:
-                decisions = stack.pop()
-                log: list[tuple[int, ...]] = []
-                attempt = program.attempt(session, 0, Policy(decisions), present_log=log)
-                runs += 1
-                signature = attempt.controller.signature
-                if signature in seen:
-                    continue
-                seen.add(signature)
-                if attempt.failed:
-                    again = program.attempt(session, 0, Policy(decisions), record=True)
-                    failures.append(
-                        Failure(
-                            runs - 1,
-                            again.error,
-                            again.recorder,
-                            str(again.controller.schedule()),
-                            f"exhaustive({strategy.bound})",
-                            program,
-                        )
-                    )
-                stack.extend(reversed(list(strategy.children(decisions, log))))
+            session.call(lambda: search(session))
         except Interrupted as stop:
             raise Interrupted(
                 f"exhaustive search interrupted (Ctrl-C) after {runs} runs",
@@ -226,7 +231,6 @@ def _search(program: _Program, strategy: ExhaustiveStrategy, budget: int) -> Exp
                 schedule=stop.schedule,
                 recorder=stop.recorder,
             ) from None
-    label = f"exhaustive({strategy.bound})"
     coverage = {label: Coverage(runs, len(seen), len(failures))}
     return ExploreResult(
         runs, failures, strategy.name, len(seen), coverage, not stack, strategy.bound

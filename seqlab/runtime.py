@@ -28,6 +28,7 @@ import queue
 import random
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -106,6 +107,10 @@ class _ThreadRandom:
 
     def __init__(self, fallback: Any) -> None:
         self._fallback = fallback
+
+    def shuffle(self, batch: list[Any]) -> None:
+        # trio's per-batch call: a plain method, since __getattr__ on this path costs ~8%.
+        (getattr(_local, "rng", None) or self._fallback).shuffle(batch)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(getattr(_local, "rng", None) or self._fallback, name)
@@ -226,16 +231,19 @@ class _Run:
     token: trio.lowlevel.TrioToken | None = None
     stuck: list[trio.lowlevel.Task] = field(default_factory=list)
     started_at: float = 0.0
+    watching: bool = False  # the virtual-time watcher was started
+    watcher: trio.lowlevel.Task | None = None  # it, while it sleeps
+    quiet_until: float = 0.0
+    interrupted: bool = False
 
     async def main(self) -> Any:
         self.main_task = trio.lowlevel.current_task()
         self.token = trio.lowlevel.current_trio_token()
+        if self.interrupted:  # Ctrl-C came before there was a token to cancel through
+            self.scope.cancel()
         self.started_at = trio.current_time()
-        trio.lowlevel.spawn_system_task(
-            self.watch if self.virtual_time else self.watch_real_time,
-            name="<seqlab watcher>",
-            context=contextvars.Context(),
-        )
+        if not self.virtual_time:
+            self.spawn_watcher(self.watch_real_time)
         rec = self.recorder
         if rec is not None:
             _RECORDER.set(rec)
@@ -245,27 +253,58 @@ class _Run:
         with self.scope:
             return await self.fn(*self.args)
 
-    async def watch(self) -> None:
-        """Move the virtual clock when all tasks are blocked; declare deadlock when stuck."""
-        from trio.testing import MockClock, wait_all_tasks_blocked
+    def spawn_watcher(self, watch: Callable[[], Awaitable[None]]) -> None:
+        trio.lowlevel.spawn_system_task(
+            watch, name="<seqlab watcher>", context=contextvars.Context()
+        )
 
-        clock = trio.lowlevel.current_clock()
-        assert isinstance(clock, MockClock)
+    async def watch(self) -> None:
+        """Declare a deadlock when every task is blocked and no timer is pending.
+
+        The virtual clock jumps inside trio's own loop (see :func:`_virtual_clock`), which
+        costs no task step. This watcher is started the first time that loop finds nothing
+        runnable and no timer pending (:meth:`idle`, which most runs never reach); it looks
+        at why, then sleeps until the loop finds that again.
+        """
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self.watcher = None  # cancelled as the run ends: idle() must not wake it
+            return trio.lowlevel.Abort.SUCCEEDED
+
         while True:
-            await wait_all_tasks_blocked()
             stats = trio.lowlevel.current_statistics()
-            if stats.tasks_runnable or stats.run_sync_soon_queue_size or self.someone_scheduled():
-                continue
-            others = _other_idle_cushion()
-            if others is not None:
-                # The program waits for idleness itself (trio.testing.wait_all_tasks_blocked):
-                # let it wake first, as MockClock does, and move the clock only afterwards.
-                await wait_all_tasks_blocked(others + 0.001)
-                continue
-            if stats.seconds_to_next_deadline < math.inf:
-                clock.jump(max(stats.seconds_to_next_deadline, 0.0))
-                continue
-            await self.check_deadlock(stats)
+            if stats.tasks_runnable or stats.run_sync_soon_queue_size:
+                pass
+            elif stats.seconds_to_next_deadline < math.inf:
+                pass  # the clock will jump to it
+            elif not await self.check_deadlock(stats):
+                # A thread or I/O may still wake someone: look again a little later.
+                self.quiet_until = time.perf_counter() + _OUTSIDE_ACTIVITY_POLL
+            self.watcher = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def idle(self) -> float:
+        """trio's loop found no runnable task and no timer: wake the watcher to look why.
+
+        Returns how long the loop may sleep (real seconds) before asking again.
+        """
+        runner = _trio_run.GLOBAL_RUN_CONTEXT.runner
+        if runner.waiting_for_idle:
+            return 86400.0  # the program waits for idleness itself: trio wakes it first
+        wait = self.quiet_until - time.perf_counter()
+        if wait > 0:
+            return wait
+        if not self.watching:
+            if runner.main_task_outcome is not None:
+                return 86400.0  # the program has ended; trio is only closing down
+            self.watching = True
+            self.spawn_watcher(self.watch)
+            return 0.0
+        if self.watcher is not None:
+            trio.lowlevel.reschedule(self.watcher)
+            self.watcher = None
+            return 0.0
+        return _OUTSIDE_ACTIVITY_POLL
 
     async def watch_real_time(self) -> None:
         """Under the real clock, declare a deadlock when nothing at all can wake a task."""
@@ -283,17 +322,15 @@ class _Run:
                 # A timer will wake someone: sleep until it has fired, then look again.
                 await trio.sleep(stats.seconds_to_next_deadline)
                 continue
-            await self.check_deadlock(stats)
+            if not await self.check_deadlock(stats):
+                await wait_all_tasks_blocked(_OUTSIDE_ACTIVITY_POLL)
 
-    async def check_deadlock(self, stats: Any) -> None:
-        from trio.testing import wait_all_tasks_blocked
-
+    async def check_deadlock(self, stats: Any) -> bool:
+        """Declare a deadlock, or return false when outside activity (a thread, a socket)
+        may still wake someone."""
         blocked = self.blocked_tasks()
         if blocked is None or _io_waiters(stats) > 1:
-            # Outside activity (a thread, a socket) may still wake someone: wait for it in
-            # real time, without spinning.
-            await wait_all_tasks_blocked(0.005)
-            return
+            return False
         if self.deadlock is None:
             elapsed = trio.current_time() - (0.0 if self.virtual_time else self.started_at)
             self.deadlock = Deadlock(blocked, elapsed, self.seed)
@@ -303,6 +340,7 @@ class _Run:
             # throw an error into each stuck wait so the run can end.
             for task in self.stuck:
                 trio.lowlevel.reschedule(task, outcome.Error(_Abandoned()))
+        return True
 
     def someone_scheduled(self) -> bool:
         """Whether a task woken in the watcher's own batch has not run yet.
@@ -333,12 +371,35 @@ class _Run:
 
     def interrupt(self) -> None:
         """Cancel the run from another thread (Ctrl-C in the calling thread)."""
+        self.interrupted = True
         if self.token is not None:
             with contextlib.suppress(trio.RunFinishedError):
                 self.token.run_sync_soon(self.scope.cancel)
 
 
 _REAL_TIME_QUIET = 0.05  # seconds with every task blocked before a real-time run is examined
+_OUTSIDE_ACTIVITY_POLL = 0.005  # real seconds between looks while a thread or I/O is pending
+
+
+def _virtual_clock(idle: Callable[[], float]) -> Any:
+    """Virtual time that trio's own loop moves: a :class:`~trio.testing.MockClock` with
+    ``autojump_threshold=0`` jumps to the next timer whenever every task is blocked, at no
+    task step's cost. trio asks the clock how long to sleep only when no task is runnable;
+    with no timer pending either, this clock calls ``idle()`` instead of sleeping a day (the
+    method is set on the instance: MockClock cannot be subclassed).
+    """
+    from trio.testing import MockClock
+
+    clock = MockClock(autojump_threshold=0)
+    standard = clock.deadline_to_sleep_time
+
+    def deadline_to_sleep_time(deadline: float) -> float:
+        return idle() if deadline == math.inf else standard(deadline)
+
+    clock.deadline_to_sleep_time = deadline_to_sleep_time  # type: ignore[method-assign]
+    return clock
+
+
 _MAIN_CODE = _Run.main.__code__
 
 
@@ -437,21 +498,25 @@ def last_seed() -> int | None:
 
 @dataclass
 class _Job:
-    state: _Run
+    fn: Callable[[], Any]
     done: threading.Event = field(default_factory=threading.Event)
     result: outcome.Outcome[Any] | None = None
 
 
 class _Session:
-    """Trio's hooks installed and one thread that runs seqlab runs one after another.
+    """Trio's hooks installed and one thread on which seqlab's runs happen, one after another.
 
-    :func:`run` uses a session for one run; :func:`explore` keeps one for all its schedules,
-    so neither the hook check nor a thread start is paid per schedule.
+    :func:`run` uses a session for one run; :func:`explore` hands its whole loop over
+    schedules to :meth:`call`, so neither the hook check, nor a thread start, nor a hand-over
+    between threads is paid per schedule. Ctrl-C in the calling thread cancels the current
+    run and makes every later one raise :class:`Interrupted` instead of starting.
     """
 
     def __init__(self) -> None:
         self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
+        self.current: _Run | None = None
+        self.stopping = False
 
     def __enter__(self) -> _Session:
         _install_hooks()
@@ -466,18 +531,19 @@ class _Session:
     def _serve(self) -> None:
         while (job := self.jobs.get()) is not None:
             try:
-                job.result = outcome.capture(_run_in_thread, job.state)
+                job.result = outcome.capture(job.fn)
             finally:
                 job.done.set()
 
-    def run(self, state: _Run) -> tuple[outcome.Outcome[Any], bool]:
-        """Run ``state`` on the session's thread; return its outcome and whether Ctrl-C hit."""
+    def call(self, fn: Callable[[], T]) -> T:
+        """``fn()``, called on the session's thread (where runs may happen)."""
+        if threading.current_thread() is self.thread:
+            return fn()
         if self.thread is None:
             self.thread = threading.Thread(target=self._serve, name="seqlab.run", daemon=True)
             self.thread.start()
-        job = _Job(state)
+        job = _Job(fn)
         self.jobs.put(job)
-        interrupted = False
         while True:
             try:
                 while not job.done.wait(0.1):
@@ -486,10 +552,26 @@ class _Session:
             except KeyboardInterrupt:
                 # Stop the program, then wait until its thread has really finished the run:
                 # nothing of it may run once we return.
-                interrupted = True
-                state.interrupt()
+                self.stopping = True
+                current = self.current
+                if current is not None:
+                    current.interrupt()
         assert job.result is not None
-        return job.result, interrupted
+        return job.result.unwrap()
+
+    def run(self, state: _Run) -> tuple[outcome.Outcome[Any], bool]:
+        """Run ``state``; return its outcome and whether Ctrl-C stopped it (or it never began)."""
+        return self.call(lambda: self._run_here(state))
+
+    def _run_here(self, state: _Run) -> tuple[outcome.Outcome[Any], bool]:
+        if self.stopping:
+            return outcome.Error(KeyboardInterrupt()), True
+        self.current = state
+        try:
+            result = outcome.capture(_run_in_thread, state)
+        finally:
+            self.current = None
+        return result, self.stopping
 
 
 def _wait_uninterrupted(wait: Callable[[], object]) -> None:
@@ -511,11 +593,7 @@ def _run_in_thread(state: _Run) -> Any:
     if state.recorder is not None:
         instruments.append(state.recorder._lifecycle)
         state.recorder._lifecycle_users += 1
-    clock = None
-    if state.virtual_time:
-        from trio.testing import MockClock
-
-        clock = MockClock()
+    clock = _virtual_clock(state.idle) if state.virtual_time else None
     try:
         value = trio.run(state.main, clock=clock, instruments=instruments)
     except BaseException as exc:

@@ -328,6 +328,11 @@ class Controller:
     def shuffle(self, batch: list[trio.lowlevel.Task]) -> None:
         self.batch = batch
         ids = self.ids
+        if len(batch) == 1:
+            # The common case: one task can run, so there is nothing to decide.
+            if batch[0] in ids:
+                self._alone(ids[batch[0]])
+            return
         present = [ids[t] for t in batch if t in ids]
         if not present:
             if self.policy is None:
@@ -350,6 +355,9 @@ class Controller:
         order = policy.decide(step, present)
         if len(present) > 1:
             self.signature = hash((self.signature, step, tuple(order)))
+        if order is present and len(present) == len(batch):
+            batch.reverse()  # lockstep: creation order (trio runs the list from its end)
+            return
         # trio runs the list from its end: system tasks first, then ``order``.
         tasks = self.tasks
         users = [tasks[i] for i in reversed(order)]
@@ -362,6 +370,15 @@ class Controller:
                 if i not in chosen:
                     runq.append(tasks[i])
         batch[:] = users + [t for t in batch if t not in ids]
+
+    def _alone(self, task: int) -> None:
+        step = self.step
+        self.step = step + 1
+        if self.present_log is not None:
+            self.present_log.append((task,))
+        policy = self.policy
+        if policy is not None and (policy.holds or step in policy.pending):
+            policy.decide(step, [task])  # ends holds; a decision here must fit (strict replay)
 
     def schedule(self) -> Schedule:
         """The decisions this run made, as a replayable schedule."""

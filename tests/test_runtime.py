@@ -225,11 +225,13 @@ def test_explore_finds_lost_update_and_seed_replays():
     assert isinstance(failure.error, AssertionError)
     assert "lost update" in str(result)
     assert str(failure.seed) in str(result)
+    # explore's default strategy is "auto": replay by that strategy and the seed, or exactly
+    # by the failure's schedule.
     with pytest.raises(AssertionError, match="lost update"):
-        seqlab.run(checked_deposits, seed=failure.seed)
+        seqlab.run(checked_deposits, seed=failure.seed, strategy="auto")
     replay = seqlab.Recorder()
     with pytest.raises(AssertionError):
-        seqlab.run(checked_deposits, seed=failure.seed, recorder=replay)
+        seqlab.run(checked_deposits, schedule=failure.schedule, recorder=replay)
     assert replay.to_text() == failure.trace.to_text()
 
 
