@@ -22,6 +22,7 @@ from typing import Any
 
 import outcome
 import trio
+from trio.lowlevel import enable_ki_protection
 
 from ._callables import is_async_callable
 from .trace import _RECORDER, Recorder
@@ -365,6 +366,7 @@ class Barrier:
             _reschedule(task, _Error(BrokenBarrierError(message)))
         return len(waiters)
 
+    @enable_ki_protection
     def abort(self) -> None:
         """Break the barrier: waiting tasks and all later callers get BrokenBarrierError.
 
@@ -375,6 +377,7 @@ class Barrier:
         if not self._broken:
             self._break("abort() was called")
 
+    @enable_ki_protection
     def reset(self) -> None:
         """Make the barrier usable again, starting a new, empty generation.
 
@@ -552,6 +555,7 @@ class Phaser:
             return f"{self._label} (terminated at phase {self._phase})"
         return f"{self._label} phase {self._phase} ({self._arrived} of {self._registered} arrived)"
 
+    @enable_ki_protection
     def register(self) -> int:
         """Add one party and return the current phase, in which it must arrive too.
 
@@ -581,6 +585,7 @@ class Phaser:
                 "register() first (or pass parties= when creating it)"
             )
 
+    @enable_ki_protection
     def arrive(self) -> int:
         """Arrive at the current phase without waiting; return that phase's number.
 
@@ -594,6 +599,7 @@ class Phaser:
         self._check_can_arrive("arrive")
         return self._arrive(deregister=False)
 
+    @enable_ki_protection
     def arrive_and_deregister(self) -> int:
         """Arrive at the current phase and leave the phaser; return that phase's number.
 

@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import trio
+from trio.lowlevel import enable_ki_protection
 
 from ._callables import is_async_callable
 from .trace import _RECORDER
@@ -286,6 +287,7 @@ class Convoy:
         await trio.lowlevel.cancel_shielded_checkpoint()
         return accepted
 
+    @enable_ki_protection
     def send_nowait(self, key: Hashable, message: Any, *, dedup_id: Hashable = None) -> bool:
         """Like :meth:`send`, from synchronous code (a convoy's backlog never refuses a message)."""
         if self._closed:

@@ -33,6 +33,7 @@ from typing import Any, Generic, TypeVar
 
 import outcome
 import trio
+from trio.lowlevel import enable_ki_protection
 
 from .trace import _RECORDER, Recorder, clock_reader
 
@@ -531,6 +532,7 @@ class Sequencer:
     def __repr__(self) -> str:
         return f"<{self._describe()}>"
 
+    @enable_ki_protection
     def submit_nowait(self, fn: Callable[..., Any], *args: Any) -> Ticket[Any]:
         """Queue ``fn(*args)`` to run after every task submitted before it; never blocks.
 
@@ -604,6 +606,7 @@ class Sequencer:
         ticket = await self.submit(fn, *args)
         return await ticket
 
+    @enable_ki_protection
     def close(self) -> None:
         """Refuse new submissions from now on; queued tasks still run.
 
@@ -843,6 +846,7 @@ class Dispatcher:
     def __repr__(self) -> str:
         return f"<{self._describe()}>"
 
+    @enable_ki_protection
     def submit_nowait(self, fn: Callable[..., Any], *args: Any) -> Ticket[Any]:
         """Queue ``fn(*args)`` as a plain task, outside any sequencer; never blocks.
 
@@ -890,6 +894,7 @@ class Dispatcher:
         ticket = await self.submit(fn, *args)
         return await ticket
 
+    @enable_ki_protection
     def close(self) -> None:
         """Refuse new tasks, direct or from sequencers; queued tasks still run. Idempotent."""
         self._closed = True

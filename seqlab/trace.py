@@ -20,9 +20,15 @@ from types import MappingProxyType
 from typing import Any, NamedTuple, overload
 
 import trio
-from trio._core._run import SystemClock
 
 from ._callables import is_async_callable
+
+# trio's default clock, which clock_reader reads faster through perf_counter. It is private,
+# so a trio that moved it must not break `import seqlab`: every clock is then read its own way.
+_SystemClock: type | None = getattr(
+    getattr(getattr(trio, "_core", None), "_run", None), "SystemClock", None
+)
+
 
 __all__ = [
     "TraceEvent",
@@ -483,7 +489,9 @@ def clock_reader() -> Callable[[], float]:
     ``perf_counter`` are the same; any other clock (a MockClock) is read through its own method.
     """
     clock = trio.lowlevel.current_clock()
-    return time.perf_counter if type(clock) is SystemClock else clock.current_time
+    if _SystemClock is not None and type(clock) is _SystemClock:
+        return time.perf_counter
+    return clock.current_time
 
 
 def current_recorder() -> Recorder | None:

@@ -526,11 +526,50 @@ def spawn(async_fn: Callable[..., Awaitable[object]], *args: Any, name: str | No
 # --------------------------------------------------------------------------- IPython glue
 
 
+# IPython has no public hook to run a cell's top-level awaits in another event loop, so
+# _run_code_in_loop is a copy of InteractiveShell.run_code with one line changed. These are the
+# SHA-256 digests of the run_code sources it was checked against, line by line; for any other
+# IPython, attach_shell warns (the kernel still works as long as run_code's contract holds) and
+# tests/notebook/test_kernel.py fails until the copy is checked again and the digest added.
+RUN_CODE_CHECKED = {
+    "7db2a3844091e22a018e76921b469ecdc454ceeecac482e198b74ae447ae6029": "IPython 8.12",
+}
+
+
+def run_code_digest(shell_class: type | None = None) -> str:
+    """SHA-256 of the source of ``shell_class.run_code`` (IPython's InteractiveShell)."""
+    import hashlib
+
+    if shell_class is None:
+        from IPython.core.interactiveshell import InteractiveShell
+
+        shell_class = InteractiveShell
+    source = inspect.getsource(shell_class.run_code)  # type: ignore[attr-defined]
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
 def attach_shell(shell: Any, loop: GuestLoop) -> None:
     """Make ``shell`` run the awaiting statements of its cells in ``loop`` (idempotent)."""
     if getattr(shell, "_seqlab_guest_loop", None) is loop:
         return
     shell._seqlab_guest_loop = loop
+    try:
+        digest = run_code_digest()
+    except (OSError, TypeError):  # no source available (a frozen install)
+        digest = "unknown"
+    if digest not in RUN_CODE_CHECKED:
+        import warnings
+
+        import IPython
+
+        warnings.warn(
+            f"seqlab: IPython {IPython.__version__}'s InteractiveShell.run_code is not the one "
+            "seqlab's kernel copy was checked against ("
+            + ", ".join(RUN_CODE_CHECKED.values())
+            + "); awaiting cells may report errors differently",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     original = shell.run_code
 
     async def run_code(code_obj: Any, result: Any = None, *, async_: bool = False) -> bool:
@@ -546,8 +585,13 @@ def attach_shell(shell: Any, loop: GuestLoop) -> None:
 
 
 async def _run_code_in_loop(shell: Any, loop: GuestLoop, code_obj: Any, result: Any) -> bool:
-    """IPython's ``run_code`` for an awaiting statement, with the await done in trio."""
+    """IPython's ``run_code`` for an awaiting statement, with the await done in trio.
+
+    A copy of ``InteractiveShell.run_code`` (see :data:`RUN_CODE_CHECKED`), branch for branch,
+    with ``await eval(...)`` replaced by ``await loop.run_cell_coroutine(eval(...))``.
+    """
     import bdb
+    from warnings import warn
 
     # IPython hides this frame and everything above it in tracebacks.
     __tracebackhide__ = "__ipython_bottom__"
@@ -563,6 +607,7 @@ async def _run_code_in_loop(shell: Any, loop: GuestLoop, code_obj: Any, result: 
         if result is not None:
             result.error_in_exec = e
         shell.showtraceback(exception_only=True)
+        warn("To exit: use 'exit', 'quit', or Ctrl-D.", stacklevel=1)
     except bdb.BdbQuit:
         if result is not None:
             result.error_in_exec = sys.exc_info()[1]

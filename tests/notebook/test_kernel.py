@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -345,6 +346,77 @@ def test_plain_python3_kernel_loads_the_extension_and_runs_scenarios(start_kerne
     assert "seqlab install-kernel" in (spawn.evalue or "")
     # Top-level await keeps IPython's usual (asyncio) behaviour there.
     assert kernel.run("import asyncio\nawait asyncio.sleep(0)\n7").results == ["7"]
+
+
+# --------------------------------------------------------------------------- run_code copy
+
+NOTHING = "async def nothing():\n    return None\n"
+RUN_CODE_BRANCHES = {
+    "value": "value = await nothing()\nprint(value)",
+    "error": "if await nothing() is None:\n    1 / 0",
+    "system-exit": "if await nothing() is None:\n    raise SystemExit(3)",
+    "custom": (
+        "def on_lookup(shell, etype, value, tb, tb_offset=None):\n"
+        "    print('custom handler:', etype.__name__)\n"
+        "get_ipython().set_custom_exc((LookupError,), on_lookup)\n"
+        "if await nothing() is None:\n    raise KeyError('k')"
+    ),
+    "excepthook": (
+        "import sys\n"
+        "if await nothing() is None:\n    inside = sys.excepthook\n"
+        "print(inside == get_ipython().excepthook, get_ipython().sys_excepthook != inside)"
+    ),
+}
+
+
+def test_the_run_code_copy_was_checked_against_this_ipython():
+    import IPython
+
+    from seqlab.notebook.kernel import RUN_CODE_CHECKED, run_code_digest
+
+    assert run_code_digest() in RUN_CODE_CHECKED, (
+        f"IPython {IPython.__version__} changed InteractiveShell.run_code: compare it with "
+        "seqlab.notebook.kernel._run_code_in_loop, update the copy, add the new digest"
+    )
+
+
+def test_attach_shell_warns_for_an_unchecked_ipython(monkeypatch):
+    from seqlab.notebook import kernel
+
+    class Events:
+        def register(self, name: str, fn: Any) -> None:
+            pass
+
+    class FakeShell:
+        events = Events()
+
+        async def run_code(self, code_obj: Any, result: Any = None, *, async_: bool = False):
+            return False
+
+    monkeypatch.setattr(kernel, "RUN_CODE_CHECKED", {})
+    with pytest.warns(RuntimeWarning, match="run_code is not the one seqlab's kernel copy"):
+        kernel.attach_shell(FakeShell(), kernel.GuestLoop())
+
+
+def test_the_run_code_copy_behaves_like_ipythons(start_kernel):
+    # The same awaiting cells in a python3 kernel (IPython's own run_code, on asyncio) and in
+    # the seqlab kernel (the copy, awaiting in trio): the same status, outputs and error.
+    kernels = {name: start_kernel(name) for name in ("python3", "seqlab")}
+    seen: dict[str, dict[str, tuple[Any, ...]]] = {}
+    for name, kernel in kernels.items():
+        assert kernel.run(NOTHING).status == "ok"
+        seen[name] = {}
+        for branch, code in RUN_CODE_BRANCHES.items():
+            cell = kernel.run(code)
+            # A warning names the file it came from (IPython's or seqlab's): leave that out.
+            stderr = re.sub(r"^\S+\.py:\d+: ", "", cell.stderr, flags=re.M)
+            seen[name][branch] = (cell.status, cell.ename, cell.stdout, stderr)
+    assert seen["seqlab"] == seen["python3"]
+    assert seen["seqlab"]["value"][:3] == ("ok", None, "None\n")
+    assert seen["seqlab"]["error"][:2] == ("error", "ZeroDivisionError")
+    assert "To exit: use 'exit'" in seen["seqlab"]["system-exit"][3]
+    assert seen["seqlab"]["custom"][2] == "custom handler: KeyError\n"
+    assert seen["seqlab"]["excepthook"][2] == "True True\n"
 
 
 # --------------------------------------------------------------------------- nbval
