@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -24,7 +25,7 @@ import trio
 from trio.lowlevel import enable_ki_protection
 
 from ._callables import is_async_callable
-from .trace import _RECORDER
+from .trace import _RECORDER, clock_reader
 
 __all__ = [
     "Convoy",
@@ -89,7 +90,7 @@ class ConvoyStatistics:
     * ``consumers``: the size of the consumer pool.
     * ``keys``: how many distinct keys the convoy has seen.
     * ``backlog``: for each key with waiting messages, how many wait (the one in flight excluded),
-      in the order the keys were first seen.
+      oldest backlog first.
     * ``locked_keys``: the keys whose session a consumer holds right now.
     * ``in_flight``: messages inside the handler right now (at most one per key).
     * ``unsettled``: messages sent and neither delivered nor dead-lettered yet.
@@ -123,8 +124,13 @@ _KEY_CONSUMER = ("key", "consumer")
 _DELIVERY = ("key", "sequence", "attempt", "consumer")
 
 
+_new_delivery = partial(tuple.__new__, Delivery)  # Delivery(*fields), without the Python frame
+
+
 class _Key:
-    """Everything the convoy knows about one key: its backlog and where it stands."""
+    """Everything the convoy knows about one key with work pending: its backlog and where it
+    stands. Once a key has nothing left to do it is dropped, keeping only its next sequence
+    number (in ``Convoy._idle_sequences``)."""
 
     __slots__ = ("attempts", "backlog", "join_lot", "key", "next_sequence", "settled", "state")
 
@@ -210,8 +216,11 @@ class Convoy:
     exit, ``undelivered`` (count). Consumers are tasks named ``consumer-0``, ``consumer-1``, ...
     (prefixed with the convoy's ``name`` when it has one).
 
-    The convoy remembers every key it has seen (to keep numbering its messages), like a broker
-    keeps one offset per partition.
+    Memory: the convoy holds a backlog only for keys with messages pending. A key that has
+    nothing left to do is dropped; what it keeps of it is its next sequence number (a dict
+    entry of a few dozen bytes, so that its numbering goes on if it comes back, like a broker
+    keeps one offset per partition), and the convoy's counters. :meth:`join` on an idle convoy
+    returns at once, however many keys it has seen.
     """
 
     def __init__(
@@ -241,7 +250,9 @@ class Convoy:
         self._dedup_window = _positive_seconds(dedup_window, "dedup_window")
         self.name = name
         self._label = "Convoy" if name is None else f"Convoy {name!r}"
-        self._keys: dict[Any, _Key] = {}
+        self._keys: dict[Any, _Key] = {}  # keys with work pending
+        self._idle_sequences: dict[Any, int] = {}  # every other key seen: its next sequence
+        self._now: Callable[[], float] = trio.current_time  # cheaper reader once running
         self._ready: deque[_Key] = deque()
         self._idle_consumers = trio.lowlevel.ParkingLot()
         self._drained = trio.lowlevel.ParkingLot()
@@ -301,11 +312,13 @@ class Convoy:
             raise TypeError(
                 f"key must be hashable (a str, int, tuple, ...), got {type(key).__name__} {key!r}"
             ) from None
-        now = trio.current_time()
+        now = self._now()
         if dedup_id is not None and self._is_duplicate(dedup_id, now, key):
             return False
         if state is None:
             state = self._keys[key] = _Key(key)
+            if self._idle_sequences:
+                state.next_sequence = state.settled = self._idle_sequences.pop(key, 0)
         sequence = state.next_sequence
         state.next_sequence = sequence + 1
         state.backlog.append((message, sequence, now))
@@ -366,6 +379,10 @@ class Convoy:
         ``join`` then raises :class:`trio.ClosedResourceError` (they are in :attr:`undelivered`).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._unsettled and not self.undelivered:  # idle: nothing to walk
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        # Only keys with work pending are kept, so this is as long as the work, no longer.
         targets = [(s, s.next_sequence) for s in self._keys.values() if s.settled < s.next_sequence]
         if not targets:
             await trio.lowlevel.cancel_shielded_checkpoint()
@@ -384,7 +401,7 @@ class Convoy:
     async def _drain(self) -> None:
         """Wait until nothing is unsettled, including messages sent while waiting."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        if not self._unsettled:
+        if not self._unsettled and not self.undelivered:  # idle: nothing to walk
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
         while self._unsettled:
@@ -401,6 +418,11 @@ class Convoy:
         )
 
     # ------------------------------------------------------------------ bookkeeping
+
+    def _retire(self, state: _Key) -> None:
+        """Drop an idle key, keeping only its next sequence number."""
+        del self._keys[state.key]
+        self._idle_sequences[state.key] = state.next_sequence
 
     def _settle(self, state: _Key) -> None:
         state.backlog.popleft()
@@ -462,7 +484,7 @@ class Convoy:
         hottest = max(backlog, key=backlog.__getitem__) if backlog else None
         return ConvoyStatistics(
             consumers=self._consumers,
-            keys=len(self._keys),
+            keys=len(self._keys) + len(self._idle_sequences),
             backlog=MappingProxyType(backlog),
             locked_keys=tuple(locked),
             in_flight=self._in_flight,
@@ -493,7 +515,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
     label = convoy._label
     rec = _RECORDER.get()
     task = trio.lowlevel.current_task()
-    current_time = trio.current_time
+    now = convoy._now
     while True:
         if not ready:
             await convoy._wait_for_work()
@@ -511,10 +533,10 @@ async def _consume(convoy: Convoy, index: int) -> None:
             attempt = state.attempts + 1
             state.attempts = attempt
             if attempt == 1:
-                waited = current_time() - sent_at
+                waited = now() - sent_at
                 if waited > convoy._max_wait:
                     convoy._max_wait = waited
-            delivery = Delivery(key, message, attempt, sequence)
+            delivery = _new_delivery((key, message, attempt, sequence))
             if rec is not None:
                 fields = (key, sequence, attempt, index)
                 rec.record_fields(task, label, "deliver", _DELIVERY, fields)
@@ -532,7 +554,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
                 except Exception as exc:
                     error = exc
             else:
-                with trio.CancelScope(deadline=current_time() + timeout) as scope:
+                with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
                     try:
                         result = handler(delivery)
                         if inspect.isawaitable(result):
@@ -543,7 +565,15 @@ async def _consume(convoy: Convoy, index: int) -> None:
             convoy._in_flight -= 1
             if error is None and not lost:
                 convoy._delivered += 1
-                convoy._settle(state)
+                # convoy._settle(state), inlined: this is the hot path.
+                backlog.popleft()
+                state.attempts = 0
+                state.settled += 1
+                convoy._unsettled -= 1
+                if state.join_lot:
+                    state.join_lot.unpark_all()
+                if not convoy._unsettled and convoy._drained:
+                    convoy._drained.unpark_all()
                 if rec is not None:
                     rec.record_fields(task, label, "done", _DELIVERY, fields)
                 continue
@@ -597,6 +627,8 @@ async def _consume(convoy: Convoy, index: int) -> None:
             ready.append(state)
         else:
             state.state = _IDLE
+            if not convoy._closed:
+                convoy._retire(state)
         if ready:
             # Other keys wait: let everyone else run before taking the next session.
             await trio.lowlevel.checkpoint()
@@ -640,6 +672,7 @@ def open_convoy(
 
 @asynccontextmanager
 async def _run_convoy(convoy: Convoy) -> AsyncIterator[Convoy]:
+    convoy._now = clock_reader()  # the trio clock, read the cheapest way
     prefix = "" if convoy.name is None else f"{convoy.name}-"
     body_error: BaseException | None = None
     clean = False
