@@ -24,6 +24,7 @@ import argparse
 import ast
 import difflib
 import itertools
+import json
 import linecache
 import shlex
 import sys
@@ -46,6 +47,29 @@ __all__ = ["SeqlabMagics", "USAGE", "VIEWS", "compile_scenario"]
 VIEWS = ("timeline", "barrier", "convoy", "ring", "text", "none")
 
 _counter = itertools.count(1)
+
+
+#: A long text trace in the notebook shows this many lines at its start and at its end.
+TRACE_HEAD = 50
+TRACE_TAIL = 50
+TRACE_SLACK = 20  # a trace only this much longer is shown whole (no point cutting 3 lines)
+
+
+def cap_lines(text: str, show_all: str, *, head: int = TRACE_HEAD, tail: int = TRACE_TAIL) -> str:
+    """``text`` with its middle lines replaced by one line saying how many were left out.
+
+    A 100,000-event trace is megabytes of notebook output that nobody scrolls through; the
+    start and the end are what people read, and ``show_all`` (a magic call) prints the rest.
+    """
+    lines = text.splitlines(keepends=True)
+    if len(lines) <= head + tail + TRACE_SLACK:
+        return text
+    omitted = len(lines) - head - tail
+    return (
+        "".join(lines[:head])
+        + f"... {omitted} lines omitted ({show_all} prints all {len(lines)}) ...\n"
+        + "".join(lines[-tail:])
+    )
 
 
 # --------------------------------------------------------------------------- arguments
@@ -188,8 +212,13 @@ def _replay_parser() -> _Parser:
 
 
 def _trace_parser() -> _Parser:
-    p = _Parser("trace", "Print the last run's trace.")
+    p = _Parser(
+        "trace",
+        f"Print the last run's trace. A long one shows its first {TRACE_HEAD} and last "
+        f"{TRACE_TAIL} lines; --all shows every line.",
+    )
     p.add_argument("--json", action="store_true", help="the events as JSON (what views read)")
+    p.add_argument("--all", action="store_true", help="every line, however long the trace")
     return p
 
 
@@ -280,7 +309,7 @@ def _show_view(kind: str, recorder: Recorder) -> None:
     if kind == "none":
         return
     if kind == "text":
-        print(recorder.to_text(), end="")
+        print(cap_lines(recorder.to_text(), "%seqlab trace --all"), end="")
         return
     from IPython.display import display
 
@@ -419,9 +448,18 @@ class SeqlabMagics(Magics):
         if self.last_recorder is None:
             print("%seqlab trace: no trace yet; run a scenario with %%seqlab run", file=sys.stderr)
             return
-        print(self.last_recorder.to_json() if ns.json else self.last_recorder.to_text(), end="")
-        if ns.json:
-            print()
+        rec = self.last_recorder
+        if not ns.json:
+            text = rec.to_text()
+            print(text if ns.all else cap_lines(text, "%seqlab trace --all"), end="")
+        elif ns.all or len(rec) <= TRACE_HEAD + TRACE_TAIL + TRACE_SLACK:
+            print(rec.to_json())
+        else:
+            # One event a line, so that the head and tail can be cut out: a view for reading;
+            # --json --all gives the parseable whole.
+            events = [json.dumps(e, separators=(",", ":")) for e in json.loads(rec.to_json())]
+            lines = "[\n" + ",\n".join(events) + "\n]\n"
+            print(cap_lines(lines, "%seqlab trace --json --all", head=TRACE_HEAD + 1), end="")
 
     # ----------------------------------------------------------------- running
 

@@ -261,6 +261,21 @@ def test_run_all_stops_at_a_magic_typo(seqlab_kernelspec):
     assert nb.cells[1].get("outputs", []) == []
 
 
+def test_a_100k_event_trace_writes_kilobytes_not_megabytes(seqlab_kernel: Any):
+    seqlab_kernel.run(SETUP)
+    run = seqlab_kernel.run(
+        "%%seqlab run --view text\nfor i in range(100_000):\n    seqlab.emit('counter', 'tick', i=i)",
+        timeout=120,
+    )
+    assert run.status == "ok" and "events: 100002" in run.stdout
+    assert "... 99902 lines omitted (%seqlab trace --all prints all 100002) ..." in run.stdout
+    text = seqlab_kernel.run("%seqlab trace", timeout=60)
+    as_json = seqlab_kernel.run("%seqlab trace --json", timeout=60)
+    assert len(run.stdout) < 10_000 and len(text.stdout) < 10_000
+    assert len(as_json.stdout) < 20_000 and "%seqlab trace --json --all" in as_json.stdout
+    assert text.stdout.splitlines()[50].startswith("... 99902 lines omitted")
+
+
 def test_interrupt_cancels_the_running_await_and_the_kernel_answers(
     fresh_seqlab_kernel: Any,
 ):

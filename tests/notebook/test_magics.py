@@ -174,6 +174,46 @@ def test_replay_and_trace(sh: Shell):
     assert [e["task"] for e in events] == ["scenario", "w0", "w1", "w0", "w1", "scenario"]
 
 
+MANY_EVENTS = """\
+for i in range(1000):
+    seqlab.emit("counter", "tick", i=i)
+"""
+
+
+def test_a_long_trace_shows_its_head_and_tail_and_the_rest_one_call_away(sh: Shell, ipython):
+    sh.cell("import seqlab")
+    out, _ = sh.cell("%%seqlab run --view text\n" + MANY_EVENTS)
+    full, _ = sh.cell("%seqlab trace --all")
+    lines = full.splitlines(keepends=True)
+    assert len(lines) == 1002  # spawn, 1000 ticks, exit
+    capped, _ = sh.cell("%seqlab trace")
+    assert capped == (
+        "".join(lines[:50])
+        + "... 902 lines omitted (%seqlab trace --all prints all 1002) ...\n"
+        + "".join(lines[-50:])
+    )
+    assert out.endswith("\n\n" + capped)  # the run's own text view is capped the same way
+    assert "i=499" in full and "i=499" not in capped
+    # --json: the whole, parseable, with --all; a readable cut without it.
+    everything = json.loads(sh.cell("%seqlab trace --json --all")[0])
+    assert len(everything) == 1002 and everything[500]["data"] == {"i": 499}
+    cut, _ = sh.cell("%seqlab trace --json")
+    cut_lines = cut.splitlines()
+    assert cut_lines[0] == "[" and cut_lines[-1] == "]"
+    assert cut_lines[51] == "... 903 lines omitted (%seqlab trace --json --all prints all 1004) ..."
+    assert json.loads(cut_lines[1].rstrip(",")) == everything[0]
+    assert json.loads(cut_lines[-2]) == everything[-1]
+    assert len(cut) < len(json.dumps(everything)) / 5
+
+
+def test_a_trace_a_little_over_the_cap_is_shown_whole(sh: Shell):
+    sh.cell("import seqlab")
+    sh.cell("%%seqlab run --view none\nfor i in range(115):\n    seqlab.emit('c', 't')")
+    out, _ = sh.cell("%seqlab trace")
+    assert len(out.splitlines()) == 117 and "omitted" not in out
+    assert json.loads(sh.cell("%seqlab trace --json")[0])[-1]["kind"] == "exit"
+
+
 def test_status_outside_the_seqlab_kernel(sh: Shell):
     out, _ = sh.cell("%seqlab")
     assert out.splitlines()[1] == "loop: none (not the seqlab kernel: no persistent trio loop)"
