@@ -44,9 +44,9 @@ _SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
 _Value = outcome.Value
 _Error = outcome.Error
 # The data keys of the hot-path trace events (Recorder.record_fields).
-_ARRIVAL = ("generation", "index", "n_waiting")
-_RELEASE = ("generation", "index", "waited")
-_RELEASE_UNTIMED = ("generation", "index")
+_ARRIVAL = ("generation", "index", "n_waiting", "parties")
+_RELEASE = ("generation", "index", "waited", "by")
+_RELEASE_UNTIMED = ("generation", "index", "by")
 
 
 class BrokenBarrierError(trio.BrokenResourceError):
@@ -279,7 +279,11 @@ class Barrier:
         else:
             index = len(waiters)
             waiters[task] = rec.record_fields(
-                task, self._label, "arrive", _ARRIVAL, (self._generation, index, index + 1)
+                task,
+                self._label,
+                "arrive",
+                _ARRIVAL,
+                (self._generation, index, index + 1, self._parties),
             )
 
         def abort_fn(_: Any) -> trio.lowlevel.Abort:
@@ -305,7 +309,7 @@ class Barrier:
             self._label,
             "arrive",
             _ARRIVAL,
-            (self._generation, parties - 1, parties),
+            (self._generation, parties - 1, parties, parties),
         )
 
     def _run_action(self, rec: Recorder | None) -> None:
@@ -333,14 +337,16 @@ class Barrier:
 
     def _release_recorded(self, rec: Recorder) -> None:
         now = rec.now()
+        me = _current_task()
+        by = rec.label(me)  # the last arriver releases everyone
         generation, label, record = self._generation, self._label, rec.record_fields
         for index, (task, arrived) in enumerate(self._waiters.items()):
             if arrived is None:  # it arrived while no recorder was active
-                record(task, label, "release", _RELEASE_UNTIMED, (generation, index))
+                record(task, label, "release", _RELEASE_UNTIMED, (generation, index, by))
             else:
-                record(task, label, "release", _RELEASE, (generation, index, now - arrived))
+                record(task, label, "release", _RELEASE, (generation, index, now - arrived, by))
             _reschedule(task, _Value(index))
-        record(_current_task(), label, "release", _RELEASE, (generation, self._parties - 1, 0.0))
+        record(me, label, "release", _RELEASE, (generation, self._parties - 1, 0.0, by))
 
     def _broken_message(self) -> str:
         return f"{self._label} is broken ({self._reason}); call reset() to make it usable again"

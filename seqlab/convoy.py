@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
@@ -212,7 +213,8 @@ class Convoy:
     Tracing: with a recorder active, the convoy emits ``send`` (key, sequence), ``dedup``
     (key, dedup_id), ``lock`` and ``unlock`` when a consumer takes and gives up a key's session
     (key, consumer), ``deliver``, ``done`` and ``lock_lost`` (key, sequence, attempt, consumer),
-    ``retry`` and ``dead_letter`` (the same plus the error's type name) and, after an early
+    ``retry`` (the same plus the error as ``Type: message``), ``dead_letter`` (that plus the
+    message, shortened) and, after an early
     exit, ``undelivered`` (count). Consumers are tasks named ``consumer-0``, ``consumer-1``, ...
     (prefixed with the convoy's ``name`` when it has one).
 
@@ -600,7 +602,8 @@ async def _consume(convoy: Convoy, index: int) -> None:
                             "sequence": sequence,
                             "attempt": attempt,
                             "consumer": index,
-                            "error": type(error).__name__,
+                            "error": _error_text(error),
+                            "message": _short(message),
                         },
                     )
             elif lost:
@@ -617,7 +620,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
                             "sequence": sequence,
                             "attempt": attempt,
                             "consumer": index,
-                            "error": type(error).__name__,
+                            "error": _error_text(error),
                         },
                     )
         if rec is not None:
@@ -695,3 +698,15 @@ async def _run_convoy(convoy: Convoy) -> AsyncIterator[Convoy]:
             convoy._abandon(body_error)
     if body_error is not None:
         raise body_error
+
+
+def _error_text(error: BaseException) -> str:
+    """``Type: message`` for a trace event, without memory addresses."""
+    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
+
+
+def _short(message: Any, limit: int = 60) -> str:
+    """A message's repr for a trace event, cut to ``limit`` characters."""
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(message))
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -10,18 +10,26 @@ import contextvars
 import json
 import math
 import re
+import sys
 import time
 import warnings
+import weakref
 from array import array
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import accumulate, chain
 from types import MappingProxyType
 from typing import Any, NamedTuple, overload
 
 import trio
+from trio._core import _run as _trio_run
 
 from ._callables import is_async_callable
+from .trace_schema import check_event
+from .waits import describe_wait, wait_detail
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 # trio's default clock, which clock_reader reads faster through perf_counter. It is private,
 # so a trio that moved it must not break `import seqlab`: every clock is then read its own way.
@@ -39,6 +47,7 @@ __all__ = [
     "current_recorder",
     "clock_reader",
     "task_label",
+    "record_deadlock",
 ]
 
 _RECORDER: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar(
@@ -52,6 +61,7 @@ _current_time = trio.current_time
 _FIELDS = 6
 _BATCH = 512 * _FIELDS
 _PARENT = ("parent",)  # Recorder._raw is packed into columns once it holds this many fields
+_BLOCK = ("what", "on")
 
 
 class TraceEvent(NamedTuple):
@@ -165,9 +175,25 @@ class Recorder:
         print(rec.to_text())
 
     Under :func:`seqlab.run`, the same program and seed give a byte-identical ``to_text()``.
+
+    Every event kind and data key is declared in :mod:`seqlab.trace_schema`.
+
+    ``waits`` decides whether the recorder also traces every block and wake-up of a task
+    (``task block`` / ``task wake`` events: what it waits on, trio's own waits included, and
+    which task woke it). That watches every scheduling step, which costs far more than the
+    primitives' own events, so by default (``waits=None``) it is on under :func:`seqlab.run`
+    (the lab, on virtual time) and off in ``recording()`` blocks of your own trio runs; pass
+    ``True`` or ``False`` to decide yourself. ``strict=True`` checks every event against the
+    schema as it is recorded (the tests use it; it costs a check per event).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, waits: bool | None = None, strict: bool = False) -> None:
+        if waits is not None and not isinstance(waits, bool):
+            raise TypeError(f"waits must be True, False or None, got {waits!r}")
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict must be True or False, got {strict!r}")
+        self.waits = waits
+        self.strict = strict
         #: The seed of the run that filled this recorder, when :func:`seqlab.run` did.
         self.seed: int | None = None
         self._t0: float | None = None
@@ -196,7 +222,12 @@ class Recorder:
         # One lifecycle instrument per recorder, installed while at least one recording
         # (a seqlab.run or a recording() block) uses it: nested recordings of the same
         # recorder must not record each spawn and exit twice.
-        self._lifecycle = _LifecycleInstrument(self)
+        # _lifecycle (spawns, exits and, unless waits=False, blocks and wakes) is what
+        # seqlab.run installs; recording() installs _lifecycle_plain unless waits=True.
+        self._lifecycle = _LifecycleInstrument(self, waits=waits is not False)
+        self._lifecycle_plain = (
+            self._lifecycle if waits is True else _LifecycleInstrument(self, waits=False)
+        )
         self._lifecycle_users = 0
 
     @property
@@ -435,7 +466,26 @@ class Recorder:
                 self._notify(TraceEvent(t - self._t0, label, primitive, kind, data))  # type: ignore[operator]
             return t
 
-        return record, record_fields
+        if not self.strict:
+            return record, record_fields
+
+        def checked(
+            task: trio.lowlevel.Task, primitive: str, kind: str, data: Mapping[str, Any]
+        ) -> float:
+            check_event(primitive, kind, data)
+            return record(task, primitive, kind, data)
+
+        def checked_fields(
+            task: trio.lowlevel.Task,
+            primitive: str,
+            kind: str,
+            keys: tuple[str, ...],
+            values: tuple[Any, ...],
+        ) -> float:
+            check_event(primitive, kind, dict.fromkeys(keys))
+            return record_fields(task, primitive, kind, keys, values)
+
+        return checked, checked_fields
 
     def _notify(self, event: TraceEvent) -> None:
         # A listener runs in the middle of a primitive's bookkeeping; letting its error through
@@ -481,6 +531,18 @@ class Recorder:
         """The events as a JSON array of objects (what the widgets consume)."""
         return json.dumps([e.to_dict() for e in self.events], separators=(",", ":"))
 
+    def to_perfetto(self) -> dict[str, Any]:
+        """The trace as Chrome trace-event JSON: open it in https://ui.perfetto.dev or chrome://tracing.
+
+        Returns a dict with ``traceEvents`` (``json.dump`` it to a file): one track (thread)
+        per task; slices for each wait, named by what the task waits on, and for running;
+        flow arrows from the task that released a wait to the task it woke; counters for ring
+        cursors and convoy backlogs; instant events for failures, dead letters and deadlocks.
+        """
+        from .perfetto import to_perfetto
+
+        return to_perfetto(self.events, seed=self.seed)
+
 
 def clock_reader() -> Callable[[], float]:
     """The cheapest function that reads the running trio clock, up to a constant offset.
@@ -521,10 +583,26 @@ def _check_label(value: Any, name: str) -> None:
 
 
 class _LifecycleInstrument(trio.abc.Instrument):
-    """Records when traced tasks start and exit: a task is traced if it carries the recorder."""
+    """Records when traced tasks start, block, wake up and exit.
 
-    def __init__(self, recorder: Recorder) -> None:
+    A task is traced if its context carries the recorder. An exit says how the task ended;
+    with ``waits``, each block says what the task waits on and each wake which task woke it.
+    Who woke whom is read off trio's run queue: the tasks a step appends to it are the ones
+    that step made runnable (a release, a lock hand-off, a child's exit ending a nursery).
+    """
+
+    def __init__(self, recorder: Recorder, *, waits: bool) -> None:
         self.recorder = recorder
+        # Per nursery, how many of its pending errors were already attributed to a child.
+        self._seen: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        if waits:
+            # Instance attributes: trio registers only the hooks an instrument overrides, so a
+            # recorder without waits pays nothing per scheduling step.
+            self.before_task_step = self._before_step  # type: ignore[method-assign]
+            self.after_task_step = self._after_step  # type: ignore[method-assign]
+        self._blocked: dict[trio.lowlevel.Task, tuple[float, str]] = {}
+        self._woken: dict[trio.lowlevel.Task, tuple[str, float]] = {}
+        self._mark = 0
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
         if task.context.get(_RECORDER) is self.recorder:
@@ -536,8 +614,86 @@ class _LifecycleInstrument(trio.abc.Instrument):
                 self.recorder.record_fields(task, "task", "spawn", _PARENT, (parent_label,))
 
     def task_exited(self, task: trio.lowlevel.Task) -> None:
+        self._blocked.pop(task, None)
+        self._woken.pop(task, None)
         if task.context.get(_RECORDER) is self.recorder:
-            self.recorder.record_fields(task, "task", "exit", (), ())
+            self.recorder.record(task, "task", "exit", self._outcome(task))
+
+    def _outcome(self, task: trio.lowlevel.Task) -> dict[str, Any]:
+        error: BaseException | None = None
+        runner = getattr(_trio_run.GLOBAL_RUN_CONTEXT, "runner", None)
+        if runner is not None and task is runner.main_task:
+            error = getattr(runner.main_task_outcome, "error", None)
+        else:
+            # trio hands a child's error to its nursery just before telling instruments that
+            # the child exited; the error is this task's if its traceback starts in its code.
+            nursery = task.parent_nursery
+            pending = getattr(nursery, "_pending_excs", None)
+            if nursery is not None and pending:
+                if len(pending) > self._seen.get(nursery, 0):
+                    tb = pending[-1].__traceback__
+                    code = getattr(task.coro, "cr_code", None)
+                    if tb is not None and tb.tb_frame.f_code is code:
+                        error = pending[-1]
+                self._seen[nursery] = len(pending)
+        return outcome_data(error)
+
+    def _before_step(self, task: trio.lowlevel.Task) -> None:
+        self._mark = len(_trio_run.GLOBAL_RUN_CONTEXT.runner.runq)
+        blocked = self._blocked.pop(task, None)
+        if blocked is None:
+            return
+        rec = self.recorder
+        since, on = blocked
+        data: dict[str, Any] = {"waited": rec.now() - since}
+        woken = self._woken.pop(task, None)
+        if woken is not None:
+            data["by"] = woken[0]
+            data["at"] = woken[1] - (rec._t0 or 0.0)
+        elif on == "sleep":
+            data["by"] = "timer"
+        rec.record(task, "task", "wake", data)
+
+    def _after_step(self, task: trio.lowlevel.Task) -> None:
+        blocked = self._blocked
+        if blocked:
+            runq = _trio_run.GLOBAL_RUN_CONTEXT.runner.runq
+            if len(runq) > self._mark:
+                woken = self._woken
+                for other in list(runq)[self._mark :]:
+                    if other is not task and other in blocked and other not in woken:
+                        woken[other] = (self.recorder.label(task), self.recorder.now())
+        if task._next_send_fn is not None or task.coro.cr_frame is None:
+            return  # still runnable, or finished
+        rec = self.recorder
+        if task.context.get(_RECORDER) is not rec:
+            return
+        what, on = wait_detail(task, rec.label, rec._t0 or 0.0)
+        blocked[task] = (rec.record_fields(task, "task", "block", _BLOCK, (what, on)), on)
+
+
+def outcome_data(error: BaseException | None) -> dict[str, Any]:
+    """The ``task exit`` data for a task that raised ``error`` (None: it returned)."""
+    if error is None:
+        return {"outcome": "returned"}
+    if _only_cancelled(error):
+        return {"outcome": "cancelled"}
+    return {"outcome": "raised", "error": _ADDRESS.sub("", f"{type(error).__name__}: {error}")}
+
+
+def _only_cancelled(error: BaseException) -> bool:
+    if isinstance(error, trio.Cancelled):
+        return True
+    if isinstance(error, BaseExceptionGroup):
+        return all(_only_cancelled(e) for e in error.exceptions)
+    return False
+
+
+def record_deadlock(recorder: Recorder, tasks: Iterable[trio.lowlevel.Task]) -> None:
+    """Record a ``runtime deadlock`` event on each of ``tasks``, with what it waits on."""
+    for task in tasks:
+        waits_on, _ = describe_wait(task)
+        recorder.record(task, "runtime", "deadlock", {"waits_on": waits_on})
 
 
 @contextmanager
@@ -556,15 +712,17 @@ def recording(recorder: Recorder) -> Iterator[Recorder]:
         raise TypeError(f"recorder must be a seqlab.Recorder, got {type(recorder).__name__}")
     recorder._start()
     token = _RECORDER.set(recorder)
+    installed = None
     if recorder._lifecycle_users == 0:
-        trio.lowlevel.add_instrument(recorder._lifecycle)
+        installed = recorder._lifecycle_plain
+        trio.lowlevel.add_instrument(installed)
     recorder._lifecycle_users += 1
     try:
         yield recorder
     finally:
         recorder._lifecycle_users -= 1
-        if recorder._lifecycle_users == 0:
-            trio.lowlevel.remove_instrument(recorder._lifecycle)
+        if installed is not None:
+            trio.lowlevel.remove_instrument(installed)
         _RECORDER.reset(token)
         recorder._pack()
 

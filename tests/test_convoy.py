@@ -176,7 +176,7 @@ def test_poison_message_is_retried_then_dead_lettered(seed: int) -> None:
     assert dead.data["key"] == "a"
     assert dead.data["sequence"] == 1
     assert dead.data["attempt"] == 3
-    assert dead.data["error"] == "ValueError"
+    assert dead.data["error"] == "ValueError: cannot parse message 1"
 
 
 def test_dead_letter_is_frozen() -> None:

@@ -39,7 +39,10 @@ def test_events_carry_time_task_primitive_kind_data():
     seqlab.run(main, seed=0, recorder=rec)
     opened = [e for e in rec.events if e.kind == "open"]
     assert opened == [TraceEvent(2.0, "main", "Gate 'g'", "open", {"who": "me", "count": 3})]
-    assert [e.kind for e in rec.events] == ["spawn", "open", "exit"]
+    assert [e.kind for e in rec.events] == ["spawn", "block", "wake", "open", "exit"]
+    assert rec.events[1].data == {"what": "in trio.sleep until 2.000", "on": "sleep"}
+    assert rec.events[2].data == {"waited": 2.0, "by": "timer"}
+    assert rec.events[-1].data == {"outcome": "returned"}
 
 
 def test_to_text_is_aligned_and_stable():
@@ -162,7 +165,7 @@ def test_recording_the_active_recorder_again_records_lifecycle_once():
             await spawn_one("middle")
         await spawn_one("outer")  # the run's own recording still sees spawns
 
-    rec = seqlab.Recorder()
+    rec = seqlab.Recorder(waits=False)
     seqlab.run(main, seed=0, recorder=rec)
     assert [(e.task, e.kind) for e in rec.events] == [
         ("main", "spawn"),

@@ -28,14 +28,20 @@ TWO_WORKERS_OUTPUT = """\
 seed: 1
 clock: virtual, 2.000 s
 tasks: 3 (scenario, w0, w1)
-events: 6
+events: 12
 
 0.000  scenario  task  spawn
 0.000  w0        task  spawn  parent=scenario
 0.000  w1        task  spawn  parent=scenario
-1.000  w0        task  exit
-2.000  w1        task  exit
-2.000  scenario  task  exit
+0.000  scenario  task  block  what='for its child tasks to finish' on=children
+0.000  w1        task  block  what='in trio.sleep until 2.000' on=sleep
+0.000  w0        task  block  what='in trio.sleep until 1.000' on=sleep
+1.000  w0        task  wake   waited=1.000 by=timer
+1.000  w0        task  exit   outcome=returned
+2.000  w1        task  wake   waited=2.000 by=timer
+2.000  w1        task  exit   outcome=returned
+2.000  scenario  task  wake   waited=2.000 by=w1 at=2.000
+2.000  scenario  task  exit   outcome=returned
 """
 
 
@@ -112,7 +118,7 @@ def test_errors_are_short_reports_with_the_users_frames(sh: Shell):
         "seed: 3\n"
         "clock: virtual, 0.500 s\n"
         "tasks: 1 (scenario)\n"
-        "events: 2\n"
+        "events: 4\n"
         "\n"
         "ValueError: bad 7\n"
         "  in scenario, line 2: check(7)\n"
@@ -171,7 +177,14 @@ def test_replay_and_trace(sh: Shell):
     assert trace == TWO_WORKERS_OUTPUT.split("\n\n", 1)[1]
     as_json, _ = sh.cell("%seqlab trace --json")
     events = json.loads(as_json)
-    assert [e["task"] for e in events] == ["scenario", "w0", "w1", "w0", "w1", "scenario"]
+    assert [e["task"] for e in events if e["kind"] in ("spawn", "exit")] == [
+        "scenario",
+        "w0",
+        "w1",
+        "w0",
+        "w1",
+        "scenario",
+    ]
 
 
 MANY_EVENTS = """\
@@ -377,12 +390,13 @@ def test_widget_views_are_shown_before_the_run_and_follow_it(sh: Shell, monkeypa
     assert made[-1][0] == "timeline"  # the default view
     del made[-1]
     view = made[0][1]
-    assert view.steps == 2 and not view.live  # it saw both events and was finished
+    # It saw every event (spawn, block, wake, exit) and was finished.
+    assert view.steps == 4 and not view.live
     assert "task  spawn" not in out  # the view, not the text, shows the trace
     out, _ = sh.cell("%%seqlab run --view text\nawait trio.sleep(1)")
     assert "scenario  task  spawn" in out and len(made) == 1
     out, _ = sh.cell("%%seqlab run --view none\nawait trio.sleep(1)")
-    assert out.endswith("events: 2\n") and len(made) == 1
+    assert out.endswith("events: 4\n") and len(made) == 1
 
 
 def test_compile_scenario_returns_an_async_function_with_the_given_globals():

@@ -28,16 +28,21 @@ def ev(time: float, task: str, primitive: str, kind: str, **data: Any) -> TraceE
     return TraceEvent(time, task, primitive, kind, data)
 
 
-# A two-task barrier round: a arrives and waits, b arrives last and the barrier releases both.
+# A two-task barrier round: a arrives and blocks, b arrives last and the barrier releases both;
+# b then fails.
 KNOWN = [
     ev(0.0, "a", "task", "spawn"),
     ev(0.0, "b", "task", "spawn"),
-    ev(1.0, "a", B, "arrive", generation=0, index=0, n_waiting=1),
-    ev(2.0, "b", B, "arrive", generation=0, index=1, n_waiting=2),
-    ev(2.0, "b", B, "release", generation=0, n_waiting=0),
-    ev(3.0, "a", "task", "exit"),
-    ev(4.0, "b", "task", "exit", error="ValueError('boom')"),
+    ev(1.0, "a", B, "arrive", generation=0, index=0, n_waiting=1, parties=2),
+    ev(1.0, "a", "task", "block", what=f"at {B} (1 of 2 arrived)", on=B),
+    ev(2.0, "b", B, "arrive", generation=0, index=1, n_waiting=2, parties=2),
+    ev(2.0, "a", B, "release", generation=0, index=0, waited=1.0, by="b"),
+    ev(2.0, "b", B, "release", generation=0, index=1, waited=0.0, by="b"),
+    ev(2.0, "a", "task", "wake", waited=1.0, by="b", at=2.0),
+    ev(3.0, "a", "task", "exit", outcome="returned"),
+    ev(4.0, "b", "task", "exit", outcome="raised", error="ValueError: boom"),
 ]
+WAIT_NOTE = f"at {B} (1 of 2 arrived); waited 1.000 s for b"
 
 
 def counting(widget: Any) -> list[dict[str, Any]]:
@@ -75,24 +80,39 @@ def test_timeline_state_for_known_trace() -> None:
     view.flush()
     assert view.view_kind == "timeline"
     assert view.lanes == ["a", "b"]
-    assert view.states == ["running", "done", "failed", f"waiting on {B}"]
+    assert view.states == [
+        "running",
+        "done",
+        "failed",
+        "cancelled",
+        "deadlocked",
+        "sleeping",
+        f"waiting on {B}",
+    ]
     assert view.spans == [
-        [0, 0, 0.0, 1.0, 0, 2, 1],
-        [0, 3, 1.0, 2.0, 2, 4, 1],
-        [0, 0, 2.0, 3.0, 4, 5, 1],
-        [0, 1, 3.0, 4.0, 5, 7, 1],
-        [1, 0, 0.0, 2.0, 1, 3, 1],
-        [1, 3, 2.0, 2.0, 3, 4, 1],
-        [1, 0, 2.0, 4.0, 4, 6, 1],
-        [1, 2, 4.0, 4.0, 6, 7, 1],
+        [0, 0, 0.0, 1.0, 0, 2, 1, ""],
+        [0, 6, 1.0, 1.0, 2, 3, 1, ""],
+        [0, 6, 1.0, 2.0, 3, 7, 1, WAIT_NOTE],
+        [0, 0, 2.0, 3.0, 7, 8, 1, ""],
+        [0, 1, 3.0, 4.0, 8, 10, 1, ""],
+        [1, 0, 0.0, 2.0, 1, 4, 1, ""],
+        [1, 6, 2.0, 2.0, 4, 5, 1, ""],
+        [1, 0, 2.0, 4.0, 5, 9, 1, ""],
+        [1, 2, 4.0, 4.0, 9, 10, 1, "ValueError: boom"],
     ]
     assert view.markers == [
-        [0, 1.0, 2, "arrive", B, "generation=0 index=0 n_waiting=1"],
-        [1, 2.0, 3, "arrive", B, "generation=0 index=1 n_waiting=2"],
-        [1, 2.0, 4, "release", B, "generation=0 n_waiting=0"],
+        [0, 1.0, 2, "arrive", B, "generation=0 index=0 n_waiting=1 parties=2", "wait"],
+        [1, 2.0, 4, "arrive", B, "generation=0 index=1 n_waiting=2 parties=2", "wait"],
+        [0, 2.0, 5, "release", B, "generation=0 index=0 waited=1.000 by=b", "release"],
+        [1, 2.0, 6, "release", B, "generation=0 index=1 waited=0.000 by=b", "release"],
+        [1, 4.0, 9, "exit", "task", "outcome=raised error='ValueError: boom'", "fail"],
     ]
-    assert view.counts == {"arrive": 2, "release": 1}
-    assert (view.t_end, view.steps, view.dropped, view.hidden_tasks) == (4.0, 7, 0, 0)
+    # The wake-up is linked to the task that released it.
+    assert view.links == [[1, 2.0, 6, 0, 2.0, 7, "waited 1.000 s for b"]]
+    assert view.outcomes == ["returned", "raised ValueError: boom"]
+    assert view.deadlock is None
+    assert view.counts == {"arrive": 2, "release": 2}
+    assert (view.t_end, view.steps, view.dropped, view.hidden_tasks) == (4.0, 10, 0, 0)
 
 
 def test_barrier_view_state_for_known_trace() -> None:
@@ -102,22 +122,32 @@ def test_barrier_view_state_for_known_trace() -> None:
     assert view.barriers == [
         {
             "name": B,
-            "parties": None,
+            "parties": 2,
             "generation": 0,
             "broken": False,
+            "reason": None,
+            "deadlock": None,
             "waiting": [],
+            "arrived": "0 of 2 arrived",
             "generations": [
                 {
                     "generation": 0,
-                    "arrivals": [["a", 0, 1.0], ["b", 1, 2.0]],
+                    "arrivals": [["a", 0, 1.0, 1.0, "released"], ["b", 1, 2.0, 0.0, "released"]],
                     "outcome": "released",
                     "time": 2.0,
+                    "by": "b",
+                    "action": None,
                 }
             ],
             "hidden_generations": 0,
-            "counts": {"arrive": 2, "release": 1},
+            "counts": {"arrive": 2, "release": 2},
         }
     ]
+    assert repr(view) == (
+        "BarrierView: 1 barriers, 10 events\n"
+        f"  {B}: parties=2 generation=0 waiting=0\n"
+        "    gen 0: released at 2.000 by b: a#0 at 1.000 waited 1.000, b#1 at 2.000 waited 0.000"
+    )
 
 
 def test_barrier_model_waiting_broken_reset_and_missing_data() -> None:
@@ -140,56 +170,76 @@ def test_barrier_model_waiting_broken_reset_and_missing_data() -> None:
     assert [g["generation"] for g in st["generations"]] == [0, 1]
     assert m.text() == (
         "BarrierView: 1 barriers, 6 events\n"
-        "  Barrier: parties=3 generation=1 waiting=1 (a)\n"
-        "    gen 0: broken at 1.000: a#?, b#?\n"
-        "    gen 1: open: a#?"
+        "  Barrier: parties=3 generation=1 waiting=1 (a): 1 of 3 arrived\n"
+        "    gen 0: broken at 1.000: a#? at 0.000 (broken), b#? at 0.000 (broken)\n"
+        "    gen 1: open: a#? at 3.000"
     )
 
 
 def test_convoy_view_state() -> None:
     c = "Convoy 'orders'"
     events = [
-        ev(0, "main", c, "send", key="k1", sequence=0),
         ev(0, "main", c, "send", key="k1", sequence=1),
-        ev(0, "main", c, "send", key="k2", sequence=0),
-        ev(0, "main", c, "dedup", key="k2"),
-        ev(1, "consumer-0", c, "lock", key="k1", consumer="consumer-0"),
-        ev(1, "consumer-0", c, "deliver", key="k1", sequence=0, attempt=1, consumer="consumer-0"),
-        ev(2, "consumer-0", c, "retry", key="k1", sequence=0, attempt=1),
-        ev(3, "consumer-0", c, "dead_letter", key="k1", sequence=0),
-        ev(3, "consumer-1", c, "deliver", key="k2", sequence=0, attempt=1, consumer="consumer-1"),
-        ev(4, "consumer-1", c, "done", key="k2", sequence=0),
+        ev(0, "main", c, "send", key="k1", sequence=2),
+        ev(0, "main", c, "send", key="k2", sequence=3),
+        ev(0, "main", c, "dedup", key="k2", dedup_id=7),
+        ev(1, "consumer-0", c, "lock", key="k1", consumer=0),
+        ev(1, "consumer-0", c, "deliver", key="k1", sequence=1, attempt=1, consumer=0),
+        ev(2, "consumer-0", c, "retry", key="k1", sequence=1, attempt=1, consumer=0, error="E: x"),
+        ev(2, "consumer-0", c, "deliver", key="k1", sequence=1, attempt=2, consumer=0),
+        ev(
+            3,
+            "consumer-0",
+            c,
+            "dead_letter",
+            key="k1",
+            sequence=1,
+            attempt=2,
+            consumer=0,
+            error="E: x",
+            message="'bad'",
+        ),
+        ev(3, "consumer-1", c, "lock", key="k2", consumer=1),
+        ev(3, "consumer-1", c, "deliver", key="k2", sequence=3, attempt=1, consumer=1),
+        ev(4, "consumer-1", c, "done", key="k2", sequence=3, attempt=1, consumer=1),
+        ev(4, "consumer-1", c, "unlock", key="k2", consumer=1),
         ev(5, "consumer-0", c, "brand_new_kind"),
     ]
     view = ConvoyView()
     view.feed(events)
     view.flush()
-    assert view.key_rows == [
+    k1, k2 = view.key_rows
+    assert {f: k1[f] for f in ("key", "backlog", "sent", "done", "retries", "dead", "holder")} == {
+        "key": "k1",
+        "backlog": 1,
+        "sent": 2,
+        "done": 0,
+        "retries": 1,
+        "dead": 1,
+        "holder": "0",
+    }
+    assert k1["messages"] == [
         {
-            "key": "k1",
-            "backlog": 1,
-            "sent": 2,
-            "done": 0,
-            "retries": 1,
-            "dead": 1,
-            "holder": "consumer-0",
-            "inflight": None,
+            "sequence": 1,
+            "fate": "dead-lettered",
+            "attempts": 2,
+            "error": "E: x",
+            "message": "'bad'",
+            "history": [
+                "attempt 1 by consumer 0: raised E: x",
+                "attempt 2 by consumer 0: raised E: x; dead-lettered",
+            ],
         },
-        {
-            "key": "k2",
-            "backlog": 0,
-            "sent": 1,
-            "done": 1,
-            "retries": 0,
-            "dead": 0,
-            "holder": None,
-            "inflight": None,
-        },
+        {"sequence": 2, "fate": "queued", "attempts": 0, "history": []},
     ]
-    assert view.consumers == [["consumer-0", "k1"], ["consumer-1", None]]
+    assert k1["sessions"] == [["0", 1.0, None]]
+    assert (k2["backlog"], k2["done"], k2["holder"]) == (0, 1, None)
+    assert k2["messages"][0]["fate"] == "delivered"
+    assert k2["sessions"] == [["1", 3.0, 4.0]]  # handed back when its backlog emptied
+    assert view.consumers == [["0", "k1"], ["1", None]]
     assert view.totals == {
         "send": 3,
-        "deliver": 2,
+        "deliver": 3,
         "done": 1,
         "retry": 1,
         "dead_letter": 1,
@@ -197,6 +247,35 @@ def test_convoy_view_state() -> None:
         "dedup": 1,
     }
     assert view.backlog == 1
+    assert repr(view) == (
+        "ConvoyView: 2 keys, backlog=1\n"
+        "  send=3 deliver=3 done=1 retry=1 dead_letter=1 lock_lost=0 dedup=1\n"
+        "  key k1: backlog=1 done=0 retries=1 dead=1 held by 0\n"
+        "    #1 dead-lettered after 2 attempts: E: x (message 'bad')\n"
+        "    #2 queued\n"
+        "    sessions: consumer 0 1.000..now\n"
+        "  key k2: backlog=0 done=1 retries=0 dead=0\n"
+        "    #3 delivered (attempt 1)\n"
+        "    sessions: consumer 1 3.000..4.000"
+    )
+
+
+def test_convoy_lost_lock_is_told_as_a_redelivery() -> None:
+    c = "Convoy"
+    m = ConvoyModel()
+    m.feed_all(
+        [
+            ev(0, "main", c, "send", key="k", sequence=1),
+            ev(0, "w", c, "deliver", key="k", sequence=1, attempt=1, consumer=0),
+            ev(5, "w", c, "lock_lost", key="k", sequence=1, attempt=1, consumer=0),
+            ev(5, "w", c, "deliver", key="k", sequence=1, attempt=2, consumer=1),
+            ev(6, "w", c, "done", key="k", sequence=1, attempt=2, consumer=1),
+        ]
+    )
+    (row,) = m.state()["key_rows"]
+    assert row["lost"] == 1
+    assert "#1 delivered (attempt 2), redelivered after a lost lock" in m.text()
+    assert [s[0] for s in row["sessions"]] == ["0", "1"]
 
 
 def test_convoy_keys_are_bounded() -> None:
@@ -211,17 +290,20 @@ def test_convoy_keys_are_bounded() -> None:
     assert st["totals"]["send"] == 1000
 
 
+P = "Pipeline 'p'"
+
+
 def test_ring_view_state() -> None:
     events = [
-        ev(0, "producer", "RingBuffer", "claim", sequence=0, size=8),
-        ev(0, "producer", "RingBuffer", "publish", sequence=0),
-        ev(0, "producer", "RingBuffer", "claim", sequence=1),
-        ev(0, "producer", "RingBuffer", "publish", sequence=1),
-        ev(0, "producer", "RingBuffer", "claim", sequence=2),
-        ev(0, "persist", "SequenceBarrier", "wait", stage="persist", sequence=0),
-        ev(1, "persist", "Sequence 'persist'", "advance", stage="persist", sequence=1, batch=2),
-        ev(1, "deliver", "Sequence", "stage", stage="deliver", after=["persist"]),
-        ev(1, "deliver", "SequenceBarrier", "wait", stage="deliver", sequence=0),
+        ev(0, "main", P, "stage", stage="persist", after=[], size=8),
+        ev(0, "main", P, "stage", stage="deliver", after=["persist"], size=8),
+        ev(0, "main", P, "claim", lo=0, sequence=1),
+        ev(0, "main", P, "publish", lo=0, sequence=1, cursor=1),
+        ev(0, "main", P, "claim", sequence=2),
+        ev(0, "persist", P, "wait", stage="persist", wanted=0, available=-1),
+        ev(1, "persist", P, "advance", stage="persist", sequence=1, batch=2),
+        ev(1, "deliver", P, "wait", stage="deliver", wanted=0, available=-1),
+        ev(2, "main", P, "full", wanted=9, available=8),
     ]
     view = RingView()
     view.feed(events)
@@ -233,6 +315,9 @@ def test_ring_view_state() -> None:
             "sequence": 1,
             "waiting_for": None,
             "batches": 1,
+            "events": 2,
+            "largest": 2,
+            "last_batch": 2,
             "after": [],
             "lag": 0,
         },
@@ -241,23 +326,32 @@ def test_ring_view_state() -> None:
             "sequence": -1,
             "waiting_for": 0,
             "batches": 0,
+            "events": 0,
+            "largest": 0,
+            "last_batch": 0,
             "after": ["persist"],
             "lag": 2,
         },
     ]
     assert view.gating == ["deliver"]
+    assert view.producer == {"waiting": True, "full": 1, "wanted": 9, "since": 2.0}
     assert repr(view) == (
         "RingView: size=8 cursor=1 claimed=2, 2 stages\n"
-        "  persist: sequence=1 lag=0 batches=1\n"
+        "  persist: sequence=1 lag=0 batches=1 (largest 2, mean 2.0)\n"
         "  deliver: sequence=-1 lag=2 batches=0 after persist waiting for 0\n"
-        "  producer gated by: deliver"
+        "  producer WAITING since 2.000: ring full, wants 9, gated by deliver at -1"
     )
+    # The next claim means the producer got room.
+    view.feed(ev(3, "main", P, "claim", sequence=3))
+    view.flush()
+    assert view.producer["waiting"] is False
+    assert view.producer_text == "producer gated by: deliver at -1 (waited for room 1 times)"
 
 
 def test_ring_size_inferred_when_unknown() -> None:
     m = RingModel()
-    m.feed(ev(0, "p", "RingBuffer", "publish", sequence=20))
-    m.feed(ev(0, "s", "Sequence", "advance", stage="s", sequence=3))
+    m.feed(ev(0, "p", "RingBuffer", "publish", sequence=20, cursor=20))
+    m.feed(ev(0, "s", P, "advance", stage="s", sequence=3, batch=4))
     assert m.state()["size"] == 32
     assert m.state()["size_known"] is False
 
@@ -350,7 +444,7 @@ def test_listener_and_flush_from_different_threads_do_not_lose_events() -> None:
 
 
 def test_halving_keeps_coverage() -> None:
-    spans = [[0, i % 2, float(i), float(i + 1), i, i + 1, 1] for i in range(5)]
+    spans = [[0, i % 2, float(i), float(i + 1), i, i + 1, 1, f"n{i}"] for i in range(5)]
     merged = _halve(spans)
     assert [s[2:4] for s in merged] == [[0.0, 2.0], [2.0, 4.0], [4.0, 5.0]]
     assert sum(s[6] for s in merged) == 5
@@ -372,7 +466,8 @@ def test_lanes_bounded() -> None:
         m.feed(ev(0.0, f"t{i}", "task", "spawn"))
     assert m.lanes == ["t0", "t1", "t2"]
     assert m.state()["hidden_tasks"] == 7
-    assert "(+7 tasks not shown)" in m.text()
+    assert "(+7 tasks and 7 events not shown)" in m.text()
+    assert "(+7 tasks and 7 events not shown)" in m.svg()
 
 
 # ------------------------------------------------------------------------- text and html
@@ -389,12 +484,14 @@ def test_repr_is_deterministic_across_runs() -> None:
         svgs.add(view.to_svg())
     assert len(texts) == 1 and len(svgs) == 1
     assert texts.pop() == (
-        "Timeline: 5 tasks, 18 events, t=0.000..4.000\n"
+        "Timeline: 5 tasks, 28 events, t=0.000..4.000\n"
         "  main      done since 4.000\n"
+        "              1 wait, longest: for its child tasks to finish; waited 4.000 s for worker-3\n"
         "  worker-0  done since 1.000  arrivex1 releasex1\n"
         "  worker-1  done since 2.000  arrivex1 releasex1\n"
         "  worker-2  done since 3.000  arrivex1 releasex1\n"
-        "  worker-3  done since 4.000  arrivex1 releasex1"
+        "  worker-3  done since 4.000  arrivex1 releasex1\n"
+        "  1 wake-up linked to the task that released it"
     )
 
 
@@ -402,9 +499,11 @@ def test_known_trace_text() -> None:
     view = Timeline()
     view.feed(KNOWN)
     assert repr(view) == (
-        "Timeline: 2 tasks, 7 events, t=0.000..4.000\n"
-        "  a  done since 3.000  arrivex1\n"
-        "  b  failed since 4.000  arrivex1 releasex1"
+        "Timeline: 2 tasks, 10 events, t=0.000..4.000\n"
+        "  a  done since 3.000  arrivex1 releasex1\n"
+        f"       1 wait, longest: {WAIT_NOTE}\n"
+        "  b  failed at 4.000: ValueError: boom  arrivex1 exitx1 releasex1\n"
+        "  1 wake-up linked to the task that released it"
     )
 
 
@@ -503,7 +602,7 @@ def test_events_beyond_the_caps_are_counted_in_the_view_and_its_text() -> None:
     barriers = BarrierView(max_barriers=1)
     barriers.feed([ev(0.0, "t", f"Barrier 'b{i}'", "arrive") for i in range(3)])
     ring = RingView(max_stages=2)
-    ring.feed([ev(0.0, "s", "Sequence", "advance", stage=f"s{i}", sequence=i) for i in range(5)])
+    ring.feed([ev(0.0, "s", P, "advance", stage=f"s{i}", sequence=i, batch=1) for i in range(5)])
     for view in (barriers, ring):
         view.flush()
     assert (barriers.hidden_events, ring.hidden_events) == (2, 3)
