@@ -77,6 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     "run a small built-in scenario (tellers racing on one account) and print its trace",
     arg("--seed", type=int, default=1, help="scheduling seed (default 1); try others"),
     arg("--tellers", type=int, default=3, help="number of tellers (default 3)"),
+    arg(
+        "--perfetto",
+        metavar="FILE",
+        default=None,
+        help="also write the trace as Chrome trace-event JSON to FILE (open it in "
+        "https://ui.perfetto.dev or chrome://tracing)",
+    ),
 )
 def _demo(args: argparse.Namespace) -> int:
     from . import Recorder, run
@@ -92,6 +99,12 @@ def _demo(args: argparse.Namespace) -> int:
     verdict = "correct" if balance == args.tellers else "a deposit was lost (a race)"
     print(f"final balance: {balance} (expected {args.tellers}): {verdict}")
     print(f"replay exactly: seqlab demo --seed {args.seed} --tellers {args.tellers}")
+    if args.perfetto is not None:
+        import json
+
+        with open(args.perfetto, "w", encoding="utf-8") as f:
+            json.dump(recorder.to_perfetto(), f)
+        print(f"wrote {args.perfetto}: open it in https://ui.perfetto.dev")
     return 0
 
 
