@@ -22,6 +22,7 @@ saved without widget state.
 
 from __future__ import annotations
 
+import itertools
 import pathlib
 import threading
 import time
@@ -66,7 +67,7 @@ class _LiveView(anywidget.AnyWidget):
     live = traitlets.Bool(False).tag(sync=True)
     #: Whether the time scrubber can replay this view (a finished recorder it can re-read).
     scrubbable = traitlets.Bool(False).tag(sync=True)
-    #: The scrubber's position: show the state at this trace time; negative shows the end.
+    #: The scrubber's position: show the state after this many events; negative shows the end.
     scrub = traitlets.Float(-1.0).tag(sync=True)
 
     _model_class: type[_Model] = _Model
@@ -165,21 +166,27 @@ class _LiveView(anywidget.AnyWidget):
         self._push()
 
     def _on_scrub(self, change: Any) -> None:
-        """Replay the finished trace up to the scrubber's time (the front end moved it)."""
+        """Replay the finished trace's first ``scrub`` events (the front end moved the slider)."""
         with self._lock:
             if not self.scrubbable or self._source is None:
                 return
-            t = change["new"]
-            if t < 0:
+            n = change["new"]
+            if n < 0:
                 self._push()
                 return
             primitive, options = self._options
             model = self._model_class(primitive, **options)
-            for event in self._source.events:
-                if event.time > t:
-                    break
-                model.feed(event)
+            model.feed_all(itertools.islice(self._source.events, int(n)))
             self._push(model, keep_scrub=True)
+
+    def replay(self, n: int | None) -> None:
+        """Show the view as it was after the first ``n`` events (``None``: the end), as the
+        scrubber does; only for a view of a finished recorder."""
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            raise ValueError(f"n must be an int >= 0 or None, got {n!r}")
+        if not self.scrubbable:
+            raise RuntimeError("only a view of a finished recorder can be replayed")
+        self.scrub = -1.0 if n is None else float(n)
 
     def _push(self, model: _Model | None = None, keep_scrub: bool = False) -> None:
         state = (model or self._trace_model).state()

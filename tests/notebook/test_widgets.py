@@ -609,3 +609,31 @@ def test_events_beyond_the_caps_are_counted_in_the_view_and_its_text() -> None:
     assert [s["name"] for s in ring.stages] == ["s0", "s1"]
     assert repr(barriers).endswith("(2 events on further barriers not shown)")
     assert repr(ring).endswith("(3 events on further stages not shown)")
+
+
+def test_scrubber_replays_a_finished_trace() -> None:
+    rec = seqlab.Recorder()
+    seqlab.run(scenario(), seed=11, recorder=rec)
+    view = BarrierView(rec, live=False)
+    assert view.scrubbable
+    total = len(rec.events)
+    first_release = next(i for i, e in enumerate(rec.events) if e.kind == "release")
+    view.replay(first_release)  # every worker has arrived, none released yet
+    assert view.steps == first_release
+    assert view.barriers[0]["generations"][0]["outcome"] == "open"
+    view.replay(None)
+    assert view.steps == total
+    assert view.barriers[0]["generations"][0]["outcome"] == "released"
+    with pytest.raises(ValueError, match="n must be"):
+        view.replay(-1)
+    # A view that follows a recorder cannot be replayed until it finishes.
+    live_rec = seqlab.Recorder()
+    live = Timeline(live_rec)
+    assert not live.scrubbable
+    with pytest.raises(RuntimeError, match="finished"):
+        live.replay(1)
+    seqlab.run(scenario(), seed=1, recorder=live_rec)
+    live.finish()
+    assert live.scrubbable
+    live.replay(2)
+    assert live.steps == 2 and live.lanes == ["main", "worker-0"]  # two spawns
