@@ -214,8 +214,7 @@ class Convoy:
     (key, dedup_id), ``lock`` and ``unlock`` when a consumer takes and gives up a key's session
     (key, consumer), ``deliver``, ``done`` and ``lock_lost`` (key, sequence, attempt, consumer),
     ``retry`` (the same plus the error as ``Type: message``), ``dead_letter`` (that plus the
-    message, shortened) and, after an early
-    exit, ``undelivered`` (count). Consumers are tasks named ``consumer-0``, ``consumer-1``, ...
+    message, shortened) and, after an early exit, ``undelivered`` (count). Consumers are tasks named ``consumer-0``, ``consumer-1``, ...
     (prefixed with the convoy's ``name`` when it has one).
 
     Memory: the convoy holds a backlog only for keys with messages pending. A key that has

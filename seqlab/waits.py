@@ -76,10 +76,11 @@ def wait_detail(
         me: Any = f_locals.get("self")
         if described is None and hasattr(me, "_describe_wait"):
             described = f"at {me._describe_wait()}"
-            # A pipeline stage names itself through its sequence ("Pipeline 'p' stage 's'").
+            # A pipeline stage waits on what it reads: the stages before it, or the cursor.
+            deps = getattr(getattr(me, "barrier", None), "_deps", None)
             on = (
                 getattr(me, "_label", None)
-                or getattr(getattr(me, "sequence", None), "_label", None)
+                or (deps and ", ".join(str(getattr(d, "_label", d)) for d in deps))
                 or type(me).__name__
             )
         if trio_part is None and module.partition(".")[0] == "trio":

@@ -781,8 +781,8 @@ class BarrierModel(_Model):
             )
         elif kind == "leave":
             arrival = _find_arrival(record, event.task)
-            if arrival is not None:
-                arrival[4] = "left"
+            if arrival is not None and arrival[4] == "waiting":
+                arrival[4] = "left"  # (a deadlocked task cancelled afterwards stays deadlocked)
         elif kind == "action":
             record["action"] = event.task
         elif kind == "release":

@@ -185,7 +185,9 @@ class _LiveView(anywidget.AnyWidget):
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
             raise ValueError(f"n must be an int >= 0 or None, got {n!r}")
         if not self.scrubbable:
-            raise RuntimeError("only a view of a finished recorder can be replayed")
+            raise RuntimeError(
+                "only a view of a finished recorder can be replayed (none yet, or it is filling)"
+            )
         self.scrub = -1.0 if n is None else float(n)
 
     def _push(self, model: _Model | None = None, keep_scrub: bool = False) -> None:
@@ -193,11 +195,11 @@ class _LiveView(anywidget.AnyWidget):
         with self.hold_sync():
             # The "live" badge: events are arriving from a recorder this view follows.
             self.live = self._live_events and self._recorder is not None
-            # A finished recorder can be replayed with the scrubber.
+            # A recorder that is not (or no longer) filling can be replayed with the scrubber.
             self.scrubbable = (
                 self._source is not None
-                and self._recorder is None
-                and len(self._source) <= _MAX_SCRUB_EVENTS
+                and not (self._recorder is not None and self._live_events)
+                and 0 < len(self._source) <= _MAX_SCRUB_EVENTS
             )
             if not keep_scrub:
                 self.scrub = -1.0

@@ -254,7 +254,8 @@ function renderTimeline(model, body, tooltip, view) {
       const band = el("svg:rect", { class: "seqlab-deadlock", "data-reason": reason, x: bx, y: y + 2, width: Math.max(4, width - bx - 4), height: laneH - 4 });
       hoverable(band, tooltip, `${lanes[lane]} deadlocked at ${fmt(deadlock.time)}: ${reason}`);
       g.appendChild(band);
-      g.appendChild(el("svg:text", { class: "seqlab-deadlock-reason", x: bx + 4, y: y + 16, text: shorten(reason, 40) }));
+      const room = Math.max(8, Math.floor((width - bx - 10) / 6.4));
+      g.appendChild(el("svg:text", { class: "seqlab-deadlock-reason", x: bx + 4, y: y + 16, text: shorten(reason, room) }));
     }
   }
   body.appendChild(el("div", { class: "seqlab-scroll" }, [svg]));
@@ -274,7 +275,7 @@ function renderTimeline(model, body, tooltip, view) {
   const hidden = model.get("hidden_tasks") || 0;
   const hiddenEvents = model.get("hidden_events") || 0;
   let summary = `${lanes.length} tasks, ${steps} events, ${axis === "time" ? fmt(tEnd) + " s" : "one instant: event order"}`;
-  if (links.length) summary += `, ${links.length} wake-ups linked`;
+  if (links.length) summary += `, ${links.length} wake-up${links.length === 1 ? "" : "s"} linked`;
   if (dropped) summary += `, ${dropped} older markers summarised`;
   if (hidden) summary += `, ${hidden} more tasks (${hiddenEvents} events) not shown`;
   legend.appendChild(el("span", { class: "seqlab-summary", text: summary }));
@@ -478,8 +479,13 @@ function renderRing(model, body, tooltip) {
   defs.appendChild(arrowHead);
   graph.appendChild(defs);
   for (const s of stages) {
-    if (s.after.length) for (const a of s.after) if (pos.has(a)) edge(a, s.name, "");
-    else edge("producer", s.name, "");
+    if (!s.after.length) {
+      edge("producer", s.name, "");
+      continue;
+    }
+    for (const a of s.after) {
+      if (pos.has(a)) edge(a, s.name, "");
+    }
   }
   node("producer", ["producer", producer.waiting ? "WAITING: ring full" : `cursor ${cursor}`], producer.waiting ? "waiting" : "", model.get("producer_text") || "producer");
   for (const s of stages) {
