@@ -25,6 +25,7 @@ import trio
 from trio.lowlevel import enable_ki_protection
 
 from ._callables import is_async_callable
+from ._outcomes import Ready, indexes
 from .trace import _RECORDER, Recorder
 
 __all__ = [
@@ -158,7 +159,16 @@ class Barrier:
       name (str): a name for traces and deadlock reports ("Barrier 'phase'").
     """
 
-    __slots__ = ("_action", "_broken", "_generation", "_label", "_parties", "_reason", "_waiters")
+    __slots__ = (
+        "_action",
+        "_broken",
+        "_generation",
+        "_label",
+        "_outcomes",
+        "_parties",
+        "_reason",
+        "_waiters",
+    )
 
     def __init__(
         self,
@@ -182,6 +192,7 @@ class Barrier:
         # The tasks waiting in the filling generation, in arrival order. Their value is the
         # arrival time when a recorder was active, else None.
         self._waiters: dict[trio.lowlevel.Task, float | None] = {}
+        self._outcomes: list[Ready[int]] = []
         self._generation = 0
         self._broken = False
         self._reason = ""
@@ -264,8 +275,8 @@ class Barrier:
                 self._run_action(rec)
             # Release: each waiter wakes up with its index, in arrival order.
             if rec is None:
-                for index, task in enumerate(waiters):
-                    _reschedule(task, _Value(index))
+                outcomes = self._outcomes or self._make_outcomes()
+                list(map(_reschedule, waiters, outcomes))
             else:
                 self._release_recorded(rec)
             waiters.clear()
@@ -335,18 +346,33 @@ class Barrier:
                 f"{self._label} was aborted or reset by its own action; nobody was released"
             )
 
+    def _make_outcomes(self) -> list[Ready[int]]:
+        # One reusable outcome per arrival index: releasing allocates nothing.
+        self._outcomes = indexes(self._parties)
+        return self._outcomes
+
     def _release_recorded(self, rec: Recorder) -> None:
+        outcomes = self._outcomes or self._make_outcomes()
         now = rec.now()
         me = _current_task()
         by = rec.label(me)  # the last arriver releases everyone
-        generation, label, record = self._generation, self._label, rec.record_fields
-        for index, (task, arrived) in enumerate(self._waiters.items()):
-            if arrived is None:  # it arrived while no recorder was active
-                record(task, label, "release", _RELEASE_UNTIMED, (generation, index, by))
-            else:
-                record(task, label, "release", _RELEASE, (generation, index, now - arrived, by))
-            _reschedule(task, _Value(index))
-        record(me, label, "release", _RELEASE, (generation, self._parties - 1, 0.0, by))
+        generation, label, waiters = self._generation, self._label, self._waiters
+        if None in waiters.values():  # some arrived while no recorder was active
+            for index, (task, arrived) in enumerate(waiters.items()):
+                if arrived is None:
+                    data: tuple[Any, ...] = (generation, index, by)
+                    rec.record_fields(task, label, "release", _RELEASE_UNTIMED, data)
+                else:
+                    data = (generation, index, now - arrived, by)
+                    rec.record_fields(task, label, "release", _RELEASE, data)
+        else:
+            rows = [
+                (generation, index, now - arrived, by)  # type: ignore[operator]
+                for index, arrived in enumerate(waiters.values())
+            ]
+            rec.record_many(waiters, label, "release", _RELEASE, rows)
+        list(map(_reschedule, waiters, outcomes))
+        rec.record_fields(me, label, "release", _RELEASE, (generation, self._parties - 1, 0.0, by))
 
     def _broken_message(self) -> str:
         return f"{self._label} is broken ({self._reason}); call reset() to make it usable again"

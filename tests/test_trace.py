@@ -6,6 +6,7 @@ from types import MappingProxyType
 
 import pytest
 import trio
+import trio.testing
 
 import seqlab
 from seqlab.trace import TraceEvent, current_recorder
@@ -385,3 +386,30 @@ def test_a_recorded_event_costs_at_most_150_bytes():
     assert count >= 20_000
     assert freed / count <= 150
     assert (after_reading - held) / count <= 10  # at most an offset per event
+
+
+def test_record_many_records_one_event_per_task_at_one_instant():
+    rec = seqlab.Recorder()
+    seen = []
+    rec.subscribe(seen.append)
+
+    async def main():
+        async def sleeper():
+            await trio.sleep(1)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(sleeper, name="w")
+            await trio.testing.wait_all_tasks_blocked()
+            tasks = list(nursery.child_tasks)
+            keys = ("generation", "index")
+            rec.record_many(tasks, "B", "release", keys, [(0, i) for i in range(3)])
+            with pytest.raises(ValueError, match="3 tasks but 2 rows"):
+                rec.record_many(tasks, "B", "release", keys, [(0, 0), (0, 1)])
+
+    seqlab.run(main, seed=0, recorder=rec)
+    released = [e for e in rec.events if e.kind == "release"]
+    assert [e.data for e in released] == [{"generation": 0, "index": i} for i in range(3)]
+    assert len({e.time for e in released}) == 1
+    assert sorted(e.task for e in released) == ["w", "w#2", "w#3"]
+    assert [e for e in seen if e.kind == "release"] == released
