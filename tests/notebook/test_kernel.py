@@ -322,6 +322,99 @@ def test_interrupt_also_works_when_nothing_else_wakes_the_loop(fresh_seqlab_kern
     assert kernel.run("await trio.sleep(0)\nprint('alive')").stdout == "alive\n"
 
 
+def error_traceback(kernel: Any, code: str, timeout: float = 20) -> list[str]:
+    """The traceback lines of the error ``code`` raises in ``kernel``, t=... rounded."""
+    msg_id = kernel.client.execute(code)
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        msg = kernel.client.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "error":
+            lines = [re.sub(r"t=1\.\d+", "t=1.000", line) for line in msg["content"]["traceback"]]
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    kernel.client.get_shell_msg(timeout=timeout)
+    return lines
+
+
+def test_interrupting_an_await_inside_a_nursery_shows_keyboard_interrupt(
+    fresh_seqlab_kernel: Any,
+):
+    kernel = fresh_seqlab_kernel
+    kernel.run(SETUP)
+    msg_id = kernel.client.execute(
+        "async with trio.open_nursery() as nursery:\n"
+        "    nursery.start_soon(trio.sleep, 3600)\n"
+        "    nursery.start_soon(trio.sleep, 3600)"
+    )
+    kernel.wait_started(msg_id)
+    time.sleep(0.3)
+    kernel.manager.interrupt_kernel()
+    cell = kernel.collect(msg_id, timeout=10)
+    # Not a group of trio.Cancelled: the cell was interrupted, and says so.
+    assert (cell.status, cell.ename) == ("error", "KeyboardInterrupt")
+    assert kernel.run("await trio.sleep(0)\nprint('alive')").stdout == "alive\n"
+
+
+def test_a_cell_nothing_can_wake_is_a_deadlock_and_the_kernel_lives_on(
+    fresh_seqlab_kernel: Any,
+):
+    # A kernel of its own: a background task on a timer (as other tests leave running in the
+    # shared kernel) could in principle wake the cell, so no deadlock is declared there.
+    seqlab_kernel = fresh_seqlab_kernel
+    seqlab_kernel.run(SETUP)
+    started = time.monotonic()
+    cell = seqlab_kernel.run("await seqlab.Barrier(3, name='phase').wait()", timeout=20)
+    assert time.monotonic() - started < 10
+    assert (cell.status, cell.ename) == ("error", "Deadlock")
+    assert "  the cell waits at Barrier 'phase' (1 of 3 arrived)" in (cell.evalue or "")
+    # Shown as the report alone, not a traceback through seqlab's frames.
+    assert error_traceback(seqlab_kernel, "await seqlab.Barrier(2).wait()") == [
+        "Deadlock: deadlock at t=1.000: every task is blocked and nothing can wake one "
+        "(no timer pending, no I/O, no thread running)\n"
+        "  the cell waits at Barrier (1 of 2 arrived)\n"
+        "the cell waits on something no task, timer, thread or I/O can ever wake; it was "
+        "stopped so the kernel stays usable"
+    ]
+    cell = seqlab_kernel.run(
+        "b = seqlab.Barrier(3, name='trio')\n"
+        "async with trio.open_nursery() as nursery:\n"
+        "    nursery.start_soon(b.wait, name='w1')\n"
+        "    nursery.start_soon(b.wait, name='w2')",
+        timeout=20,
+    )
+    assert cell.ename == "Deadlock"
+    assert (cell.evalue or "").splitlines()[1:4] == [
+        "  w1 waits at Barrier 'trio' (2 of 3 arrived)",
+        "  w2 waits at Barrier 'trio' (2 of 3 arrived)",
+        "  the cell waits for its child tasks to finish",
+    ]
+    after = seqlab_kernel.run("await trio.sleep(0)\nprint(current_loop().state)")
+    assert (after.status, after.stdout) == ("ok", "running\n")
+
+
+def test_long_quiet_waits_that_something_will_end_are_not_deadlocks(fresh_seqlab_kernel: Any):
+    seqlab_kernel = fresh_seqlab_kernel
+    seqlab_kernel.run(SETUP + "\nimport socket, threading, time")
+    # A timer, a thread, a background task on a timer, and I/O fed by a foreign thread:
+    # each ends the wait after longer than the deadlock grace period.
+    cells = [
+        "await trio.sleep(1.5)",
+        "await trio.to_thread.run_sync(time.sleep, 1.5)",
+        "ready = trio.Event()\n"
+        "async def later():\n    await trio.sleep(1.5)\n    ready.set()\n"
+        "spawn(later)\nawait ready.wait()",
+        "a, b = socket.socketpair()\n"
+        "threading.Timer(1.5, lambda: b.send(b'x')).start()\n"
+        "await trio.socket.from_stdlib_socket(a).recv(1)",
+    ]
+    for code in cells:
+        cell = seqlab_kernel.run(code, timeout=20)
+        assert (cell.status, cell.ename) == ("ok", None), (code, cell.evalue)
+
+
 def test_shutdown_cancels_the_loop_cleanly(fresh_seqlab_kernel: Any, tmp_path):
     kernel = fresh_seqlab_kernel
     marker = tmp_path / "cancelled.txt"
