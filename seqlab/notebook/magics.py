@@ -219,6 +219,12 @@ def _trace_parser() -> _Parser:
     )
     p.add_argument("--json", action="store_true", help="the events as JSON (what views read)")
     p.add_argument("--all", action="store_true", help="every line, however long the trace")
+    p.add_argument(
+        "--perfetto",
+        metavar="FILE",
+        default=None,
+        help="write the trace as Chrome trace-event JSON to FILE (for ui.perfetto.dev)",
+    )
     return p
 
 
@@ -352,7 +358,8 @@ class SeqlabMagics(Magics):
         ``--view none`` shows neither; ``--explore K`` runs seeds N .. N+K-1 and lists the
         failing ones.
         ``%seqlab replay SEED`` reruns the last scenario with another seed.
-        ``%seqlab trace [--json]`` prints the last trace (``--json``: what the widgets read).
+        ``%seqlab trace [--json]`` prints the last trace (``--json``: what the widgets read);
+        ``--perfetto FILE`` writes it for ui.perfetto.dev instead.
         ``%seqlab check EXERCISE_ID`` runs a lesson's visible checks against your code.
         ``%seqlab`` or ``%seqlab status``: the trio loop, the last seed, clock and trace.
         ``%seqlab help`` prints one usage line per subcommand; ``-h`` after a subcommand
@@ -449,6 +456,11 @@ class SeqlabMagics(Magics):
             print("%seqlab trace: no trace yet; run a scenario with %%seqlab run", file=sys.stderr)
             return
         rec = self.last_recorder
+        if ns.perfetto is not None:
+            with open(ns.perfetto, "w", encoding="utf-8") as f:
+                json.dump(rec.to_perfetto(), f)
+            print(f"wrote {ns.perfetto}: {len(rec)} events; open it in https://ui.perfetto.dev")
+            return
         if not ns.json:
             text = rec.to_text()
             print(text if ns.all else cap_lines(text, "%seqlab trace --all"), end="")

@@ -316,16 +316,9 @@ class TimelineModel(_Model):
     def _marker(self, lane: int, event: TraceEvent, step: int, role: str | None) -> None:
         if self.markers.maxlen is not None and len(self.markers) == self.markers.maxlen:
             self.dropped_markers += 1
+        # The data is formatted when drawn, not here: most markers are dropped before that.
         self.markers.append(
-            [
-                lane,
-                _t(event.time),
-                step,
-                event.kind,
-                event.primitive,
-                format_data(event.data),
-                role or "",
-            ]
+            [lane, event.time, step, event.kind, event.primitive, event.data, role or ""]
         )
 
     def _feed(self, event: TraceEvent) -> None:
@@ -470,6 +463,10 @@ class TimelineModel(_Model):
     def axis(self) -> str:
         return "time" if self.t_end > 0 else "steps"
 
+    def drawn_markers(self) -> list[list[Any]]:
+        """The markers as drawn: ``[lane, t, step, kind, primitive, details, role]``."""
+        return [[m[0], _t(m[1]), m[2], m[3], m[4], format_data(m[5]), m[6]] for m in self.markers]
+
     def lane_status(self, lane: int) -> str:
         """The lane's current state in words, with its reason or exception."""
         status = self.states[self._current[lane]]
@@ -484,7 +481,7 @@ class TimelineModel(_Model):
             "lanes": list(self.lanes),
             "states": list(self.states),
             "spans": self.spans(),
-            "markers": [list(m) for m in self.markers],
+            "markers": self.drawn_markers(),
             "links": [list(link) for link in self.links],
             "deadlock": None
             if self.deadlock is None
@@ -595,7 +592,7 @@ class TimelineModel(_Model):
                 f'stroke-width="1" {_paint("link", "stroke")}>'
                 f"<title>{escape(f'{self.lanes[dst]} {text}')}</title></line>"
             )
-        for group in _stack_markers(self.markers, lambda m: x(m[1], m[2])):
+        for group in _stack_markers(self.drawn_markers(), lambda m: x(m[1], m[2])):
             lane, t, step, role = group[-1][0], group[-1][1], group[-1][2], group[-1][6]
             y = top + lane * lane_h
             cx = x(t, step)

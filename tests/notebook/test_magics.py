@@ -227,6 +227,18 @@ def test_a_trace_a_little_over_the_cap_is_shown_whole(sh: Shell):
     assert json.loads(sh.cell("%seqlab trace --json")[0])[-1]["kind"] == "exit"
 
 
+def test_trace_perfetto_writes_chrome_trace_json(sh: Shell, tmp_path: Any):
+    sh.cell("%%seqlab run --seed 9 --view none\n" + TWO_WORKERS)
+    target = tmp_path / "run.json"
+    out, err = sh.cell(f"%seqlab trace --perfetto {target}")
+    assert (out, err) == (f"wrote {target}: 12 events; open it in https://ui.perfetto.dev\n", "")
+    trace = json.loads(target.read_text())
+    names = {e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "thread_name"}
+    assert names == {"scenario", "w0", "w1"}
+    sleeps = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["name"] == "sleeping"]
+    assert sorted(e["dur"] for e in sleeps) == [1e6, 2e6]
+
+
 def test_status_outside_the_seqlab_kernel(sh: Shell):
     out, _ = sh.cell("%seqlab")
     assert out.splitlines()[1] == "loop: none (not the seqlab kernel: no persistent trio loop)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import pytest
@@ -637,3 +638,87 @@ def test_scrubber_replays_a_finished_trace() -> None:
     assert live.scrubbable
     live.replay(2)
     assert live.steps == 2 and live.lanes == ["main", "worker-0"]  # two spawns
+
+
+def _deep_size(obj: Any, seen: set[int] | None = None) -> int:
+    """Bytes held by ``obj`` and everything it refers to (shared strings counted once)."""
+    import sys as _sys
+
+    seen = set() if seen is None else seen
+    if id(obj) in seen or isinstance(obj, type):
+        return 0
+    seen.add(id(obj))
+    size = _sys.getsizeof(obj)
+    if isinstance(obj, dict):
+        size += sum(_deep_size(k, seen) + _deep_size(v, seen) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple, set, frozenset, deque)):
+        size += sum(_deep_size(v, seen) for v in obj)
+    elif hasattr(obj, "__dict__"):
+        size += _deep_size(vars(obj), seen)
+    return size
+
+
+def _many_events(n: int) -> Any:
+    """A mixed stream: barrier rounds with blocks and wakes, convoy traffic, stage batches."""
+    c, p = "Convoy 'c'", "Pipeline 'p'"
+    for i in range(n):
+        t, w, k = i * 0.001, f"w{i % 50}", i % 8
+        if k == 0:
+            yield ev(t, w, B, "arrive", generation=i, index=0, n_waiting=1, parties=2)
+        elif k == 1:
+            yield ev(t, w, "task", "block", what=f"at {B} (1 of 2 arrived)", on=B)
+        elif k == 2:
+            yield ev(t, w, "task", "wake", waited=0.001, by=f"w{(i + 7) % 50}", at=t)
+        elif k == 3:
+            yield ev(t, w, B, "release", generation=i - 3, index=0, waited=0.0, by=w)
+        elif k == 4:
+            yield ev(t, w, c, "send", key=f"key{i % 5000}", sequence=i)
+        elif k == 5:
+            yield ev(
+                t,
+                w,
+                c,
+                "deliver",
+                key=f"key{(i - 1) % 5000}",
+                sequence=i - 1,
+                attempt=1,
+                consumer=i % 4,
+            )
+        elif k == 6:
+            yield ev(
+                t,
+                w,
+                c,
+                "done",
+                key=f"key{(i - 2) % 5000}",
+                sequence=i - 2,
+                attempt=1,
+                consumer=i % 4,
+            )
+        else:
+            yield ev(t, w, p, "advance", stage=f"s{i % 40}", sequence=i, batch=3)
+
+
+def test_live_view_memory_is_bounded_at_a_million_events() -> None:
+    view = Timeline(interval=1000.0)  # no flushes meanwhile: only the model's memory counts
+    stream = _many_events(1_000_000)
+    batch: list[TraceEvent] = []
+    sizes = []
+    for n, event in enumerate(stream, start=1):
+        batch.append(event)
+        if len(batch) == 10_000:
+            view.feed(batch)
+            batch = []
+        if n in (100_000, 1_000_000):
+            sizes.append(_deep_size(view._trace_model))
+    view.flush()
+    assert view.steps == 1_000_000
+    small, big = sizes
+    assert big < 8_000_000, big  # a few MB, whatever the number of events
+    assert big < small * 1.25, (small, big)  # and it stopped growing
+    state = json.dumps({name: getattr(view, name) for name in view._fields})
+    assert len(state) < 1_000_000
+    # The other views stay bounded too.
+    for model in (BarrierModel(), ConvoyModel(), RingModel()):
+        model.feed_all(_many_events(1_000_000))
+        assert _deep_size(model) < 8_000_000, type(model).__name__
