@@ -722,3 +722,108 @@ def test_live_view_memory_is_bounded_at_a_million_events() -> None:
     for model in (BarrierModel(), ConvoyModel(), RingModel()):
         model.feed_all(_many_events(1_000_000))
         assert _deep_size(model) < 8_000_000, type(model).__name__
+
+
+async def _failure_then_deadlock() -> None:
+    async def parse() -> None:
+        await trio.sleep(0.5)
+        raise ValueError("bad input 7")
+
+    async def player(i: int, barrier: seqlab.Barrier) -> None:
+        await trio.sleep(i + 1)
+        await barrier.wait()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(parse, name="parser")
+    except BaseException:
+        pass
+    barrier = seqlab.Barrier(4, name="phase")
+    async with trio.open_nursery() as nursery:
+        for i in range(3):
+            nursery.start_soon(player, i, barrier, name=f"player-{i}")
+
+
+def _svg_text(svg: str) -> str:
+    """Everything a reader of the SVG can see or hover: its texts and titles, unescaped."""
+    import html
+    import re as _re
+
+    return html.unescape(" ".join(_re.findall(r">([^<>]+)<", svg)))
+
+
+def test_text_and_svg_carry_the_same_facts_deterministically() -> None:
+    rec = seqlab.Recorder()
+    with pytest.raises(seqlab.Deadlock):
+        seqlab.run(_failure_then_deadlock, seed=2, recorder=rec)
+    again = seqlab.Recorder()
+    with pytest.raises(seqlab.Deadlock):
+        seqlab.run(_failure_then_deadlock, seed=2, recorder=again)
+    facts = {
+        TimelineModel: [
+            "ValueError: bad input 7",
+            "at Barrier 'phase' (3 of 4 arrived)",
+            "waited 0.500 s for parser",
+            "5 tasks",
+        ],
+        BarrierModel: ["Barrier 'phase'", "3 of 4 arrived", "DEADLOCKED at 3.500", "player-2"],
+    }
+    for model_class, wanted in facts.items():
+        forms = []
+        for r in (rec, again):
+            model = model_class()
+            model.feed_all(r.events)
+            forms.append((model.text(), model.svg()))
+        assert forms[0] == forms[1]  # deterministic
+        text, svg = forms[0]
+        for fact in wanted:
+            assert fact in text, (model_class.__name__, fact)
+            assert fact in _svg_text(svg), (model_class.__name__, fact)
+    timeline = TimelineModel()
+    timeline.feed_all(rec.events)
+    assert "DEADLOCK at 3.500" in timeline.text()
+    assert _svg_text(timeline.svg()).count("deadlocked: ") == 4  # a band per stuck task
+
+    # Hidden lanes and events are counted in both forms.
+    small = TimelineModel(max_lanes=2)
+    small.feed_all(rec.events)
+    hidden = f"(+3 tasks and {small.hidden_events} events not shown)"
+    assert hidden in small.text() and hidden in _svg_text(small.svg())
+
+    convoy_events = [
+        ev(0, "main", "Convoy 'c'", "send", key="k", sequence=0),
+        ev(1, "c0", "Convoy 'c'", "deliver", key="k", sequence=0, attempt=1, consumer=0),
+        ev(
+            2,
+            "c0",
+            "Convoy 'c'",
+            "dead_letter",
+            key="k",
+            sequence=0,
+            attempt=1,
+            consumer=0,
+            error="ValueError: nope",
+            message="'m'",
+        ),
+    ]
+    convoy = ConvoyModel()
+    convoy.feed_all(convoy_events)
+    for fact in ("key k", "#0 dead-lettered after 1 attempts: ValueError: nope", "consumer 0"):
+        assert fact in convoy.text() and fact in _svg_text(convoy.svg()), fact
+
+    ring = RingModel()
+    ring.feed_all(
+        [
+            ev(0, "main", P, "stage", stage="persist", after=[], size=8),
+            ev(0, "main", P, "stage", stage="deliver", after=["persist"], size=8),
+            ev(1, "persist", P, "advance", stage="persist", sequence=7, batch=8),
+            ev(2, "main", P, "full", wanted=16, available=15),
+        ]
+    )
+    for fact in (
+        "persist: sequence=7",
+        "largest 8",
+        "after persist",
+        "producer WAITING since 2.000: ring full, wants 16, gated by deliver at -1",
+    ):
+        assert fact in ring.text() and fact in _svg_text(ring.svg()), fact
