@@ -167,8 +167,9 @@ def _bench(args: argparse.Namespace) -> int:
 @command(
     "release",
     "write student versions of lesson source notebooks (solutions and hidden tests removed)",
-    arg("sources", nargs="+", metavar="SOURCE", help="source notebook path or installed lesson ID"),
+    arg("sources", nargs="+", metavar="SOURCE", help="source notebook path or lesson ID"),
     arg("--out", metavar="DIR", required=True, help="directory for the student notebooks"),
+    arg("--lessons", metavar="DIR", help="folder of lesson sources that IDs are looked up in"),
 )
 def _release(args: argparse.Namespace) -> int:
     from .grading.commands import release_command
@@ -178,9 +179,18 @@ def _release(args: argparse.Namespace) -> int:
 
 @command(
     "grade",
-    "grade submitted notebooks against a lesson's source in fresh, limited kernels",
+    "grade submitted notebooks against a lesson's source in a sandbox, one per submission",
     arg("submissions", nargs="+", metavar="SUBMISSION", help="submitted .ipynb files"),
-    arg("--lesson", metavar="ID", help="installed lesson ID or source notebook path"),
+    arg(
+        "--lesson",
+        metavar="ID",
+        help="lesson ID or source notebook path (default: each notebook's metadata.seqlab.lesson)",
+    ),
+    arg(
+        "--lessons",
+        metavar="DIR",
+        help="folder of lesson sources (default: the checkout's lessons/)",
+    ),
     arg("--out", metavar="FILE", help="write results here (default: stdout)"),
     arg(
         "--format",
@@ -201,7 +211,13 @@ def _release(args: argparse.Namespace) -> int:
         type=int,
         default=2048,
         metavar="MIB",
-        help="kernel address-space limit in MiB (default 2048)",
+        help="memory limit in MiB for each submission's sandbox (default 2048)",
+    ),
+    arg(
+        "--hidden-visibility",
+        choices=["hidden", "after_due_date", "after_published", "visible"],
+        default="after_due_date",
+        help="Gradescope visibility of checks with hidden parts (default after_due_date)",
     ),
 )
 def _grade(args: argparse.Namespace) -> int:
