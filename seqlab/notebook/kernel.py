@@ -55,6 +55,7 @@ import trio
 
 from .._callables import callable_name, is_async_callable
 from ..trace import task_label
+from ..waits import WAITS_FOR_CHILDREN, describe_wait
 from ._report import describe_error
 
 if sys.version_info < (3, 11):
@@ -403,7 +404,6 @@ class GuestLoop:
     def _blocked_cell_tasks(self, cell: _CellRun) -> list[Any] | None:
         """``cell``'s tasks and what each waits on; ``None`` if any task in the loop waits
         on a thread or on I/O (outside activity that may wake the cell)."""
-        describe_wait = _describe_wait_function()
         assert cell.task is not None
         root = self._root if self._root is not None else cell.task
         me = trio.lowlevel.current_task()
@@ -416,7 +416,7 @@ class GuestLoop:
             name = "the cell" if task is cell.task else task_label(task)
             blocked.append((name, waits_on))
         # Tasks waiting on something first, those waiting for their children after.
-        blocked.sort(key=lambda item: item[1] == _WAITS_FOR_CHILDREN)
+        blocked.sort(key=lambda item: item[1] == WAITS_FOR_CHILDREN)
         return blocked
 
     # ----------------------------------------------------------------- background tasks
@@ -526,23 +526,6 @@ class GuestLoop:
             file=sys.stderr,
             end="",
         )
-
-
-_WAITS_FOR_CHILDREN = "for its child tasks to finish"
-
-
-def _describe_wait_function() -> Callable[[trio.lowlevel.Task], tuple[str, bool]]:
-    """``describe_wait`` from wherever this seqlab keeps it (seqlab.waits, else seqlab.runtime)."""
-    import importlib
-
-    for module in ("seqlab.waits", "seqlab.runtime"):
-        try:
-            found = getattr(importlib.import_module(module), "describe_wait", None)
-        except ImportError:
-            continue
-        if found is not None:
-            return found
-    raise RuntimeError("seqlab has no describe_wait")
 
 
 def _deadlock(blocked: list[tuple[str, str]], elapsed: float) -> BaseException:

@@ -39,7 +39,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from .. import __version__
 from ..runtime import Deadlock, explore, last_seed, run
 from ..trace import Recorder
-from ._report import SCENARIO_FILE_PREFIX, describe_error, safe_repr
+from ._report import SCENARIO_FILE_PREFIX, describe_error, leaves, safe_repr
 from .kernel import current_loop
 
 __all__ = ["SeqlabMagics", "USAGE", "VIEWS", "compile_scenario"]
@@ -346,6 +346,8 @@ class SeqlabMagics(Magics):
         self.last_scenario: Scenario | None = None
         self.last_recorder: Recorder | None = None
         self.last_clock: str | None = None
+        #: How the last %%seqlab run or replay ended, for %seqlab status.
+        self.last_run: str | None = None
 
     @line_cell_magic
     def seqlab(self, line: str, cell: str | None = None) -> None:
@@ -427,6 +429,8 @@ class SeqlabMagics(Magics):
         print(f"seed: {'no run yet' if seed is None else seed}")
         print(f"clock: {self.last_clock or 'virtual (the default for %%seqlab run)'}")
         print(f"recorder: {'no trace yet' if rec is None else f'last trace has {len(rec)} events'}")
+        if self.last_run is not None:
+            print(f"last run: {self.last_run}")
 
     def _run(self, ns: argparse.Namespace, cell: str) -> None:
         source = cell
@@ -492,14 +496,31 @@ class SeqlabMagics(Magics):
         # partial trace rather than the previous scenario's.
         self.last_recorder = recorder
         self.last_clock = "real time" if scenario.real_time else "virtual"
+        self.last_run = f"seed {seed}: started, did not finish"
         live = _live_view(scenario.view, recorder)
         try:
             value = run(main, seed=seed, virtual_time=not scenario.real_time, recorder=recorder)
-        except Exception as exc:
+        except BaseException as exc:
+            if _interrupted(exc):
+                n = _report_run_interrupt(exc, scenario, seed, recorder)
+                self.last_run = (
+                    f"seed {seed}: interrupted (KeyboardInterrupt) after {n} events; "
+                    "%seqlab trace shows the partial trace"
+                )
+                raise _quiet_interrupt() from None
+            if not isinstance(exc, Exception):
+                raise
             error = exc
         finally:
             if live is not None:
                 live.finish()
+        self.last_run = f"seed {seed}: " + (
+            "completed"
+            if error is None
+            else "deadlock"
+            if isinstance(error, Deadlock)
+            else f"failed ({type(error).__name__})"
+        )
         print(f"seed: {seed}")
         if scenario.real_time:
             print("clock: real time (timings vary from run to run)")
@@ -524,6 +545,37 @@ class SeqlabMagics(Magics):
             print(describe_error(error), end="")
             print(f"replay: %seqlab replay {seed}")
 
+    def _report_explore_interrupt(
+        self, exc: BaseException, scenario: Scenario, count: int, span: str
+    ) -> str:
+        """Print what an interrupted exploration found; return the line for %seqlab status."""
+        explored = getattr(exc, "explored", None)
+        print(f"interrupted (KeyboardInterrupt): exploring {count} schedules ({span})")
+        if explored is None:
+            print("schedules finished before the interrupt: not known (this seqlab's explore")
+            print("does not report them)")
+            status = f"exploring {count} schedules ({span}): interrupted (KeyboardInterrupt)"
+        else:
+            failures = list(explored.failures)
+            found = f"{len(failures)} failed" if failures else "none failed"
+            print(f"schedules finished: {explored.runs} of {count}, {found}")
+            status = (
+                f"exploring {count} schedules ({span}): interrupted (KeyboardInterrupt) after "
+                f"{explored.runs}, {found}"
+            )
+            if failures:
+                print("failing seeds so far: " + ", ".join(str(f.seed) for f in failures))
+                first_failure = failures[0]
+                self.last_recorder = first_failure.trace
+                print(f"first failure, seed {first_failure.seed}:")
+                if first_failure.error is not None:
+                    print(describe_error(first_failure.error), end="")
+                print(f"replay: %seqlab replay {first_failure.seed}")
+        seed = getattr(exc, "seed", None)
+        if seed is not None:
+            print(f"interrupted while running seed {seed}")
+        return status
+
     def _explore(self, scenario: Scenario, first: int, count: int) -> None:
         seeds = range(first, first + count)
 
@@ -531,11 +583,21 @@ class SeqlabMagics(Magics):
             return await scenario.fn()
 
         scenario_main.__name__ = "scenario"
-        result = explore(scenario_main, seeds=seeds, virtual_time=not scenario.real_time)
+        span = f"seed {first}" if count == 1 else f"seeds {first}-{first + count - 1}"
         self.last_clock = "real time" if scenario.real_time else "virtual"
         # explore keeps only the failures' traces; an older scenario's trace would mislead.
         self.last_recorder = None
-        span = f"seed {first}" if count == 1 else f"seeds {first}-{first + count - 1}"
+        self.last_run = f"exploring {count} schedules ({span}): started, did not finish"
+        try:
+            result = explore(scenario_main, seeds=seeds, virtual_time=not scenario.real_time)
+        except BaseException as exc:
+            if not _interrupted(exc):
+                raise
+            self.last_run = self._report_explore_interrupt(exc, scenario, count, span)
+            raise _quiet_interrupt() from None
+        self.last_run = f"explored {count} schedules ({span}): " + (
+            "all passed" if result.ok else f"{len(result.failures)} failed"
+        )
         if result.ok:
             print(f"explored {count} schedules ({span}): all passed")
             return
@@ -551,3 +613,48 @@ class SeqlabMagics(Magics):
             print()
         _show_view(scenario.view, first_failure.trace)
         print(f"replay: %seqlab replay {first_failure.seed}")
+
+
+# --------------------------------------------------------------------------- interrupts
+
+#: Lines of the partial trace an interrupted run's summary ends with.
+INTERRUPT_TAIL = 5
+
+
+def _interrupted(error: BaseException) -> bool:
+    """Whether ``error`` is, or a group holding, a KeyboardInterrupt (Ctrl-C, or a scenario
+    task that raised it)."""
+    return any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves(error))
+
+
+def _quiet_interrupt() -> KeyboardInterrupt:
+    """The cell's error after an interrupt summary: KeyboardInterrupt, shown as one line."""
+    error = KeyboardInterrupt("the scenario was interrupted; the summary above says where")
+    # IPython shows _render_traceback_() instead of the frames (magics, runtime, threading).
+    error._render_traceback_ = lambda: [f"KeyboardInterrupt: {error}"]  # type: ignore[attr-defined]
+    return error
+
+
+def _report_run_interrupt(
+    error: BaseException, scenario: Scenario, seed: int, recorder: Recorder
+) -> int:
+    """One short summary of an interrupted run: seed, tasks, events, the last trace lines.
+
+    Returns the number of events it reported.
+    """
+    clock = "real time" if scenario.real_time else "virtual time"
+    print(f"interrupted (KeyboardInterrupt): seed {seed}, {clock}")
+    schedule = getattr(error, "schedule", None)
+    if schedule is not None:
+        print(f"schedule: {schedule}")
+    n = len(recorder)  # counted once: the summary describes the first n events
+    events = recorder.events[:n]
+    tasks = [e.task for e in events if e.primitive == "task" and e.kind == "spawn"]
+    print(f"tasks: {len(tasks)} ({', '.join(tasks)})" if tasks else "tasks: 0")
+    print(f"events: {n} before the interrupt")
+    if n:
+        shown = recorder.to_text().splitlines()[max(n - INTERRUPT_TAIL, 0) : n]
+        print(f"last {len(shown)} of the partial trace (%seqlab trace shows it all):")
+        print("\n".join(shown))
+    print(f"replay: %seqlab replay {seed}")
+    return n

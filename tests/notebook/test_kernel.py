@@ -415,6 +415,94 @@ def test_long_quiet_waits_that_something_will_end_are_not_deadlocks(fresh_seqlab
         assert (cell.status, cell.ename) == ("ok", None), (code, cell.evalue)
 
 
+def gather(kernel: Any, msg_id: str, timeout: float = 20) -> dict[str, Any]:
+    """Status, stdout and the error's traceback lines of cell ``msg_id``."""
+    deadline = time.monotonic() + timeout
+    found: dict[str, Any] = {"stdout": "", "stderr": "", "traceback": [], "ename": None}
+    while time.monotonic() < deadline:
+        msg = kernel.client.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            found[content["name"]] += content["text"]
+        elif kind == "error":
+            found["traceback"], found["ename"] = content["traceback"], content["ename"]
+        elif kind == "status" and content["execution_state"] == "idle":
+            break
+    while True:
+        reply = kernel.client.get_shell_msg(timeout=timeout)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            found["status"] = reply["content"]["status"]
+            return found
+
+
+def test_ctrl_c_in_seqlab_run_prints_one_short_summary(fresh_seqlab_kernel: Any):
+    kernel = fresh_seqlab_kernel
+    kernel.run(SETUP)
+    msg_id = kernel.client.execute(
+        "%%seqlab run --real-time --seed 7 --view none\n"
+        "async def clerk(n):\n"
+        "    for i in range(n):\n"
+        "        seqlab.emit('ledger', 'write', i=i)\n"
+        "        await trio.sleep(0)\n"
+        "    await trio.sleep_forever()\n"
+        "await clerk(20)"
+    )
+    kernel.wait_started(msg_id)
+    time.sleep(0.5)
+    kernel.manager.interrupt_kernel()
+    cell = gather(kernel, msg_id)
+    assert (cell["status"], cell["ename"]) == ("error", "KeyboardInterrupt")
+    assert cell["traceback"] == [
+        "KeyboardInterrupt: the scenario was interrupted; the summary above says where"
+    ]
+    lines = cell["stdout"].splitlines()
+    events = re.fullmatch(r"events: (\d+) before the interrupt", lines[2])
+    assert events is not None and int(events[1]) >= 21  # spawn and 20 writes at least
+    assert lines[:2] == [
+        "interrupted (KeyboardInterrupt): seed 7, real time",
+        "tasks: 1 (scenario)",
+    ]
+    assert lines[3] == "last 5 of the partial trace (%seqlab trace shows it all):"
+    assert any("write  i=19" in line for line in lines[4:9])
+    assert lines[-1] == "replay: %seqlab replay 7"
+    assert len(lines) == 10 and len(cell["stdout"]) < 1000
+    status = kernel.run("%seqlab status").stdout.splitlines()
+    assert status[-1] == (
+        f"last run: seed 7: interrupted (KeyboardInterrupt) after {events[1]} events; "
+        "%seqlab trace shows the partial trace"
+    )
+    assert kernel.run("%seqlab trace").stdout.count(" write ") == 20
+
+
+def test_ctrl_c_in_an_exploration_says_what_was_explored(fresh_seqlab_kernel: Any):
+    import seqlab
+
+    kernel = fresh_seqlab_kernel
+    kernel.run(SETUP)
+    msg_id = kernel.client.execute(
+        "%%seqlab run --explore 500 --real-time --view none\nawait trio.sleep(0.02)"
+    )
+    kernel.wait_started(msg_id)
+    time.sleep(1.0)
+    kernel.manager.interrupt_kernel()
+    cell = gather(kernel, msg_id)
+    assert (cell["status"], cell["ename"]) == ("error", "KeyboardInterrupt")
+    assert len(cell["traceback"]) == 1
+    lines = cell["stdout"].splitlines()
+    assert lines[0] == "interrupted (KeyboardInterrupt): exploring 500 schedules (seeds 0-499)"
+    status = kernel.run("%seqlab status").stdout.splitlines()[-1]
+    assert status.startswith(
+        "last run: exploring 500 schedules (seeds 0-499): interrupted (KeyboardInterrupt)"
+    )
+    if hasattr(seqlab, "Interrupted"):  # explore reports the schedules it finished
+        assert re.fullmatch(r"schedules finished: \d+ of 500, none failed", lines[1])
+        assert re.fullmatch(r"interrupted while running seed \d+", lines[-1])
+    else:  # the runtime's Interrupted (the lead's runtime.py rewrite) has not landed yet
+        assert lines[1].startswith("schedules finished before the interrupt: not known")
+
+
 def test_shutdown_cancels_the_loop_cleanly(fresh_seqlab_kernel: Any, tmp_path):
     kernel = fresh_seqlab_kernel
     marker = tmp_path / "cancelled.txt"

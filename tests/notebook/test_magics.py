@@ -239,6 +239,54 @@ def test_trace_perfetto_writes_chrome_trace_json(sh: Shell, tmp_path: Any):
     assert sorted(e["dur"] for e in sleeps) == [1e6, 2e6]
 
 
+def test_a_keyboard_interrupt_in_a_scenario_is_one_short_summary(sh: Shell):
+    sh.cell("import seqlab")
+    out, err, error = sh.fail(
+        "%%seqlab run --seed 4 --view none\n"
+        "async def stopper():\n"
+        "    seqlab.emit('desk', 'open')\n"
+        "    await trio.sleep(2)\n"
+        "    raise KeyboardInterrupt\n"
+        "async with trio.open_nursery() as nursery:\n"
+        "    nursery.start_soon(stopper)\n"
+        "    nursery.start_soon(trio.sleep_forever, name='idler')"
+    )
+    assert type(error) is KeyboardInterrupt
+    lines = out.splitlines()
+    assert lines[:4] == [
+        "interrupted (KeyboardInterrupt): seed 4, virtual time",
+        "tasks: 3 (scenario, stopper, idler)",
+        f"events: {len(sh.shell.magics_manager.registry['SeqlabMagics'].last_recorder)} before the interrupt",
+        "last 5 of the partial trace (%seqlab trace shows it all):",
+    ]
+    assert lines[-2:] == [
+        "replay: %seqlab replay 4",
+        # The error, in one line: no traceback through magics.py, runtime.py, threading.py.
+        "KeyboardInterrupt: the scenario was interrupted; the summary above says where",
+    ]
+    assert len(lines) == 11 and any("stopper" in line for line in lines[4:9])
+    assert all(line.startswith("2.000  ") for line in lines[4:9])
+    assert err == ""
+    status, _ = sh.cell("%seqlab status")
+    assert status.splitlines()[-1] == (
+        f"last run: seed 4: interrupted (KeyboardInterrupt) after {lines[2].split()[1]} events; "
+        "%seqlab trace shows the partial trace"
+    )
+    trace, _ = sh.cell("%seqlab trace")
+    assert "desk      open" in trace or "desk  open" in trace
+
+
+def test_status_tells_how_the_last_run_ended(sh: Shell):
+    sh.cell("%%seqlab run --seed 2 --view none\nawait trio.sleep(1)")
+    assert sh.cell("%seqlab status")[0].splitlines()[-1] == "last run: seed 2: completed"
+    sh.cell("%%seqlab run --seed 3 --view none\nraise ValueError('no')")
+    assert sh.cell("%seqlab status")[0].splitlines()[-1] == "last run: seed 3: failed (ValueError)"
+    sh.cell("%%seqlab run --explore 3 --view none\nawait trio.sleep(1)")
+    assert sh.cell("%seqlab status")[0].splitlines()[-1] == (
+        "last run: explored 3 schedules (seeds 0-2): all passed"
+    )
+
+
 def test_status_outside_the_seqlab_kernel(sh: Shell):
     out, _ = sh.cell("%seqlab")
     assert out.splitlines()[1] == "loop: none (not the seqlab kernel: no persistent trio loop)"
