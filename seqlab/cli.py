@@ -241,6 +241,20 @@ def _gradescope_bundle(args: argparse.Namespace) -> int:
     return bundle_command(args)
 
 
+def _port(text: str) -> int:
+    """A TCP port, 1-65535. JupyterLab would quietly pick another port for a bad one and the
+    link printed would lead nowhere."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a port is an int from 1 to 65535, got {text!r}"
+        ) from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is an int from 1 to 65535, got {port}")
+    return port
+
+
 @command(
     "lab",
     "copy the lessons (student versions) into DIR, make sure the seqlab kernel is installed, "
@@ -254,7 +268,12 @@ def _gradescope_bundle(args: argparse.Namespace) -> int:
         "lessons already there are kept, never overwritten",
     ),
     arg("--no-browser", action="store_true", help="start the server without opening a browser"),
-    arg("--port", type=int, default=None, help="port for JupyterLab (default: its own choice)"),
+    arg(
+        "--port",
+        type=_port,
+        default=None,
+        help="port for JupyterLab, 1-65535 (default: its own choice)",
+    ),
 )
 def _lab(args: argparse.Namespace) -> int:
     import importlib.util
