@@ -426,16 +426,19 @@ def apply_limits(memory_mb: int | None, cpu_seconds: int | None) -> None:
     lower(resource.RLIMIT_FSIZE, 64 * _MIB, 64 * _MIB)
 
 
-def _drop_privileges() -> None:
+def _drop_privileges() -> bool:
+    """Become the sandbox's user (when started as root inside the sandbox); True if done."""
     uid = os.environ.get("SEQLAB_SANDBOX_UID")
     if uid and os.getuid() == 0:
         os.setgroups([])
         os.setgid(int(uid))
         os.setuid(int(uid))
+        return True
+    return False
 
 
 def main() -> None:
-    _drop_privileges()
+    dropped = _drop_privileges()
     inp = os.dup(0)
     out = os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -444,6 +447,13 @@ def main() -> None:
     sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115
     job = Job.from_json(json.loads(_read_line(inp, 64 * 1024 * 1024)))
     apply_limits(job.memory_mb, job.cpu_seconds)
+    if dropped:
+        # A second cap on processes (threads count too), for machines without a pids cgroup.
+        # Only for the sandbox's own user: as anyone else it would count unrelated processes.
+        import resource
+
+        limit = 4 * job.processes
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
     work = os.path.join(os.environ.get("TMPDIR") or "/tmp", "work")
     os.makedirs(work, exist_ok=True)
     os.chdir(work)

@@ -52,7 +52,7 @@ from .protocol import (
     decode_value,
 )
 from .release import release_notebook
-from .sandbox import Sandbox, detect, launch
+from .sandbox import Sandbox, detect, launch, lease_uid, release_uid
 
 __all__ = [
     "GradeSettings",
@@ -420,12 +420,23 @@ def _run_sandbox(
         settings.memory_mb,
         max(5, int(settings.total) + 5),
         max_report_bytes=_MAX_LINE // 2,
+        processes=settings.processes,
     )
+    uid = lease_uid() if os.geteuid() == 0 else None
+    try:
+        return _run_in(plan, job, settings, sandbox, uid)
+    finally:
+        release_uid(uid)
+
+
+def _run_in(
+    plan: _Plan, job: Job, settings: GradeSettings, sandbox: Sandbox, uid: int | None
+) -> tuple[dict[int, StepReport], str]:
     reports: dict[int, StepReport] = {}
     indexes = {s.index for s in plan.steps}
     state: dict[str, Any] = {"done": False, "sent": set()}
     with tempfile.TemporaryDirectory(prefix="seqlab-grade-") as scratch:
-        proc, cgroup = launch(sandbox, Path(scratch), settings.memory_mb, settings.processes)
+        proc, cgroup = launch(sandbox, Path(scratch), settings.memory_mb, settings.processes, uid)
         assert proc.stdin is not None and proc.stdout is not None
         stdin, stdout = proc.stdin, proc.stdout
 

@@ -169,6 +169,7 @@ class Job:
     memory_mb: int
     cpu_seconds: int
     max_report_bytes: int = 8 * 1024 * 1024
+    processes: int = 64
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -177,6 +178,7 @@ class Job:
             "memory_mb": self.memory_mb,
             "cpu_seconds": self.cpu_seconds,
             "max_report_bytes": self.max_report_bytes,
+            "processes": self.processes,
         }
 
     @classmethod
@@ -188,6 +190,7 @@ class Job:
             _get(data, "memory_mb", int),
             _get(data, "cpu_seconds", int),
             _get(data, "max_report_bytes", int, 8 * 1024 * 1024),
+            _get(data, "processes", int, 64),
         )
 
 

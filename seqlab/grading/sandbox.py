@@ -11,8 +11,9 @@ Each submission's runner (:mod:`seqlab.grading._runner`) is started by :func:`la
   the lessons). No other submission, no grader scratch folder, no instructor sources, no
   ``/root`` or ``/home``;
 - a **private** ``/tmp`` (a fresh tmpfs) holding its HOME, IPython directory and temp files;
-- an **unprivileged user**: started by root, the runner drops to ``nobody`` (uid 65534)
-  before reading any job; started by anyone else, bubblewrap's user namespace does it;
+- an **unprivileged user**: started by root, the runner drops to a user id of its own (from
+  :data:`SANDBOX_UIDS`, no account needed) before reading any job; started by anyone else,
+  bubblewrap's user namespace makes it ``nobody``;
 - **limits covering every process it starts**: a cgroup (v2, else v1) caps the memory and
   the number of processes of the whole sandbox, and each process also gets ``RLIMIT_AS``,
   ``RLIMIT_CPU`` and ``RLIMIT_FSIZE``; the grader kills the sandbox at the wall-time limit.
@@ -30,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,28 @@ from typing import Any
 __all__ = ["Sandbox", "detect", "launch", "Cgroup", "NOBODY", "PROTECTIONS"]
 
 NOBODY = 65534
+# Started by root, each running sandbox gets a user id of its own from this range (no account
+# needed), so per-user limits (RLIMIT_NPROC) of one submission never touch another's.
+SANDBOX_UIDS = range(61000, 62000)
+_uids_in_use: set[int] = set()
+_uids_lock = threading.Lock()
+
+
+def lease_uid() -> int:
+    """A sandbox user id no running sandbox uses (give it back with :func:`release_uid`)."""
+    with _uids_lock:
+        for uid in SANDBOX_UIDS:
+            if uid not in _uids_in_use:
+                _uids_in_use.add(uid)
+                return uid
+    raise RuntimeError("more sandboxes at once than sandbox user ids")
+
+
+def release_uid(uid: int | None) -> None:
+    if uid is not None:
+        with _uids_lock:
+            _uids_in_use.discard(uid)
+
 
 PROTECTIONS = {
     "pid": "its own PID namespace (no process of it outlives grading; it cannot see or signal "
@@ -253,9 +277,11 @@ class Cgroup:
 
 
 def launch(
-    sandbox: Sandbox, scratch: Path, memory_mb: int, pids: int = 64
+    sandbox: Sandbox, scratch: Path, memory_mb: int, pids: int = 64, uid: int | None = None
 ) -> tuple[subprocess.Popen[bytes], Cgroup | None]:
-    """Start the runner for one submission; returns the process and its cgroup (if any)."""
+    """Start the runner for one submission; returns the process and its cgroup (if any).
+
+    ``uid`` is the user the runner becomes when started by root (default ``nobody``)."""
     import seqlab
 
     python = sys.executable
@@ -271,7 +297,7 @@ def launch(
         env.update(HOME="/tmp/home", IPYTHONDIR="/tmp/home/.ipython", TMPDIR="/tmp")
         env["PYTHONPATH"] = "/opt/seqlab"
         if os.geteuid() == 0:
-            env["SEQLAB_SANDBOX_UID"] = str(NOBODY)
+            env["SEQLAB_SANDBOX_UID"] = str(uid if uid is not None else NOBODY)
         argv = _bwrap_argv(sandbox, python, env)
         run_env = None
         cwd = None
