@@ -55,6 +55,7 @@ T = TypeVar("T")
 
 _QUEUED, _RUNNING, _DONE, _FAILED, _CANCELLED = range(5)
 _STATE_NAMES = ("queued", "running", "done", "failed", "cancelled")
+_new_ticket = object.__new__
 # The data keys of the hot-path trace events (Recorder.record_fields).
 _TICKET_DELAY = ("ticket", "delay")
 _TICKET_DURATION = ("ticket", "duration")
@@ -552,12 +553,21 @@ class Sequencer:
             ticket: Ticket[Any] = Ticket(self, fn, args, rec)
             self._enqueue(ticket, _current_task())
             return ticket
-        # _enqueue without the trace, inlined: this is the hot path.
+        # _enqueue without the trace, and Ticket.__init__, inlined: this is the hot path.
         number = self._next_number
         self._next_number = number + 1
         stamp = d._stamp
         d._stamp = stamp + 1
-        ticket = Ticket(self, fn, args, None, number, stamp, d._now())
+        ticket = _new_ticket(Ticket)
+        ticket._owner = self
+        ticket._fn = fn
+        ticket._args = args
+        ticket._rec = None
+        ticket.number = number
+        ticket._stamp = stamp
+        ticket._queued_at = d._now()
+        ticket._state = _QUEUED
+        ticket._waiters = None
         queue.append(ticket)
         d._pending += 1
         if self._running is None and len(queue) == 1:

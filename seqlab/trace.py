@@ -56,9 +56,9 @@ _RECORDER: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar(
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _NO_DATA: Mapping[str, Any] = MappingProxyType({})
 _current_time = trio.current_time
-# One event in Recorder._raw: time, task label, primitive, kind, then either (None, data) from
-# record() or (keys, values) from record_fields().
-_FIELDS = 6
+# One event in Recorder._raw: time, task label, primitive, kind, keys; its values go to
+# Recorder._raw_values, flat.
+_FIELDS = 5
 _BATCH = 512 * _FIELDS
 _PARENT = ("parent",)  # Recorder._raw is packed into columns once it holds this many fields
 _BLOCK = ("what", "on")
@@ -198,12 +198,12 @@ class Recorder:
         self.seed: int | None = None
         self._t0: float | None = None
         self._now: Callable[[], float] = _current_time
-        # Storage, about 100 bytes an event. record() appends five fields per event to _raw,
-        # a small staging list, which is cheap on the hot path; every _BATCH fields, _pack()
-        # moves them into columns with a few C-level passes: times as 8-byte floats, task
-        # labels, primitives and kinds as references to shared strings, and each event's data
-        # as a reference to its (shared) tuple of keys plus its values, flat in one list. The
-        # dicts themselves (184 bytes each) are dropped; reading rebuilds them.
+        # Storage, about 100 bytes an event. Recording appends five fields per event (time,
+        # task label, primitive, kind, the event's tuple of keys) to _raw and its values to
+        # _raw_values: small staging lists, cheap on the hot path. Every _BATCH fields, _pack()
+        # copies them into columns: times as 8-byte floats, labels, primitives, kinds and key
+        # tuples as references to shared objects, and the values flat in one list. A dict
+        # given to record() is not kept (184 bytes each); reading rebuilds one per event.
         self._raw: list[Any] = []
         self._times = array("d")
         self._tasks: list[str] = []
@@ -214,7 +214,7 @@ class Recorder:
         self._values: list[Any] = []
         # Where each event's values start in _values, filled in on demand by _starts_upto().
         self._starts = array("q")
-        self._staged_dicts = 0  # events in _raw that came from record(), with a mapping
+        self._raw_values: list[Any] = []  # the values of the events in _raw, flat
         self._view = TraceEvents(self)
         self._labels: dict[trio.lowlevel.Task, str] = {}
         self._label_counts: dict[str, int] = {}
@@ -243,63 +243,21 @@ class Recorder:
         return iter(self._view)
 
     def _pack(self) -> None:
-        """Move the staged events into the columns (see ``__init__``)."""
+        """Move the staged events into the columns (see ``__init__``): a few slices and
+        copies per batch, no work per event."""
         raw = self._raw
         if not raw:
             return
         if self._t0 is None:
             self._t0 = raw[0]
-        shapes = raw[4::_FIELDS]
-        payloads = raw[5::_FIELDS]
-        if self._staged_dicts:
-            # Events from record(): take each mapping's keys (one shared tuple per shape) and
-            # a view of its values, a whole batch at a time.
-            if self._staged_dicts == len(shapes):
-                where = None
-                datas = payloads
-            else:
-                where = [i for i, shape in enumerate(shapes) if shape is None]
-                datas = [payloads[i] for i in where]
-            self._staged_dicts = 0
-            keys = list(map(tuple, datas))
-            keys = list(map(self._shapes.setdefault, keys, keys))
-            try:
-                views = list(map(dict.values, datas))
-            except TypeError:  # a Mapping that is not a dict
-                views = [data.values() for data in datas]
-            if where is None:
-                shapes, payloads = keys, views
-            else:
-                for i, shape, view in zip(where, keys, views, strict=True):
-                    shapes[i] = shape
-                    payloads[i] = view
-        values = list(chain.from_iterable(payloads))
-        if len(values) != sum(map(len, shapes)):
-            self._drop_malformed(shapes, payloads)
-            return
         self._times.fromlist(raw[0::_FIELDS])
         self._tasks += raw[1::_FIELDS]
         self._primitives += raw[2::_FIELDS]
         self._kinds += raw[3::_FIELDS]
-        self._keys += shapes
-        self._values += values
+        self._keys += raw[4::_FIELDS]
+        self._values += self._raw_values
         raw.clear()
-
-    def _drop_malformed(self, shapes: list[Any], payloads: list[Any]) -> None:
-        """Pack the staged events whose keys and values match; raise about the others."""
-        raw = self._raw
-        bad = [i for i, (k, v) in enumerate(zip(shapes, payloads, strict=True)) if len(k) != len(v)]
-        keys, values = shapes[bad[0]], payloads[bad[0]]
-        for i in reversed(bad):
-            del raw[i * _FIELDS : (i + 1) * _FIELDS]
-            del shapes[i], payloads[i]
-        raw[4::_FIELDS] = shapes
-        raw[5::_FIELDS] = payloads
-        self._pack()
-        raise ValueError(
-            f"record_fields: keys {keys!r} and values {tuple(values)!r} differ in length; "
-            f"{len(bad)} such event(s) dropped from the trace"
-        )
+        self._raw_values.clear()
 
     def _starts_upto(self, index: int) -> array[int]:
         """The start offsets in ``_values`` of events ``0 .. index`` (at least)."""
@@ -452,15 +410,22 @@ class Recorder:
     ]:
         now, raw, labels = self._now, self._raw, self._labels
         extend, pack = raw.extend, self._pack
+        values_extend = self._raw_values.extend
         first_label, listeners = self._first_label, self._listeners
+        shapes = self._shapes
+
+        # Each event's values are copied out of the caller's tuple or mapping at once, so
+        # nothing the caller allocated lives on until the next pack (medium-lived objects
+        # would make the garbage collector run, and scan the whole heap, far more often).
 
         def record(
             task: trio.lowlevel.Task, primitive: str, kind: str, data: Mapping[str, Any]
         ) -> float:
             t = now()
             label = labels.get(task) or first_label(task)
-            extend((t, label, primitive, kind, None, data))
-            self._staged_dicts += 1
+            keys = tuple(data)
+            extend((t, label, primitive, kind, shapes.get(keys) or shapes.setdefault(keys, keys)))
+            values_extend(data.values())
             if len(raw) >= _BATCH:
                 pack()
             if listeners:
@@ -474,9 +439,14 @@ class Recorder:
             keys: tuple[str, ...],
             values: tuple[Any, ...],
         ) -> float:
+            if len(keys) != len(values):
+                raise ValueError(
+                    f"record_fields: keys {keys!r} and values {values!r} differ in length"
+                )
             t = now()
             label = labels.get(task) or first_label(task)
-            extend((t, label, primitive, kind, keys, values))
+            extend((t, label, primitive, kind, keys))
+            values_extend(values)
             if len(raw) >= _BATCH:
                 pack()
             if listeners:
@@ -493,9 +463,15 @@ class Recorder:
         ) -> float:
             t = now()
             names = [labels.get(task) or first_label(task) for task in tasks]
-            if len(names) != len(rows):
-                raise ValueError(f"record_many: {len(names)} tasks but {len(rows)} rows")
             n = len(rows)
+            if len(names) != n:
+                raise ValueError(f"record_many: {len(names)} tasks but {n} rows")
+            staged = self._raw_values
+            before = len(staged)
+            values_extend(chain.from_iterable(rows))
+            if len(staged) - before != n * len(keys):
+                del staged[before:]
+                raise ValueError(f"record_many: every row must have {len(keys)} values {keys!r}")
             extend(
                 chain.from_iterable(
                     zip(
@@ -504,7 +480,6 @@ class Recorder:
                         repeat(primitive, n),
                         repeat(kind, n),
                         repeat(keys, n),
-                        rows,
                         strict=True,
                     )
                 )
