@@ -22,8 +22,10 @@ from typing import Any
 
 import outcome
 import trio
+from trio.lowlevel import enable_ki_protection
 
 from ._callables import is_async_callable
+from ._outcomes import Ready, indexes
 from .trace import _RECORDER, Recorder
 
 __all__ = [
@@ -43,9 +45,9 @@ _SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
 _Value = outcome.Value
 _Error = outcome.Error
 # The data keys of the hot-path trace events (Recorder.record_fields).
-_ARRIVAL = ("generation", "index", "n_waiting")
-_RELEASE = ("generation", "index", "waited")
-_RELEASE_UNTIMED = ("generation", "index")
+_ARRIVAL = ("generation", "index", "n_waiting", "parties")
+_RELEASE = ("generation", "index", "waited", "by")
+_RELEASE_UNTIMED = ("generation", "index", "by")
 
 
 class BrokenBarrierError(trio.BrokenResourceError):
@@ -157,7 +159,16 @@ class Barrier:
       name (str): a name for traces and deadlock reports ("Barrier 'phase'").
     """
 
-    __slots__ = ("_action", "_broken", "_generation", "_label", "_parties", "_reason", "_waiters")
+    __slots__ = (
+        "_action",
+        "_broken",
+        "_generation",
+        "_label",
+        "_outcomes",
+        "_parties",
+        "_reason",
+        "_waiters",
+    )
 
     def __init__(
         self,
@@ -181,6 +192,7 @@ class Barrier:
         # The tasks waiting in the filling generation, in arrival order. Their value is the
         # arrival time when a recorder was active, else None.
         self._waiters: dict[trio.lowlevel.Task, float | None] = {}
+        self._outcomes: list[Ready[int]] = []
         self._generation = 0
         self._broken = False
         self._reason = ""
@@ -263,8 +275,8 @@ class Barrier:
                 self._run_action(rec)
             # Release: each waiter wakes up with its index, in arrival order.
             if rec is None:
-                for index, task in enumerate(waiters):
-                    _reschedule(task, _Value(index))
+                outcomes = self._outcomes or self._make_outcomes()
+                list(map(_reschedule, waiters, outcomes))
             else:
                 self._release_recorded(rec)
             waiters.clear()
@@ -278,7 +290,11 @@ class Barrier:
         else:
             index = len(waiters)
             waiters[task] = rec.record_fields(
-                task, self._label, "arrive", _ARRIVAL, (self._generation, index, index + 1)
+                task,
+                self._label,
+                "arrive",
+                _ARRIVAL,
+                (self._generation, index, index + 1, self._parties),
             )
 
         def abort_fn(_: Any) -> trio.lowlevel.Abort:
@@ -304,7 +320,7 @@ class Barrier:
             self._label,
             "arrive",
             _ARRIVAL,
-            (self._generation, parties - 1, parties),
+            (self._generation, parties - 1, parties, parties),
         )
 
     def _run_action(self, rec: Recorder | None) -> None:
@@ -330,16 +346,33 @@ class Barrier:
                 f"{self._label} was aborted or reset by its own action; nobody was released"
             )
 
+    def _make_outcomes(self) -> list[Ready[int]]:
+        # One reusable outcome per arrival index: releasing allocates nothing.
+        self._outcomes = indexes(self._parties)
+        return self._outcomes
+
     def _release_recorded(self, rec: Recorder) -> None:
+        outcomes = self._outcomes or self._make_outcomes()
         now = rec.now()
-        generation, label, record = self._generation, self._label, rec.record_fields
-        for index, (task, arrived) in enumerate(self._waiters.items()):
-            if arrived is None:  # it arrived while no recorder was active
-                record(task, label, "release", _RELEASE_UNTIMED, (generation, index))
-            else:
-                record(task, label, "release", _RELEASE, (generation, index, now - arrived))
-            _reschedule(task, _Value(index))
-        record(_current_task(), label, "release", _RELEASE, (generation, self._parties - 1, 0.0))
+        me = _current_task()
+        by = rec.label(me)  # the last arriver releases everyone
+        generation, label, waiters = self._generation, self._label, self._waiters
+        if None in waiters.values():  # some arrived while no recorder was active
+            for index, (task, arrived) in enumerate(waiters.items()):
+                if arrived is None:
+                    data: tuple[Any, ...] = (generation, index, by)
+                    rec.record_fields(task, label, "release", _RELEASE_UNTIMED, data)
+                else:
+                    data = (generation, index, now - arrived, by)
+                    rec.record_fields(task, label, "release", _RELEASE, data)
+        else:
+            rows = [
+                (generation, index, now - arrived, by)  # type: ignore[operator]
+                for index, arrived in enumerate(waiters.values())
+            ]
+            rec.record_many(waiters, label, "release", _RELEASE, rows)
+        list(map(_reschedule, waiters, outcomes))
+        rec.record_fields(me, label, "release", _RELEASE, (generation, self._parties - 1, 0.0, by))
 
     def _broken_message(self) -> str:
         return f"{self._label} is broken ({self._reason}); call reset() to make it usable again"
@@ -365,6 +398,7 @@ class Barrier:
             _reschedule(task, _Error(BrokenBarrierError(message)))
         return len(waiters)
 
+    @enable_ki_protection
     def abort(self) -> None:
         """Break the barrier: waiting tasks and all later callers get BrokenBarrierError.
 
@@ -375,6 +409,7 @@ class Barrier:
         if not self._broken:
             self._break("abort() was called")
 
+    @enable_ki_protection
     def reset(self) -> None:
         """Make the barrier usable again, starting a new, empty generation.
 
@@ -552,6 +587,7 @@ class Phaser:
             return f"{self._label} (terminated at phase {self._phase})"
         return f"{self._label} phase {self._phase} ({self._arrived} of {self._registered} arrived)"
 
+    @enable_ki_protection
     def register(self) -> int:
         """Add one party and return the current phase, in which it must arrive too.
 
@@ -581,6 +617,7 @@ class Phaser:
                 "register() first (or pass parties= when creating it)"
             )
 
+    @enable_ki_protection
     def arrive(self) -> int:
         """Arrive at the current phase without waiting; return that phase's number.
 
@@ -594,6 +631,7 @@ class Phaser:
         self._check_can_arrive("arrive")
         return self._arrive(deregister=False)
 
+    @enable_ki_protection
     def arrive_and_deregister(self) -> int:
         """Arrive at the current phase and leave the phaser; return that phase's number.
 

@@ -150,6 +150,13 @@ def _explore(args: argparse.Namespace) -> int:
     "run a small built-in scenario (tellers racing on one account) and print its trace",
     arg("--seed", type=int, default=1, help="scheduling seed (default 1); try others"),
     arg("--tellers", type=int, default=3, help="number of tellers (default 3)"),
+    arg(
+        "--perfetto",
+        metavar="FILE",
+        default=None,
+        help="also write the trace as Chrome trace-event JSON to FILE (open it in "
+        "https://ui.perfetto.dev or chrome://tracing)",
+    ),
 )
 def _demo(args: argparse.Namespace) -> int:
     from . import Recorder, run
@@ -165,6 +172,12 @@ def _demo(args: argparse.Namespace) -> int:
     verdict = "correct" if balance == args.tellers else "a deposit was lost (a race)"
     print(f"final balance: {balance} (expected {args.tellers}): {verdict}")
     print(f"replay exactly: seqlab demo --seed {args.seed} --tellers {args.tellers}")
+    if args.perfetto is not None:
+        import json
+
+        with open(args.perfetto, "w", encoding="utf-8") as f:
+            json.dump(recorder.to_perfetto(), f)
+        print(f"wrote {args.perfetto}: open it in https://ui.perfetto.dev")
     return 0
 
 
@@ -227,8 +240,9 @@ def _bench(args: argparse.Namespace) -> int:
 @command(
     "release",
     "write student versions of lesson source notebooks (solutions and hidden tests removed)",
-    arg("sources", nargs="+", metavar="SOURCE", help="source notebook path or installed lesson ID"),
+    arg("sources", nargs="+", metavar="SOURCE", help="source notebook path or lesson ID"),
     arg("--out", metavar="DIR", required=True, help="directory for the student notebooks"),
+    arg("--lessons", metavar="DIR", help="folder of lesson sources that IDs are looked up in"),
 )
 def _release(args: argparse.Namespace) -> int:
     from .grading.commands import release_command
@@ -238,9 +252,18 @@ def _release(args: argparse.Namespace) -> int:
 
 @command(
     "grade",
-    "grade submitted notebooks against a lesson's source in fresh, limited kernels",
+    "grade submitted notebooks against a lesson's source in a sandbox, one per submission",
     arg("submissions", nargs="+", metavar="SUBMISSION", help="submitted .ipynb files"),
-    arg("--lesson", metavar="ID", help="installed lesson ID or source notebook path"),
+    arg(
+        "--lesson",
+        metavar="ID",
+        help="lesson ID or source notebook path (default: each notebook's metadata.seqlab.lesson)",
+    ),
+    arg(
+        "--lessons",
+        metavar="DIR",
+        help="folder of lesson sources (default: the checkout's lessons/)",
+    ),
     arg("--out", metavar="FILE", help="write results here (default: stdout)"),
     arg(
         "--format",
@@ -261,7 +284,13 @@ def _release(args: argparse.Namespace) -> int:
         type=int,
         default=2048,
         metavar="MIB",
-        help="kernel address-space limit in MiB (default 2048)",
+        help="memory limit in MiB for each submission's sandbox (default 2048)",
+    ),
+    arg(
+        "--hidden-visibility",
+        choices=["hidden", "after_due_date", "after_published", "visible"],
+        default="after_due_date",
+        help="Gradescope visibility of checks with hidden parts (default after_due_date)",
     ),
 )
 def _grade(args: argparse.Namespace) -> int:
@@ -285,6 +314,20 @@ def _gradescope_bundle(args: argparse.Namespace) -> int:
     return bundle_command(args)
 
 
+def _port(text: str) -> int:
+    """A TCP port, 1-65535. JupyterLab would quietly pick another port for a bad one and the
+    link printed would lead nowhere."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a port is an int from 1 to 65535, got {text!r}"
+        ) from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is an int from 1 to 65535, got {port}")
+    return port
+
+
 @command(
     "lab",
     "copy the lessons (student versions) into DIR, make sure the seqlab kernel is installed, "
@@ -298,7 +341,12 @@ def _gradescope_bundle(args: argparse.Namespace) -> int:
         "lessons already there are kept, never overwritten",
     ),
     arg("--no-browser", action="store_true", help="start the server without opening a browser"),
-    arg("--port", type=int, default=None, help="port for JupyterLab (default: its own choice)"),
+    arg(
+        "--port",
+        type=_port,
+        default=None,
+        help="port for JupyterLab, 1-65535 (default: its own choice)",
+    ),
 )
 def _lab(args: argparse.Namespace) -> int:
     import importlib.util

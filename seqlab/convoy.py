@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import trio
+from trio.lowlevel import enable_ki_protection
 
 from ._callables import is_async_callable
-from .trace import _RECORDER
+from .trace import _RECORDER, clock_reader
 
 __all__ = [
     "Convoy",
@@ -88,7 +91,7 @@ class ConvoyStatistics:
     * ``consumers``: the size of the consumer pool.
     * ``keys``: how many distinct keys the convoy has seen.
     * ``backlog``: for each key with waiting messages, how many wait (the one in flight excluded),
-      in the order the keys were first seen.
+      oldest backlog first.
     * ``locked_keys``: the keys whose session a consumer holds right now.
     * ``in_flight``: messages inside the handler right now (at most one per key).
     * ``unsettled``: messages sent and neither delivered nor dead-lettered yet.
@@ -122,8 +125,13 @@ _KEY_CONSUMER = ("key", "consumer")
 _DELIVERY = ("key", "sequence", "attempt", "consumer")
 
 
+_new_delivery = partial(tuple.__new__, Delivery)  # Delivery(*fields), without the Python frame
+
+
 class _Key:
-    """Everything the convoy knows about one key: its backlog and where it stands."""
+    """Everything the convoy knows about one key with work pending: its backlog and where it
+    stands. Once a key has nothing left to do it is dropped, keeping only its next sequence
+    number (in ``Convoy._idle_sequences``)."""
 
     __slots__ = ("attempts", "backlog", "join_lot", "key", "next_sequence", "settled", "state")
 
@@ -205,12 +213,15 @@ class Convoy:
     Tracing: with a recorder active, the convoy emits ``send`` (key, sequence), ``dedup``
     (key, dedup_id), ``lock`` and ``unlock`` when a consumer takes and gives up a key's session
     (key, consumer), ``deliver``, ``done`` and ``lock_lost`` (key, sequence, attempt, consumer),
-    ``retry`` and ``dead_letter`` (the same plus the error's type name) and, after an early
-    exit, ``undelivered`` (count). Consumers are tasks named ``consumer-0``, ``consumer-1``, ...
+    ``retry`` (the same plus the error as ``Type: message``), ``dead_letter`` (that plus the
+    message, shortened) and, after an early exit, ``undelivered`` (count). Consumers are tasks named ``consumer-0``, ``consumer-1``, ...
     (prefixed with the convoy's ``name`` when it has one).
 
-    The convoy remembers every key it has seen (to keep numbering its messages), like a broker
-    keeps one offset per partition.
+    Memory: the convoy holds a backlog only for keys with messages pending. A key that has
+    nothing left to do is dropped; what it keeps of it is its next sequence number (a dict
+    entry of a few dozen bytes, so that its numbering goes on if it comes back, like a broker
+    keeps one offset per partition), and the convoy's counters. :meth:`join` on an idle convoy
+    returns at once, however many keys it has seen.
     """
 
     def __init__(
@@ -240,7 +251,9 @@ class Convoy:
         self._dedup_window = _positive_seconds(dedup_window, "dedup_window")
         self.name = name
         self._label = "Convoy" if name is None else f"Convoy {name!r}"
-        self._keys: dict[Any, _Key] = {}
+        self._keys: dict[Any, _Key] = {}  # keys with work pending
+        self._idle_sequences: dict[Any, int] = {}  # every other key seen: its next sequence
+        self._now: Callable[[], float] = trio.current_time  # cheaper reader once running
         self._ready: deque[_Key] = deque()
         self._idle_consumers = trio.lowlevel.ParkingLot()
         self._drained = trio.lowlevel.ParkingLot()
@@ -286,6 +299,7 @@ class Convoy:
         await trio.lowlevel.cancel_shielded_checkpoint()
         return accepted
 
+    @enable_ki_protection
     def send_nowait(self, key: Hashable, message: Any, *, dedup_id: Hashable = None) -> bool:
         """Like :meth:`send`, from synchronous code (a convoy's backlog never refuses a message)."""
         if self._closed:
@@ -299,11 +313,13 @@ class Convoy:
             raise TypeError(
                 f"key must be hashable (a str, int, tuple, ...), got {type(key).__name__} {key!r}"
             ) from None
-        now = trio.current_time()
+        now = self._now()
         if dedup_id is not None and self._is_duplicate(dedup_id, now, key):
             return False
         if state is None:
             state = self._keys[key] = _Key(key)
+            if self._idle_sequences:
+                state.next_sequence = state.settled = self._idle_sequences.pop(key, 0)
         sequence = state.next_sequence
         state.next_sequence = sequence + 1
         state.backlog.append((message, sequence, now))
@@ -364,6 +380,10 @@ class Convoy:
         ``join`` then raises :class:`trio.ClosedResourceError` (they are in :attr:`undelivered`).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._unsettled and not self.undelivered:  # idle: nothing to walk
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        # Only keys with work pending are kept, so this is as long as the work, no longer.
         targets = [(s, s.next_sequence) for s in self._keys.values() if s.settled < s.next_sequence]
         if not targets:
             await trio.lowlevel.cancel_shielded_checkpoint()
@@ -382,7 +402,7 @@ class Convoy:
     async def _drain(self) -> None:
         """Wait until nothing is unsettled, including messages sent while waiting."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        if not self._unsettled:
+        if not self._unsettled and not self.undelivered:  # idle: nothing to walk
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
         while self._unsettled:
@@ -399,6 +419,11 @@ class Convoy:
         )
 
     # ------------------------------------------------------------------ bookkeeping
+
+    def _retire(self, state: _Key) -> None:
+        """Drop an idle key, keeping only its next sequence number."""
+        del self._keys[state.key]
+        self._idle_sequences[state.key] = state.next_sequence
 
     def _settle(self, state: _Key) -> None:
         state.backlog.popleft()
@@ -460,7 +485,7 @@ class Convoy:
         hottest = max(backlog, key=backlog.__getitem__) if backlog else None
         return ConvoyStatistics(
             consumers=self._consumers,
-            keys=len(self._keys),
+            keys=len(self._keys) + len(self._idle_sequences),
             backlog=MappingProxyType(backlog),
             locked_keys=tuple(locked),
             in_flight=self._in_flight,
@@ -491,7 +516,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
     label = convoy._label
     rec = _RECORDER.get()
     task = trio.lowlevel.current_task()
-    current_time = trio.current_time
+    now = convoy._now
     while True:
         if not ready:
             await convoy._wait_for_work()
@@ -509,10 +534,10 @@ async def _consume(convoy: Convoy, index: int) -> None:
             attempt = state.attempts + 1
             state.attempts = attempt
             if attempt == 1:
-                waited = current_time() - sent_at
+                waited = now() - sent_at
                 if waited > convoy._max_wait:
                     convoy._max_wait = waited
-            delivery = Delivery(key, message, attempt, sequence)
+            delivery = _new_delivery((key, message, attempt, sequence))
             if rec is not None:
                 fields = (key, sequence, attempt, index)
                 rec.record_fields(task, label, "deliver", _DELIVERY, fields)
@@ -530,7 +555,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
                 except Exception as exc:
                     error = exc
             else:
-                with trio.CancelScope(deadline=current_time() + timeout) as scope:
+                with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
                     try:
                         result = handler(delivery)
                         if inspect.isawaitable(result):
@@ -541,7 +566,15 @@ async def _consume(convoy: Convoy, index: int) -> None:
             convoy._in_flight -= 1
             if error is None and not lost:
                 convoy._delivered += 1
-                convoy._settle(state)
+                # convoy._settle(state), inlined: this is the hot path.
+                backlog.popleft()
+                state.attempts = 0
+                state.settled += 1
+                convoy._unsettled -= 1
+                if state.join_lot:
+                    state.join_lot.unpark_all()
+                if not convoy._unsettled and convoy._drained:
+                    convoy._drained.unpark_all()
                 if rec is not None:
                     rec.record_fields(task, label, "done", _DELIVERY, fields)
                 continue
@@ -568,7 +601,8 @@ async def _consume(convoy: Convoy, index: int) -> None:
                             "sequence": sequence,
                             "attempt": attempt,
                             "consumer": index,
-                            "error": type(error).__name__,
+                            "error": _error_text(error),
+                            "message": _short(message),
                         },
                     )
             elif lost:
@@ -585,7 +619,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
                             "sequence": sequence,
                             "attempt": attempt,
                             "consumer": index,
-                            "error": type(error).__name__,
+                            "error": _error_text(error),
                         },
                     )
         if rec is not None:
@@ -595,6 +629,8 @@ async def _consume(convoy: Convoy, index: int) -> None:
             ready.append(state)
         else:
             state.state = _IDLE
+            if not convoy._closed:
+                convoy._retire(state)
         if ready:
             # Other keys wait: let everyone else run before taking the next session.
             await trio.lowlevel.checkpoint()
@@ -638,6 +674,7 @@ def open_convoy(
 
 @asynccontextmanager
 async def _run_convoy(convoy: Convoy) -> AsyncIterator[Convoy]:
+    convoy._now = clock_reader()  # the trio clock, read the cheapest way
     prefix = "" if convoy.name is None else f"{convoy.name}-"
     body_error: BaseException | None = None
     clean = False
@@ -660,3 +697,15 @@ async def _run_convoy(convoy: Convoy) -> AsyncIterator[Convoy]:
             convoy._abandon(body_error)
     if body_error is not None:
         raise body_error
+
+
+def _error_text(error: BaseException) -> str:
+    """``Type: message`` for a trace event, without memory addresses."""
+    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
+
+
+def _short(message: Any, limit: int = 60) -> str:
+    """A message's repr for a trace event, cut to ``limit`` characters."""
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(message))
+    return text if len(text) <= limit else text[: limit - 3] + "..."

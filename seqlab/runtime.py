@@ -50,7 +50,9 @@ from .schedule import (
     Strategy,
     make_strategy,
 )
-from .trace import _RECORDER, Recorder, task_label
+from .trace import _RECORDER, Recorder, record_deadlock, task_label
+from .waits import WAITS_FOR_CHILDREN as _WAITS_FOR_CHILDREN
+from .waits import describe_wait
 
 __all__ = [
     "run",
@@ -139,8 +141,6 @@ def _restore_hooks() -> None:
 
 # --------------------------------------------------------------------------- deadlock
 
-_WAITS_FOR_CHILDREN = "for its child tasks to finish"
-
 
 @dataclass(frozen=True)
 class BlockedTask:
@@ -170,32 +170,6 @@ class Deadlock(Exception):
         ]
         lines += [f"  {t}" for t in tasks]
         super().__init__("\n".join(lines))
-
-
-def describe_wait(task: trio.lowlevel.Task) -> tuple[str, bool]:
-    """What ``task`` is blocked on, and whether that is outside activity (a thread or I/O).
-
-    A seqlab primitive describes itself through ``_describe_wait()``; the outermost such frame
-    wins because it is the call the user wrote. Otherwise the outermost trio object or function.
-    """
-    described = None
-    trio_part = None
-    for frame, _ in task.iter_await_frames():
-        module = frame.f_globals.get("__name__", "")
-        if module == "trio._threads" or module.startswith("trio._core._io"):
-            return "on a thread or I/O", True
-        me: Any = frame.f_locals.get("self")
-        if described is None and hasattr(me, "_describe_wait"):
-            described = f"at {me._describe_wait()}"
-        if trio_part is None and module.partition(".")[0] == "trio":
-            kind = type(me).__name__
-            if kind in ("NurseryManager", "Nursery"):
-                trio_part = _WAITS_FOR_CHILDREN
-            elif type(me).__module__.startswith("trio"):
-                trio_part = f"on trio.{kind.lstrip('_')}"
-            else:
-                trio_part = f"in trio.{frame.f_code.co_name}()"
-    return described or trio_part or "on something outside seqlab and trio", False
 
 
 def _user_tasks(root: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
@@ -334,6 +308,8 @@ class _Run:
         if self.deadlock is None:
             elapsed = trio.current_time() - (0.0 if self.virtual_time else self.started_at)
             self.deadlock = Deadlock(blocked, elapsed, self.seed)
+            if self.recorder is not None and self.main_task is not None:
+                record_deadlock(self.recorder, _user_tasks(self.main_task))
             self.scope.cancel()
         else:
             # Still stuck after cancelling everything (a wait shielded from cancellation):

@@ -32,16 +32,14 @@ Example, the canonical diamond (persist and moderate in parallel, deliver after 
             await publish(message)
     # here every message went through all three stages
 
-Checkpoints. :meth:`SequenceBarrier.wait_for` always checkpoints (once per batch, whatever the
-batch size). :meth:`Pipeline.publish` deliberately bends trio's "every ``await`` is a checkpoint"
-rule: it checkpoints (is a cancel point and a schedule point) only when the ring is full and it
-has to wait for room. A producer loop that never blocks on anything else still yields at least
-once every ``size`` events, and here is why: the stages only run while the producer is
-suspended, so after ``size`` publishes without a yield the ring is full and the next publish
-waits. The stages then drain the ring in batches of up to ``size`` events. Yielding on every
-publish would turn batching back into one-event-at-a-time hand-offs, and a cancel check on every
-call alone costs about a third of a cheap pipeline's throughput; a cancelled producer notices
-within ``size`` events.
+Checkpoints follow trio's rule. Every ``async`` method always checkpoints:
+:meth:`SequenceBarrier.wait_for` once per batch whatever the batch size, :meth:`Pipeline.publish`
+once per event (so a producer loop of ``await publish(event)`` lets the stages run after each
+event), :meth:`Pipeline.publish_many` once per call. :meth:`Pipeline.publish_nowait` never
+yields and raises :class:`trio.WouldBlock` when the ring is full. Batching lives in the stage
+loop: a stage takes every event published since it last ran as one batch, so a producer that
+publishes a burst with ``publish_nowait`` (or ``publish_many``) and then yields hands the
+stages the whole burst for one wake-up and one sequence update.
 
 Trace events (when a recorder is active; ``primitive`` is the object's label, such as
 ``"Pipeline 'chat'"``):
@@ -74,6 +72,7 @@ from trio.lowlevel import (
     cancel_shielded_checkpoint,
     checkpoint_if_cancelled,
     current_task,
+    enable_ki_protection,
 )
 
 from ._callables import callable_name as _callable_name
@@ -184,6 +183,7 @@ class Sequence:
             for lot in armed:
                 lot.unpark_all()
 
+    @enable_ki_protection
     def set(self, n: int) -> None:
         """Move the sequence to ``n`` (everything up to ``n`` is done).
 
@@ -210,6 +210,7 @@ class Sequence:
         if rec is not None:
             rec.record(current_task(), self._label, "advance", {"sequence": n})
 
+    @enable_ki_protection
     def complete(self, n: int) -> None:
         """Record that ``n`` is done, in any order; ``value`` follows the contiguous prefix.
 
@@ -359,11 +360,13 @@ class SequenceBarrier:
             if available >= n:
                 return available
 
+    @enable_ki_protection
     def alert(self) -> None:
         """Halt: every current and future :meth:`wait_for` raises :class:`AlertError`."""
         self._alerted = True
         self._lot.unpark_all()
 
+    @enable_ki_protection
     def clear_alert(self) -> None:
         """Make the barrier usable again after :meth:`alert`."""
         self._alerted = False
@@ -476,6 +479,7 @@ class RingBuffer:
         """The cursor as a :class:`Sequence`, to wait on (``SequenceBarrier(ring)`` does)."""
         return self._cursor
 
+    @enable_ki_protection
     def add_gating(self, *sequences: Sequence) -> None:
         """Producers will not claim a slot until every one of ``sequences`` has passed it."""
         for i, seq in enumerate(sequences):
@@ -486,6 +490,7 @@ class RingBuffer:
                 self._gating.append(seq)
         self._refresh_gating()
 
+    @enable_ki_protection
     def remove_gating(self, sequence: Sequence) -> None:
         """Stop gating producers on ``sequence`` (a consumer that left)."""
         if sequence not in self._gating:
@@ -515,6 +520,7 @@ class RingBuffer:
         free = self._refresh_gating() + self._size - self._claimed
         return max(0, min(free, self._size))
 
+    @enable_ki_protection
     def try_next(self, n: int = 1) -> int:
         """Claim ``n`` sequences without waiting; return the highest one claimed.
 
@@ -596,6 +602,7 @@ class RingBuffer:
             raise ValueError(f"sequence {seq} is already published; claim a new one")
         self._entries[seq & self._mask] = value
 
+    @enable_ki_protection
     def publish(self, lo: int, hi: int | None = None) -> None:
         """Make claimed sequence ``lo`` (or the range ``lo..hi``) visible to consumers.
 
@@ -862,9 +869,9 @@ class Pipeline:
     stage. Leaving it with an exception stops the stages at once and re-raises it.
     Publishing after the block raises :class:`trio.ClosedResourceError`.
 
-    Checkpoints: see :meth:`publish` - it checkpoints only when the ring is full, so the stages
-    receive events in batches of up to ``size`` and the producer yields at least once per
-    ``size`` events.
+    Checkpoints, as in trio: :meth:`publish` and :meth:`publish_many` always checkpoint;
+    :meth:`publish_nowait` never does (and raises :class:`trio.WouldBlock` when the ring is
+    full). A stage takes every event published since it last ran as one batch.
     """
 
     def __init__(self, size: int, *, name: str | None = None) -> None:
@@ -1067,19 +1074,56 @@ class Pipeline:
     async def publish(self, event: Any) -> None:
         """Put ``event`` into the ring and make it visible to the stages.
 
-        Checkpoint rule (see the module docstring): this is a checkpoint - cancel point and
-        schedule point - only when the ring is full and it waits for the final stages. With
-        room it stores the event, advances the cursor, wakes idle stages and returns without
-        yielding, so a producer hands the stages up to ``size`` events at a time. Raises
+        Always a checkpoint, as every trio ``async`` method: a cancel point (if cancelled,
+        nothing was published) and a schedule point, so the stages get to run. When the ring
+        is full it waits for the final stages to make room. Raises
         :class:`trio.ClosedResourceError` outside ``run()`` or after a stage failed.
+
+        A producer that has many events at hand and wants the stages to take them as one
+        batch uses :meth:`publish_nowait` (or :meth:`publish_many`) for all but the last.
+        """
+        await checkpoint_if_cancelled()
+        if self._closed:
+            raise self._closed_error()
+        ring = self.ring
+        hi = ring._claimed + 1
+        if hi - ring._size > ring._gating_cache and not ring._has_room(hi):
+            await self._wait_for_room(1)  # blocked: that was the schedule point
+            self._put(ring._claimed + 1, event)
+        else:
+            self._put(hi, event)
+            await cancel_shielded_checkpoint()
+
+    @enable_ki_protection
+    def publish_nowait(self, event: Any) -> None:
+        """Publish ``event`` without yielding; raise :class:`InsufficientCapacity` (a
+        :class:`trio.WouldBlock`) when the ring is full.
+
+        Never a checkpoint: the stages see the event the next time this task yields. That is
+        how a producer hands the stages a whole batch at once (each stage then wakes once and
+        advances its sequence once for all of it)::
+
+            for event in burst:
+                try:
+                    pipe.publish_nowait(event)
+                except trio.WouldBlock:
+                    await pipe.publish(event)  # full: wait for room
+            await trio.lowlevel.checkpoint()  # let the stages run
         """
         if self._closed:
             raise self._closed_error()
         ring = self.ring
         hi = ring._claimed + 1
         if hi - ring._size > ring._gating_cache and not ring._has_room(hi):
-            await self._wait_for_room(1)
-            hi = ring._claimed + 1
+            raise InsufficientCapacity(
+                f"{self._label} is full ({ring._size} events not yet through its final stages)"
+            )
+        self._put(hi, event)
+
+    @enable_ki_protection
+    def _put(self, hi: int, event: Any) -> None:
+        """Store ``event`` at claimed-next sequence ``hi`` and advance the cursor to it."""
+        ring = self.ring
         ring._claimed = hi
         ring._entries[hi & ring._mask] = event
         cursor = ring._cursor
@@ -1098,7 +1142,7 @@ class Pipeline:
         """Publish every event of ``events`` in order; return how many.
 
         Claims as many slots at a time as the ring has free and publishes them as one range,
-        so the stages wake once per range. Unlike :meth:`publish` it is always a checkpoint
+        so the stages wake once per range. Like :meth:`publish` it is always a checkpoint
         (one per call, however many events). If cancelled while waiting for room, the events
         published so far stay published.
         """

@@ -33,6 +33,7 @@ from typing import Any, Generic, TypeVar
 
 import outcome
 import trio
+from trio.lowlevel import enable_ki_protection
 
 from .trace import _RECORDER, Recorder, clock_reader
 
@@ -54,6 +55,7 @@ T = TypeVar("T")
 
 _QUEUED, _RUNNING, _DONE, _FAILED, _CANCELLED = range(5)
 _STATE_NAMES = ("queued", "running", "done", "failed", "cancelled")
+_new_ticket = object.__new__
 # The data keys of the hot-path trace events (Recorder.record_fields).
 _TICKET_DELAY = ("ticket", "delay")
 _TICKET_DURATION = ("ticket", "duration")
@@ -531,6 +533,7 @@ class Sequencer:
     def __repr__(self) -> str:
         return f"<{self._describe()}>"
 
+    @enable_ki_protection
     def submit_nowait(self, fn: Callable[..., Any], *args: Any) -> Ticket[Any]:
         """Queue ``fn(*args)`` to run after every task submitted before it; never blocks.
 
@@ -550,12 +553,21 @@ class Sequencer:
             ticket: Ticket[Any] = Ticket(self, fn, args, rec)
             self._enqueue(ticket, _current_task())
             return ticket
-        # _enqueue without the trace, inlined: this is the hot path.
+        # _enqueue without the trace, and Ticket.__init__, inlined: this is the hot path.
         number = self._next_number
         self._next_number = number + 1
         stamp = d._stamp
         d._stamp = stamp + 1
-        ticket = Ticket(self, fn, args, None, number, stamp, d._now())
+        ticket = _new_ticket(Ticket)
+        ticket._owner = self
+        ticket._fn = fn
+        ticket._args = args
+        ticket._rec = None
+        ticket.number = number
+        ticket._stamp = stamp
+        ticket._queued_at = d._now()
+        ticket._state = _QUEUED
+        ticket._waiters = None
         queue.append(ticket)
         d._pending += 1
         if self._running is None and len(queue) == 1:
@@ -604,6 +616,7 @@ class Sequencer:
         ticket = await self.submit(fn, *args)
         return await ticket
 
+    @enable_ki_protection
     def close(self) -> None:
         """Refuse new submissions from now on; queued tasks still run.
 
@@ -843,6 +856,7 @@ class Dispatcher:
     def __repr__(self) -> str:
         return f"<{self._describe()}>"
 
+    @enable_ki_protection
     def submit_nowait(self, fn: Callable[..., Any], *args: Any) -> Ticket[Any]:
         """Queue ``fn(*args)`` as a plain task, outside any sequencer; never blocks.
 
@@ -890,6 +904,7 @@ class Dispatcher:
         ticket = await self.submit(fn, *args)
         return await ticket
 
+    @enable_ki_protection
     def close(self) -> None:
         """Refuse new tasks, direct or from sequencers; queued tasks still run. Idempotent."""
         self._closed = True

@@ -10,19 +10,33 @@ import contextvars
 import json
 import math
 import re
+import sys
 import time
 import warnings
+import weakref
 from array import array
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from itertools import accumulate, chain
+from itertools import accumulate, chain, repeat
 from types import MappingProxyType
 from typing import Any, NamedTuple, overload
 
 import trio
-from trio._core._run import SystemClock
+from trio._core import _run as _trio_run
 
 from ._callables import is_async_callable
+from .trace_schema import check_event
+from .waits import describe_wait, wait_detail
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+# trio's default clock, which clock_reader reads faster through perf_counter. It is private,
+# so a trio that moved it must not break `import seqlab`: every clock is then read its own way.
+_SystemClock: type | None = getattr(
+    getattr(getattr(trio, "_core", None), "_run", None), "SystemClock", None
+)
+
 
 __all__ = [
     "TraceEvent",
@@ -33,6 +47,7 @@ __all__ = [
     "current_recorder",
     "clock_reader",
     "task_label",
+    "record_deadlock",
 ]
 
 _RECORDER: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar(
@@ -41,11 +56,12 @@ _RECORDER: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar(
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _NO_DATA: Mapping[str, Any] = MappingProxyType({})
 _current_time = trio.current_time
-# One event in Recorder._raw: time, task label, primitive, kind, then either (None, data) from
-# record() or (keys, values) from record_fields().
-_FIELDS = 6
+# One event in Recorder._raw: time, task label, primitive, kind, keys; its values go to
+# Recorder._raw_values, flat.
+_FIELDS = 5
 _BATCH = 512 * _FIELDS
 _PARENT = ("parent",)  # Recorder._raw is packed into columns once it holds this many fields
+_BLOCK = ("what", "on")
 
 
 class TraceEvent(NamedTuple):
@@ -159,21 +175,37 @@ class Recorder:
         print(rec.to_text())
 
     Under :func:`seqlab.run`, the same program and seed give a byte-identical ``to_text()``.
+
+    Every event kind and data key is declared in :mod:`seqlab.trace_schema`.
+
+    ``waits`` decides whether the recorder also traces every block and wake-up of a task
+    (``task block`` / ``task wake`` events: what it waits on, trio's own waits included, and
+    which task woke it). That watches every scheduling step, which costs far more than the
+    primitives' own events, so by default (``waits=None``) it is on under :func:`seqlab.run`
+    (the lab, on virtual time) and off in ``recording()`` blocks of your own trio runs; pass
+    ``True`` or ``False`` to decide yourself. ``strict=True`` checks every event against the
+    schema as it is recorded (the tests use it; it costs a check per event).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, waits: bool | None = None, strict: bool = False) -> None:
+        if waits is not None and not isinstance(waits, bool):
+            raise TypeError(f"waits must be True, False or None, got {waits!r}")
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict must be True or False, got {strict!r}")
+        self.waits = waits
+        self.strict = strict
         #: The seed of the run that filled this recorder, when :func:`seqlab.run` did.
         self.seed: int | None = None
         #: The schedule of that run (a string ``seqlab.run(..., schedule=...)`` replays).
         self.schedule: str | None = None
         self._t0: float | None = None
         self._now: Callable[[], float] = _current_time
-        # Storage, about 100 bytes an event. record() appends five fields per event to _raw,
-        # a small staging list, which is cheap on the hot path; every _BATCH fields, _pack()
-        # moves them into columns with a few C-level passes: times as 8-byte floats, task
-        # labels, primitives and kinds as references to shared strings, and each event's data
-        # as a reference to its (shared) tuple of keys plus its values, flat in one list. The
-        # dicts themselves (184 bytes each) are dropped; reading rebuilds them.
+        # Storage, about 100 bytes an event. Recording appends five fields per event (time,
+        # task label, primitive, kind, the event's tuple of keys) to _raw and its values to
+        # _raw_values: small staging lists, cheap on the hot path. Every _BATCH fields, _pack()
+        # copies them into columns: times as 8-byte floats, labels, primitives, kinds and key
+        # tuples as references to shared objects, and the values flat in one list. A dict
+        # given to record() is not kept (184 bytes each); reading rebuilds one per event.
         self._raw: list[Any] = []
         self._times = array("d")
         self._tasks: list[str] = []
@@ -184,7 +216,7 @@ class Recorder:
         self._values: list[Any] = []
         # Where each event's values start in _values, filled in on demand by _starts_upto().
         self._starts = array("q")
-        self._staged_dicts = 0  # events in _raw that came from record(), with a mapping
+        self._raw_values: list[Any] = []  # the values of the events in _raw, flat
         self._view = TraceEvents(self)
         self._labels: dict[trio.lowlevel.Task, str] = {}
         self._label_counts: dict[str, int] = {}
@@ -192,7 +224,12 @@ class Recorder:
         # One lifecycle instrument per recorder, installed while at least one recording
         # (a seqlab.run or a recording() block) uses it: nested recordings of the same
         # recorder must not record each spawn and exit twice.
-        self._lifecycle = _LifecycleInstrument(self)
+        # _lifecycle (spawns, exits and, unless waits=False, blocks and wakes) is what
+        # seqlab.run installs; recording() installs _lifecycle_plain unless waits=True.
+        self._lifecycle = _LifecycleInstrument(self, waits=waits is not False)
+        self._lifecycle_plain = (
+            self._lifecycle if waits is True else _LifecycleInstrument(self, waits=False)
+        )
         self._lifecycle_users = 0
 
     @property
@@ -208,63 +245,21 @@ class Recorder:
         return iter(self._view)
 
     def _pack(self) -> None:
-        """Move the staged events into the columns (see ``__init__``)."""
+        """Move the staged events into the columns (see ``__init__``): a few slices and
+        copies per batch, no work per event."""
         raw = self._raw
         if not raw:
             return
         if self._t0 is None:
             self._t0 = raw[0]
-        shapes = raw[4::_FIELDS]
-        payloads = raw[5::_FIELDS]
-        if self._staged_dicts:
-            # Events from record(): take each mapping's keys (one shared tuple per shape) and
-            # a view of its values, a whole batch at a time.
-            if self._staged_dicts == len(shapes):
-                where = None
-                datas = payloads
-            else:
-                where = [i for i, shape in enumerate(shapes) if shape is None]
-                datas = [payloads[i] for i in where]
-            self._staged_dicts = 0
-            keys = list(map(tuple, datas))
-            keys = list(map(self._shapes.setdefault, keys, keys))
-            try:
-                views = list(map(dict.values, datas))
-            except TypeError:  # a Mapping that is not a dict
-                views = [data.values() for data in datas]
-            if where is None:
-                shapes, payloads = keys, views
-            else:
-                for i, shape, view in zip(where, keys, views, strict=True):
-                    shapes[i] = shape
-                    payloads[i] = view
-        values = list(chain.from_iterable(payloads))
-        if len(values) != sum(map(len, shapes)):
-            self._drop_malformed(shapes, payloads)
-            return
         self._times.fromlist(raw[0::_FIELDS])
         self._tasks += raw[1::_FIELDS]
         self._primitives += raw[2::_FIELDS]
         self._kinds += raw[3::_FIELDS]
-        self._keys += shapes
-        self._values += values
+        self._keys += raw[4::_FIELDS]
+        self._values += self._raw_values
         raw.clear()
-
-    def _drop_malformed(self, shapes: list[Any], payloads: list[Any]) -> None:
-        """Pack the staged events whose keys and values match; raise about the others."""
-        raw = self._raw
-        bad = [i for i, (k, v) in enumerate(zip(shapes, payloads, strict=True)) if len(k) != len(v)]
-        keys, values = shapes[bad[0]], payloads[bad[0]]
-        for i in reversed(bad):
-            del raw[i * _FIELDS : (i + 1) * _FIELDS]
-            del shapes[i], payloads[i]
-        raw[4::_FIELDS] = shapes
-        raw[5::_FIELDS] = payloads
-        self._pack()
-        raise ValueError(
-            f"record_fields: keys {keys!r} and values {tuple(values)!r} differ in length; "
-            f"{len(bad)} such event(s) dropped from the trace"
-        )
+        self._raw_values.clear()
 
     def _starts_upto(self, index: int) -> array[int]:
         """The start offsets in ``_values`` of events ``0 .. index`` (at least)."""
@@ -357,7 +352,7 @@ class Recorder:
         self._now = clock_reader()
         if self._t0 is None:
             self._t0 = self._now()
-        self.record, self.record_fields = self._recorder_functions()  # type: ignore[method-assign, assignment]
+        self.record, self.record_fields, self.record_many = self._recorder_functions()  # type: ignore[method-assign, assignment]
 
     def now(self) -> float:
         """The current time on this recorder's clock (compare it with other ``now()`` values)."""
@@ -391,23 +386,48 @@ class Recorder:
         self._start()
         return self.record_fields(task, primitive, kind, keys, values)
 
+    def record_many(
+        self,
+        tasks: Iterable[trio.lowlevel.Task],
+        primitive: str,
+        kind: str,
+        keys: tuple[str, ...],
+        rows: list[tuple[Any, ...]],
+    ) -> float:
+        """:meth:`record_fields` for many tasks at one instant: one event per task, in
+        order, whose values are the matching item of ``rows`` (as long as ``tasks``).
+        A barrier releasing its waiters records them all with one call."""
+        self._start()
+        return self.record_many(tasks, primitive, kind, keys, rows)
+
     def _recorder_functions(
         self,
     ) -> tuple[
         Callable[[trio.lowlevel.Task, str, str, Mapping[str, Any]], float],
         Callable[[trio.lowlevel.Task, str, str, tuple[str, ...], tuple[Any, ...]], float],
+        Callable[
+            [Iterable[trio.lowlevel.Task], str, str, tuple[str, ...], list[tuple[Any, ...]]],
+            float,
+        ],
     ]:
         now, raw, labels = self._now, self._raw, self._labels
         extend, pack = raw.extend, self._pack
+        values_extend = self._raw_values.extend
         first_label, listeners = self._first_label, self._listeners
+        shapes = self._shapes
+
+        # Each event's values are copied out of the caller's tuple or mapping at once, so
+        # nothing the caller allocated lives on until the next pack (medium-lived objects
+        # would make the garbage collector run, and scan the whole heap, far more often).
 
         def record(
             task: trio.lowlevel.Task, primitive: str, kind: str, data: Mapping[str, Any]
         ) -> float:
             t = now()
             label = labels.get(task) or first_label(task)
-            extend((t, label, primitive, kind, None, data))
-            self._staged_dicts += 1
+            keys = tuple(data)
+            extend((t, label, primitive, kind, shapes.get(keys) or shapes.setdefault(keys, keys)))
+            values_extend(data.values())
             if len(raw) >= _BATCH:
                 pack()
             if listeners:
@@ -421,9 +441,14 @@ class Recorder:
             keys: tuple[str, ...],
             values: tuple[Any, ...],
         ) -> float:
+            if len(keys) != len(values):
+                raise ValueError(
+                    f"record_fields: keys {keys!r} and values {values!r} differ in length"
+                )
             t = now()
             label = labels.get(task) or first_label(task)
-            extend((t, label, primitive, kind, keys, values))
+            extend((t, label, primitive, kind, keys))
+            values_extend(values)
             if len(raw) >= _BATCH:
                 pack()
             if listeners:
@@ -431,7 +456,74 @@ class Recorder:
                 self._notify(TraceEvent(t - self._t0, label, primitive, kind, data))  # type: ignore[operator]
             return t
 
-        return record, record_fields
+        def record_many(
+            tasks: Iterable[trio.lowlevel.Task],
+            primitive: str,
+            kind: str,
+            keys: tuple[str, ...],
+            rows: list[tuple[Any, ...]],
+        ) -> float:
+            t = now()
+            names = [labels.get(task) or first_label(task) for task in tasks]
+            n = len(rows)
+            if len(names) != n:
+                raise ValueError(f"record_many: {len(names)} tasks but {n} rows")
+            staged = self._raw_values
+            before = len(staged)
+            values_extend(chain.from_iterable(rows))
+            if len(staged) - before != n * len(keys):
+                del staged[before:]
+                raise ValueError(f"record_many: every row must have {len(keys)} values {keys!r}")
+            extend(
+                chain.from_iterable(
+                    zip(
+                        repeat(t, n),
+                        names,
+                        repeat(primitive, n),
+                        repeat(kind, n),
+                        repeat(keys, n),
+                        strict=True,
+                    )
+                )
+            )
+            if len(raw) >= _BATCH:
+                pack()
+            if listeners:
+                for name, values in zip(names, rows, strict=True):
+                    data = dict(zip(keys, values, strict=True))
+                    self._notify(TraceEvent(t - self._t0, name, primitive, kind, data))  # type: ignore[operator]
+            return t
+
+        if not self.strict:
+            return record, record_fields, record_many
+
+        def checked(
+            task: trio.lowlevel.Task, primitive: str, kind: str, data: Mapping[str, Any]
+        ) -> float:
+            check_event(primitive, kind, data)
+            return record(task, primitive, kind, data)
+
+        def checked_fields(
+            task: trio.lowlevel.Task,
+            primitive: str,
+            kind: str,
+            keys: tuple[str, ...],
+            values: tuple[Any, ...],
+        ) -> float:
+            check_event(primitive, kind, dict.fromkeys(keys))
+            return record_fields(task, primitive, kind, keys, values)
+
+        def checked_many(
+            tasks: Iterable[trio.lowlevel.Task],
+            primitive: str,
+            kind: str,
+            keys: tuple[str, ...],
+            rows: list[tuple[Any, ...]],
+        ) -> float:
+            check_event(primitive, kind, dict.fromkeys(keys))
+            return record_many(tasks, primitive, kind, keys, rows)
+
+        return checked, checked_fields, checked_many
 
     def _notify(self, event: TraceEvent) -> None:
         # A listener runs in the middle of a primitive's bookkeeping; letting its error through
@@ -477,6 +569,18 @@ class Recorder:
         """The events as a JSON array of objects (what the widgets consume)."""
         return json.dumps([e.to_dict() for e in self.events], separators=(",", ":"))
 
+    def to_perfetto(self) -> dict[str, Any]:
+        """The trace as Chrome trace-event JSON: open it in https://ui.perfetto.dev or chrome://tracing.
+
+        Returns a dict with ``traceEvents`` (``json.dump`` it to a file): one track (thread)
+        per task; slices for each wait, named by what the task waits on, and for running;
+        flow arrows from the task that released a wait to the task it woke; counters for ring
+        cursors and convoy backlogs; instant events for failures, dead letters and deadlocks.
+        """
+        from .perfetto import to_perfetto
+
+        return to_perfetto(self.events, seed=self.seed)
+
 
 def clock_reader() -> Callable[[], float]:
     """The cheapest function that reads the running trio clock, up to a constant offset.
@@ -485,7 +589,9 @@ def clock_reader() -> Callable[[], float]:
     ``perf_counter`` are the same; any other clock (a MockClock) is read through its own method.
     """
     clock = trio.lowlevel.current_clock()
-    return time.perf_counter if type(clock) is SystemClock else clock.current_time
+    if _SystemClock is not None and type(clock) is _SystemClock:
+        return time.perf_counter
+    return clock.current_time
 
 
 def current_recorder() -> Recorder | None:
@@ -515,10 +621,26 @@ def _check_label(value: Any, name: str) -> None:
 
 
 class _LifecycleInstrument(trio.abc.Instrument):
-    """Records when traced tasks start and exit: a task is traced if it carries the recorder."""
+    """Records when traced tasks start, block, wake up and exit.
 
-    def __init__(self, recorder: Recorder) -> None:
+    A task is traced if its context carries the recorder. An exit says how the task ended;
+    with ``waits``, each block says what the task waits on and each wake which task woke it.
+    Who woke whom is read off trio's run queue: the tasks a step appends to it are the ones
+    that step made runnable (a release, a lock hand-off, a child's exit ending a nursery).
+    """
+
+    def __init__(self, recorder: Recorder, *, waits: bool) -> None:
         self.recorder = recorder
+        # Per nursery, how many of its pending errors were already attributed to a child.
+        self._seen: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        if waits:
+            # Instance attributes: trio registers only the hooks an instrument overrides, so a
+            # recorder without waits pays nothing per scheduling step.
+            self.before_task_step = self._before_step  # type: ignore[method-assign]
+            self.after_task_step = self._after_step  # type: ignore[method-assign]
+        self._blocked: dict[trio.lowlevel.Task, tuple[float, str]] = {}
+        self._woken: dict[trio.lowlevel.Task, tuple[str, float]] = {}
+        self._mark = 0
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
         if task.context.get(_RECORDER) is self.recorder:
@@ -530,8 +652,86 @@ class _LifecycleInstrument(trio.abc.Instrument):
                 self.recorder.record_fields(task, "task", "spawn", _PARENT, (parent_label,))
 
     def task_exited(self, task: trio.lowlevel.Task) -> None:
+        self._blocked.pop(task, None)
+        self._woken.pop(task, None)
         if task.context.get(_RECORDER) is self.recorder:
-            self.recorder.record_fields(task, "task", "exit", (), ())
+            self.recorder.record(task, "task", "exit", self._outcome(task))
+
+    def _outcome(self, task: trio.lowlevel.Task) -> dict[str, Any]:
+        error: BaseException | None = None
+        runner = getattr(_trio_run.GLOBAL_RUN_CONTEXT, "runner", None)
+        if runner is not None and task is runner.main_task:
+            error = getattr(runner.main_task_outcome, "error", None)
+        else:
+            # trio hands a child's error to its nursery just before telling instruments that
+            # the child exited; the error is this task's if its traceback starts in its code.
+            nursery = task.parent_nursery
+            pending = getattr(nursery, "_pending_excs", None)
+            if nursery is not None and pending:
+                if len(pending) > self._seen.get(nursery, 0):
+                    tb = pending[-1].__traceback__
+                    code = getattr(task.coro, "cr_code", None)
+                    if tb is not None and tb.tb_frame.f_code is code:
+                        error = pending[-1]
+                self._seen[nursery] = len(pending)
+        return outcome_data(error)
+
+    def _before_step(self, task: trio.lowlevel.Task) -> None:
+        self._mark = len(_trio_run.GLOBAL_RUN_CONTEXT.runner.runq)
+        blocked = self._blocked.pop(task, None)
+        if blocked is None:
+            return
+        rec = self.recorder
+        since, on = blocked
+        data: dict[str, Any] = {"waited": rec.now() - since}
+        woken = self._woken.pop(task, None)
+        if woken is not None:
+            data["by"] = woken[0]
+            data["at"] = woken[1] - (rec._t0 or 0.0)
+        elif on == "sleep":
+            data["by"] = "timer"
+        rec.record(task, "task", "wake", data)
+
+    def _after_step(self, task: trio.lowlevel.Task) -> None:
+        blocked = self._blocked
+        if blocked:
+            runq = _trio_run.GLOBAL_RUN_CONTEXT.runner.runq
+            if len(runq) > self._mark:
+                woken = self._woken
+                for other in list(runq)[self._mark :]:
+                    if other is not task and other in blocked and other not in woken:
+                        woken[other] = (self.recorder.label(task), self.recorder.now())
+        if task._next_send_fn is not None or task.coro.cr_frame is None:
+            return  # still runnable, or finished
+        rec = self.recorder
+        if task.context.get(_RECORDER) is not rec:
+            return
+        what, on = wait_detail(task, rec.label, rec._t0 or 0.0)
+        blocked[task] = (rec.record_fields(task, "task", "block", _BLOCK, (what, on)), on)
+
+
+def outcome_data(error: BaseException | None) -> dict[str, Any]:
+    """The ``task exit`` data for a task that raised ``error`` (None: it returned)."""
+    if error is None:
+        return {"outcome": "returned"}
+    if _only_cancelled(error):
+        return {"outcome": "cancelled"}
+    return {"outcome": "raised", "error": _ADDRESS.sub("", f"{type(error).__name__}: {error}")}
+
+
+def _only_cancelled(error: BaseException) -> bool:
+    if isinstance(error, trio.Cancelled):
+        return True
+    if isinstance(error, BaseExceptionGroup):
+        return all(_only_cancelled(e) for e in error.exceptions)
+    return False
+
+
+def record_deadlock(recorder: Recorder, tasks: Iterable[trio.lowlevel.Task]) -> None:
+    """Record a ``runtime deadlock`` event on each of ``tasks``, with what it waits on."""
+    for task in tasks:
+        waits_on, _ = describe_wait(task)
+        recorder.record(task, "runtime", "deadlock", {"waits_on": waits_on})
 
 
 @contextmanager
@@ -550,15 +750,17 @@ def recording(recorder: Recorder) -> Iterator[Recorder]:
         raise TypeError(f"recorder must be a seqlab.Recorder, got {type(recorder).__name__}")
     recorder._start()
     token = _RECORDER.set(recorder)
+    installed = None
     if recorder._lifecycle_users == 0:
-        trio.lowlevel.add_instrument(recorder._lifecycle)
+        installed = recorder._lifecycle_plain
+        trio.lowlevel.add_instrument(installed)
     recorder._lifecycle_users += 1
     try:
         yield recorder
     finally:
         recorder._lifecycle_users -= 1
-        if recorder._lifecycle_users == 0:
-            trio.lowlevel.remove_instrument(recorder._lifecycle)
+        if installed is not None:
+            trio.lowlevel.remove_instrument(installed)
         _RECORDER.reset(token)
         recorder._pack()
 

@@ -626,19 +626,23 @@ def test_trace_shows_arrivals_actions_releases_and_is_deterministic() -> None:
         rec = seqlab.Recorder()
         seqlab.run(main, seed=4, recorder=rec)
         texts.append(rec.to_text())
-        barrier_events = [(e.task, e.kind, dict(e.data)) for e in rec if e.primitive != "task"]
+        barrier_events = [
+            (e.task, e.kind, dict(e.data)) for e in rec if e.primitive.startswith("Barrier")
+        ]
         assert barrier_events == [
-            ("w0", "arrive", {"generation": 0, "index": 0, "n_waiting": 1}),
-            ("w1", "arrive", {"generation": 0, "index": 1, "n_waiting": 2}),
+            ("w0", "arrive", {"generation": 0, "index": 0, "n_waiting": 1, "parties": 2}),
+            ("w1", "arrive", {"generation": 0, "index": 1, "n_waiting": 2, "parties": 2}),
             ("w1", "action", {"generation": 0}),
-            ("w0", "release", {"generation": 0, "index": 0, "waited": 3.0}),
-            ("w1", "release", {"generation": 0, "index": 1, "waited": 0.0}),
-            ("main", "arrive", {"generation": 1, "index": 0, "n_waiting": 1}),
+            ("w0", "release", {"generation": 0, "index": 0, "waited": 3.0, "by": "w1"}),
+            ("w1", "release", {"generation": 0, "index": 1, "waited": 0.0, "by": "w1"}),
+            ("main", "arrive", {"generation": 1, "index": 0, "n_waiting": 1, "parties": 2}),
             ("main", "leave", {"generation": 1, "n_waiting": 0}),
             ("main", "broken", {"generation": 1, "reason": "abort() was called"}),
             ("main", "reset", {"generation": 2, "broken_out": 0}),
         ]
         assert {e.primitive for e in rec if e.primitive != "task"} == {"Barrier 'phase'"}
+        waits = [(e.task, e.data["what"]) for e in rec if e.kind == "block"]
+        assert ("w0", "at Barrier 'phase' (1 of 2 arrived)") in waits
     assert texts[0] == texts[1]
 
 

@@ -56,3 +56,33 @@ def test_help_shows_every_subcommand_help_verbatim(capsys):
     out = " ".join(capsys.readouterr().out.split())
     for cmd in _COMMANDS.values():
         assert " ".join(cmd.help.split()) in out
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-1", "65536", "http", "80.5"])
+def test_lab_refuses_a_bad_port_before_doing_anything(port, tmp_path, capsys):
+    workdir = tmp_path / "lessons"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lab", str(workdir), "--no-browser", "--port", port])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --port: a port is an int from 1 to 65535, got {port}" in err.replace(
+        f"'{port}'", port
+    )
+    assert not workdir.exists()  # nothing copied, no server started
+
+
+@pytest.mark.parametrize("port", ["1", "8888", "65535"])
+def test_lab_accepts_every_real_port(port):
+    from seqlab.cli import build_parser
+
+    assert build_parser().parse_args(["lab", "--port", port]).port == int(port)
+
+
+def test_seqlab_lab_working_folder_is_ignored_by_git():
+    import pathlib
+
+    root = pathlib.Path(__file__).parents[1]
+    done = subprocess.run(
+        ["git", "check-ignore", "-q", "seqlab-lessons/01-sequencer.ipynb"], cwd=root
+    )
+    assert done.returncode == 0

@@ -24,7 +24,7 @@ import pytest
 from seqlab.grading.release import release_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
-LESSON_DIR = ROOT / "seqlab" / "lessons"
+LESSON_DIR = ROOT / "lessons"  # the sources; the package ships their student versions
 LESSONS = sorted(LESSON_DIR.glob("*.ipynb"))
 EXPECTED = [
     "00-welcome",
@@ -92,9 +92,19 @@ def errors(cell: nbformat.NotebookNode) -> list[str]:
 # ------------------------------------------------------------------------------- structure
 
 
-def test_the_six_lessons_are_there_and_lessons_dir_points_at_them() -> None:
+def test_the_six_lessons_are_there_and_the_package_ships_their_student_versions() -> None:
     assert [p.stem for p in LESSONS] == EXPECTED
-    assert (ROOT / "lessons").resolve() == LESSON_DIR.resolve()
+    assert not LESSON_DIR.is_symlink()
+    shipped = ROOT / "seqlab" / "lessons"
+    assert sorted(p.stem for p in shipped.glob("*.ipynb")) == EXPECTED
+    for path in LESSONS:
+        student = release_notebook(nbformat.read(str(path), as_version=4))
+        student.metadata.setdefault("seqlab", {})["lesson"] = path.stem
+        packaged = nbformat.read(str(shipped / path.name), as_version=4)
+        assert packaged == student, (
+            f"seqlab/lessons/{path.name} is out of step with lessons/{path.name}: run "
+            "seqlab release lessons/*.ipynb --out seqlab/lessons"
+        )
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])

@@ -601,6 +601,56 @@ def test_publish_many_and_sync_producer_checkpoint_rule() -> None:
     assert batches >= 5
 
 
+def test_publish_always_checkpoints_and_publish_nowait_never_does() -> None:
+    import trio.testing
+    from trio.testing import assert_checkpoints, assert_no_checkpoints
+
+    async def main() -> list[int]:
+        pipe = Pipeline(4)
+        batch_ends: list[int] = []
+        pipe.stage("s", lambda e, s, end: batch_ends.append(s) if end else None)
+        async with pipe.run() as publish:
+            with assert_checkpoints():
+                await publish(0)  # room in the ring: still a checkpoint
+            await trio.testing.wait_all_tasks_blocked()  # the stage has taken event 0
+            with assert_no_checkpoints():
+                for i in range(1, 5):
+                    pipe.publish_nowait(i)
+                # Full (4 published since the stage last ran): nowait refuses, never waits.
+                with pytest.raises(trio.WouldBlock, match="is full"):
+                    pipe.publish_nowait(5)
+            assert pipe.cursor == 4
+            with assert_checkpoints():
+                await publish(5)  # waits for room
+        return batch_ends
+
+    # The stage ran after the first publish (a batch ending at 0), took the burst 1..4 whole,
+    # then the last event.
+    assert seqlab.run(main, seed=0) == [0, 4, 5]
+
+
+def test_a_cancelled_publish_publishes_nothing() -> None:
+    async def main() -> tuple[int, list[Any]]:
+        pipe = Pipeline(4)
+        out: list[Any] = []
+        pipe.stage("s", lambda e, s, end: out.append(e))
+        async with pipe.run() as publish:
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await publish("never")
+            await publish(1)
+        return pipe.cursor, out
+
+    assert seqlab.run(main, seed=0) == (0, [1])
+
+
+def test_publish_nowait_outside_run() -> None:
+    pipe = Pipeline(4)
+    pipe.stage("s", _noop)
+    with pytest.raises(trio.ClosedResourceError, match="not running"):
+        pipe.publish_nowait(1)
+
+
 def test_second_run_continues_sequences() -> None:
     async def main() -> list[int]:
         pipe = Pipeline(4)
@@ -742,9 +792,9 @@ def test_skip_policy_with_an_async_handler_skips_several_errors_in_one_batch() -
             handled.append(e)
 
         stage = pipe.stage("check", even_fails, on_error="skip")
-        async with pipe.run() as publish:
+        async with pipe.run():
             for i in range(8):
-                await publish(i)  # no yield in between: the stage takes one batch of 8
+                pipe.publish_nowait(i)  # no yield in between: the stage takes one batch of 8
         return handled, [e.sequence for e in stage.errors], stage.statistics().batches
 
     assert seqlab.run(main, seed=0) == ([1, 3, 5, 7], [0, 2, 4, 6], 1)
@@ -908,9 +958,9 @@ def test_cancelled_mid_batch_then_run_again_resumes_at_the_batch_start() -> None
 
         stage = pipe.stage("h", handler)
         with trio.move_on_after(2.5):  # cancels the drain, in the middle of the batch 0..5
-            async with pipe.run() as publish:
+            async with pipe.run():
                 for i in range(6):
-                    await publish(i)
+                    pipe.publish_nowait(i)  # one batch 0..5
         assert stage.sequence.value == -1  # the batch did not finish, so it did not count
         assert pipe.cursor == 5
         handled_before = list(first)

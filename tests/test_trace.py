@@ -6,6 +6,7 @@ from types import MappingProxyType
 
 import pytest
 import trio
+import trio.testing
 
 import seqlab
 from seqlab.trace import TraceEvent, current_recorder
@@ -39,7 +40,10 @@ def test_events_carry_time_task_primitive_kind_data():
     seqlab.run(main, seed=0, recorder=rec)
     opened = [e for e in rec.events if e.kind == "open"]
     assert opened == [TraceEvent(2.0, "main", "Gate 'g'", "open", {"who": "me", "count": 3})]
-    assert [e.kind for e in rec.events] == ["spawn", "open", "exit"]
+    assert [e.kind for e in rec.events] == ["spawn", "block", "wake", "open", "exit"]
+    assert rec.events[1].data == {"what": "in trio.sleep until 2.000", "on": "sleep"}
+    assert rec.events[2].data == {"waited": 2.0, "by": "timer"}
+    assert rec.events[-1].data == {"outcome": "returned"}
 
 
 def test_to_text_is_aligned_and_stable():
@@ -162,7 +166,7 @@ def test_recording_the_active_recorder_again_records_lifecycle_once():
             await spawn_one("middle")
         await spawn_one("outer")  # the run's own recording still sees spawns
 
-    rec = seqlab.Recorder()
+    rec = seqlab.Recorder(waits=False)
     seqlab.run(main, seed=0, recorder=rec)
     assert [(e.task, e.kind) for e in rec.events] == [
         ("main", "spawn"),
@@ -336,13 +340,14 @@ def test_record_fields_rejects_keys_and_values_of_different_lengths():
     async def main():
         task = trio.lowlevel.current_task()
         rec.record_fields(task, "p", "good", ("a",), (1,))
-        rec.record_fields(task, "p", "bad", ("a", "b"), (1,))
+        with pytest.raises(ValueError, match=r"keys \('a', 'b'\) and values \(1,\) differ"):
+            rec.record_fields(task, "p", "bad", ("a", "b"), (1,))
+        with pytest.raises(ValueError, match="every row must have 1 values"):
+            rec.record_many([task, task], "p", "bad rows", ("a",), [(1,), (2, 3)])
         rec.record(task, "p", "also good", {"b": 2})
-        return rec.events[-1]
 
-    with pytest.raises(ValueError, match=r"keys \('a', 'b'\) and values \(1,\) differ"):
-        trio.run(main)
-    # The malformed event is dropped; the others are kept.
+    trio.run(main)
+    # The malformed events are refused; the others are kept, in order.
     assert [(e.kind, e.data) for e in rec.events] == [("good", {"a": 1}), ("also good", {"b": 2})]
 
 
@@ -382,3 +387,30 @@ def test_a_recorded_event_costs_at_most_150_bytes():
     assert count >= 20_000
     assert freed / count <= 150
     assert (after_reading - held) / count <= 10  # at most an offset per event
+
+
+def test_record_many_records_one_event_per_task_at_one_instant():
+    rec = seqlab.Recorder()
+    seen = []
+    rec.subscribe(seen.append)
+
+    async def main():
+        async def sleeper():
+            await trio.sleep(1)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(sleeper, name="w")
+            await trio.testing.wait_all_tasks_blocked()
+            tasks = list(nursery.child_tasks)
+            keys = ("generation", "index")
+            rec.record_many(tasks, "B", "release", keys, [(0, i) for i in range(3)])
+            with pytest.raises(ValueError, match="3 tasks but 2 rows"):
+                rec.record_many(tasks, "B", "release", keys, [(0, 0), (0, 1)])
+
+    seqlab.run(main, seed=0, recorder=rec)
+    released = [e for e in rec.events if e.kind == "release"]
+    assert [e.data for e in released] == [{"generation": 0, "index": i} for i in range(3)]
+    assert len({e.time for e in released}) == 1
+    assert sorted(e.task for e in released) == ["w", "w#2", "w#3"]
+    assert [e for e in seen if e.kind == "release"] == released

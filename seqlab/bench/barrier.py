@@ -14,9 +14,9 @@ import sys
 import threading
 from typing import Any
 
-import outcome
 import trio
 
+from .._outcomes import Ready
 from ..barrier import Barrier
 from ..trace import Recorder, recording
 from . import comparison, cpu_time, scaling, timed_trio
@@ -33,18 +33,23 @@ def _ops(quick: bool) -> int:
 
 
 class RawBarrier:
-    """The floor: count arrivals, park with wait_task_rescheduled, reschedule everyone."""
+    """The floor: count arrivals, park with wait_task_rescheduled, reschedule everyone.
+
+    Like seqlab's Barrier, it wakes tasks with reusable outcomes (one per arrival index)
+    instead of a new ``outcome.Value`` per wake-up: the floor may use every trick we do.
+    """
 
     def __init__(self, parties: int) -> None:
         self.parties = parties
         self.waiting: dict[trio.lowlevel.Task, None] = {}
+        self.outcomes = [Ready(i) for i in range(parties)]
 
     async def wait(self) -> int:
         await trio.lowlevel.checkpoint_if_cancelled()
         waiting = self.waiting
         if len(waiting) + 1 == self.parties:
-            for index, task in enumerate(waiting):
-                trio.lowlevel.reschedule(task, outcome.Value(index))
+            for task, ready in zip(waiting, self.outcomes, strict=False):
+                trio.lowlevel.reschedule(task, ready)
             waiting.clear()
             await trio.lowlevel.cancel_shielded_checkpoint()
             return self.parties - 1

@@ -200,10 +200,12 @@ def idle_join(n: int, quick: bool) -> tuple[float, int]:
     return elapsed, joins
 
 
-@limit("convoy", "memory kept per idle key, 100k keys used once", unit="B/key", target=None)
+@limit("convoy", "memory kept per idle key, 100k keys used once", unit="B/key", target=150)
 def idle_key_memory(quick: bool) -> float:
     """Bytes the convoy still holds per key once ``n`` keys were each sent one message and
-    every message was delivered (measured with tracemalloc; the keys are small ints)."""
+    every message was delivered (measured with tracemalloc; the keys are ints, which only the
+    convoy keeps alive). An idle key keeps its next sequence number, a dict entry; its
+    backlog and state (about a kilobyte) are dropped."""
     n = 10_000 if quick else 100_000
     held = 0
 

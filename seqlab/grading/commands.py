@@ -19,7 +19,7 @@ def release_command(args: argparse.Namespace) -> int:
     from .release import release
 
     try:
-        written = release(args.sources, args.out)
+        written = release(args.sources, args.out, getattr(args, "lessons", None))
     except (LessonNotFound, ValueError) as error:
         print(f"seqlab release: {error}", file=sys.stderr)
         return 2
@@ -29,11 +29,25 @@ def release_command(args: argparse.Namespace) -> int:
 
 
 def infer_lesson(submission: str) -> str | None:
-    """The installed lesson whose ID is the submission's file stem, if any."""
-    from .lesson import installed_lessons
+    """The lesson ID a submission names: its notebook's ``metadata.seqlab.lesson`` (written by
+    ``seqlab release``, so ``submission.ipynb`` grades without ``--lesson``), else its file
+    stem when a lesson has that ID."""
+    from .lesson import installed_lessons, source_dir
 
+    try:
+        with open(submission, encoding="utf-8", errors="replace") as f:
+            meta = json.load(f).get("metadata", {})
+        lesson = meta.get("seqlab", {}).get("lesson") if isinstance(meta, dict) else None
+        if isinstance(lesson, str) and lesson:
+            return lesson
+    except (OSError, ValueError, AttributeError):
+        pass
     stem = Path(submission).stem
-    return stem if stem in installed_lessons() else None
+    checkout = source_dir()
+    known = set(installed_lessons()) | (
+        {p.stem for p in checkout.glob("*.ipynb")} if checkout else set()
+    )
+    return stem if stem in known else None
 
 
 def _write(text: str, out: str | None) -> None:
@@ -63,8 +77,9 @@ def grade_command(args: argparse.Namespace) -> int:
     unknown = [sub for sub, spec in zip(args.submissions, specs, strict=True) if spec is None]
     if unknown:
         print(
-            "seqlab grade: which lesson? no installed lesson is named like "
-            f"{', '.join(unknown)}: pass --lesson ID or --lesson PATH/TO/SOURCE.ipynb",
+            "seqlab grade: which lesson? these notebooks name none (no metadata.seqlab.lesson, "
+            f"no lesson with their file name): {', '.join(unknown)}; pass --lesson ID or "
+            "--lesson PATH/TO/SOURCE.ipynb",
             file=sys.stderr,
         )
         return 2
@@ -73,9 +88,18 @@ def grade_command(args: argparse.Namespace) -> int:
         for spec in specs:
             assert spec is not None
             if spec not in loaded:
-                loaded[spec] = load_lesson(spec)
+                loaded[spec] = load_lesson(spec, args.lessons)
     except LessonNotFound as error:
         print(f"seqlab grade: {error}", file=sys.stderr)
+        return 2
+    students = sorted({str(x.path) for x in loaded.values() if x.is_student_version})
+    if students:
+        print(
+            "seqlab grade: grading needs the lesson *source* (solutions, hidden checks), but "
+            f"{', '.join(students)} is a student version: pass --lesson PATH/TO/SOURCE.ipynb "
+            "or --lessons DIR (the repository's lessons/ folder)",
+            file=sys.stderr,
+        )
         return 2
     lessons = [loaded[str(spec)] for spec in specs]
     fmt = args.format or ("gradescope" if len(args.submissions) == 1 else "json")
@@ -94,8 +118,16 @@ def grade_command(args: argparse.Namespace) -> int:
         print(f"seqlab grade: {problem}", file=sys.stderr)
         return 2
     settings = GradeSettings(
-        cell_timeout=args.timeout, total_timeout=args.total_timeout, memory_mb=args.memory
+        cell_timeout=args.timeout,
+        total_timeout=args.total_timeout,
+        memory_mb=args.memory,
+        hidden_visibility=args.hidden_visibility,
     )
+    from .sandbox import detect
+
+    warning = detect().warning()
+    if warning:
+        print(warning, file=sys.stderr)
 
     def progress(result: SubmissionResult) -> None:
         if len(args.submissions) > 1:

@@ -1,42 +1,35 @@
 """The grader: score submissions against a lesson's source, never against the submission.
 
-How one submission is graded (:func:`grade`):
+Three steps, one job each (as nbgrader splits them):
 
-1. **Rebuild.** The notebook that runs is built from the lesson *source*: every locked cell and
-   every check cell (hidden checks included) comes from the source; from the submission only
-   the solution cells are taken, matched by ``grade_id``. Cells the learner added are not run
-   (the report says so); a solution cell the learner deleted is replaced by its placeholder.
-2. **Run in a fresh kernel.** A worker process (:mod:`seqlab.grading._worker`, one per
-   submission; ``jobs`` of them at a time) starts the grading kernel (:mod:`seqlab.grading._kernel`: the seqlab kernel, so top-level ``await``
-   works, under ``RLIMIT_AS``/``RLIMIT_CPU`` limits) in an empty working directory and runs
-   the cells with a per-cell time limit; the grader kills worker and kernel at the total limit.
-3. **Guard the checks.** The first cell snapshots seqlab, trio and the builtins before any
-   learner code runs; each check cell starts by restoring that snapshot and rebinding the
-   check helpers, and ends by verifying that nothing changed meanwhile
-   (:mod:`seqlab.grading._guard`), so learner redefinitions and monkeypatches, even from a
-   background thread, do not reach the check.
-4. **Decide from the kernel's replies.** A check passes when the kernel's execute reply for
-   its cell says ``ok`` and the kernel published no error for it. Nothing the cell prints counts. After each
-   check cell a *canary* cell that must fail is run; if the kernel reports it as passing,
-   something in the submission is hiding errors and that check (and every later one) scores 0.
-   The worker reports replies over its stdout, every line signed with a key the kernel never
-   sees.
-5. **Always a result.** An unreadable notebook, a hang, a crash, ``sys.exit``/``os._exit``, an
-   exhausted memory limit: checks that did not pass score 0, with a message saying why, and
-   the result is still complete and valid.
+1. **Rebuild** (:func:`rebuild`). The notebook that runs is built from the lesson *source*:
+   every locked and demo cell comes from the source, and from the submission only the
+   solution cells, matched by ``grade_id``. Cells the learner added are not run (the report
+   says so); a deleted solution cell is replaced by its placeholder. Each check cell is split
+   (:mod:`seqlab.grading.checkplan`): what produces observations goes to the sandbox;
+   expected values and trace rules stay here.
+2. **Run in the sandbox** (:mod:`seqlab.grading.sandbox`, :mod:`seqlab.grading._runner`).
+   One runner per submission, ``jobs`` at a time, in its own PID namespace as an
+   unprivileged user with no network, a private temp and home, a read-only view of the
+   system and the package, and limits on memory, processes, CPU and wall time. Every cell
+   runs in a forked copy, so a crash or hang costs one exercise. A check's source is sent
+   only when the runner reaches it.
+3. **Score from observations** (:func:`judge`). The runner reports values as canonical JSON,
+   errors as type and message, traces as event lists (:mod:`seqlab.grading.protocol`); this
+   process compares them with the expected values, with its own equality (never a learner
+   object's ``__eq__``), and runs the trace rules. Hidden checks' inputs, expected values
+   and learner messages never appear in feedback.
 
-Concurrency checks are ordinary check cells calling :func:`seqlab.grading.check_explore`,
-whose failure message names the failing seed, shows a trace excerpt and the replay line.
+Whatever happens (an unreadable notebook, a hang, a crash, a memory blow-up) the result is
+complete and valid: checks that did not pass score 0 with a message saying why.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -46,8 +39,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .lesson import Lesson, nbgrader_meta, source_text
+from .checkplan import CompiledCheck, LessonError, Site, compile_check
+from .lesson import Lesson, TestCell, nbgrader_meta, source_text
+from .protocol import (
+    Exploration,
+    Job,
+    Observation,
+    ProtocolError,
+    Run,
+    Step,
+    StepReport,
+    decode_value,
+)
 from .release import release_notebook
+from .sandbox import Sandbox, detect, launch, lease_uid, release_uid
 
 __all__ = [
     "GradeSettings",
@@ -55,24 +60,35 @@ __all__ = [
     "SubmissionResult",
     "Batch",
     "rebuild",
+    "judge",
     "grade",
     "grade_many",
     "MAX_NOTEBOOK_BYTES",
+    "VISIBILITIES",
 ]
 
 MAX_NOTEBOOK_BYTES = 20 * 1024 * 1024
 _OUTPUT_CHARS = 4000
+VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
 
 
 @dataclass(frozen=True)
 class GradeSettings:
-    """Limits for one submission: seconds per cell, seconds in all, kernel memory in MiB,
-    and (when grading as root) the unprivileged user the kernel runs as."""
+    """Limits for one submission: seconds per cell, seconds in all, memory in MiB, processes;
+    and the Gradescope visibility of checks that have hidden parts."""
 
     cell_timeout: float = 60.0
     total_timeout: float | None = None
     memory_mb: int = 2048
-    run_as: str | None = None
+    processes: int = 64
+    hidden_visibility: str = "after_due_date"
+
+    def __post_init__(self) -> None:
+        if self.hidden_visibility not in VISIBILITIES:
+            raise ValueError(
+                f"hidden_visibility must be one of {', '.join(VISIBILITIES)}, "
+                f"not {self.hidden_visibility!r}"
+            )
 
     @property
     def total(self) -> float:
@@ -90,6 +106,7 @@ class TestResult:
     output: str
     hidden: bool = False
     seconds: float = 0.0
+    visibility: str = "visible"
 
     def to_gradescope(self, number: int) -> dict[str, Any]:
         return {
@@ -99,7 +116,7 @@ class TestResult:
             "max_score": self.max_score,
             "status": "passed" if self.passed else "failed",
             "output": self.output,
-            "visibility": "visible",
+            "visibility": self.visibility,
             "extra_data": {"seconds": round(self.seconds, 3), "has_hidden_checks": self.hidden},
         }
 
@@ -113,6 +130,7 @@ class SubmissionResult:
     tests: list[TestResult]
     output: str = ""
     seconds: float = 0.0
+    sandbox: dict[str, Any] = field(default_factory=dict)
 
     @property
     def score(self) -> float:
@@ -131,7 +149,11 @@ class SubmissionResult:
             "visibility": "visible",
             "stdout_visibility": "hidden",
             "tests": [t.to_gradescope(i) for i, t in enumerate(self.tests, 1)],
-            "extra_data": {"lesson": self.lesson, "max_score": self.max_score},
+            "extra_data": {
+                "lesson": self.lesson,
+                "max_score": self.max_score,
+                "sandbox": self.sandbox,
+            },
         }
 
     def to_text(self) -> str:
@@ -172,6 +194,7 @@ class Batch:
                 "seconds": round(self.seconds, 3),
                 "jobs": self.jobs,
                 "submissions_per_minute": round(self.per_minute, 2),
+                "sandbox": detect().to_json(),
             },
         }
 
@@ -191,35 +214,41 @@ def _clip(text: str) -> str:
 
 @dataclass
 class _Plan:
-    """The notebook to run and what each of its code cells is."""
+    """The steps to run, and the compiled check of each check step."""
 
-    notebook: Any
-    roles: dict[int, tuple[str, str]]  # cell index -> (role, grade_id)
+    steps: list[Step]
+    checks: dict[int, tuple[TestCell, CompiledCheck]]
+    solutions: dict[int, str]  # step index -> exercise grade_id
     notes: list[str] = field(default_factory=list)
-    nonce: str = ""
 
 
-def _guard_prefix(nonce: str) -> str:
-    return f'__import__("sys").modules["_seqlab_guard_{nonce}"].restore(globals())\n'
+_COMPILED: dict[tuple[int, int], dict[str, tuple[CompiledCheck, CompiledCheck | None]]] = {}
 
 
-def _guard_suffix(nonce: str) -> str:
-    return f'__import__("sys").modules["_seqlab_guard_{nonce}"].verify()\n'
+def _compiled(lesson: Lesson) -> dict[str, tuple[CompiledCheck, CompiledCheck | None]]:
+    """Each check cell split twice when it has hidden parts: its visible part (run first; its
+    failures are explained) and the whole cell (run last; its failures say only what failed)."""
+    key = (id(lesson), id(lesson.notebook))
+    if key not in _COMPILED:
+        compiled: dict[str, tuple[CompiledCheck, CompiledCheck | None]] = {}
+        for t in lesson.tests:
+            if t.has_hidden:
+                full = compile_check(t.source, t.grade_id, skip_visible_explores=True)
+                full.hidden_lines = set(range(1, t.source.count("\n") + 2))
+                for site in full.sites.values():
+                    site.hidden = True
+                compiled[t.grade_id] = (compile_check(t.visible_source, t.grade_id), full)
+            else:
+                compiled[t.grade_id] = (compile_check(t.source, t.grade_id), None)
+        _COMPILED[key] = compiled
+    return _COMPILED[key]
 
 
-def _canary(nonce: str) -> str:
-    return f'raise AssertionError("seqlab-canary-{nonce}")'
-
-
-def rebuild(lesson: Lesson, submission: Any, nonce: str | None = None) -> _Plan:
-    """The notebook to run: the lesson source with the submission's solution cells in it."""
-    import nbformat
-
-    nonce = nonce or secrets.token_hex(8)
+def rebuild(lesson: Lesson, submission: Any) -> _Plan:
+    """The steps to run: the lesson source with the submission's solution cells in it."""
     student_cells: dict[str, Any] = {}
     extra = 0
     duplicates: set[str] = set()
-    # The lesson's own cells without nbgrader metadata are not "added" by the learner.
     unmarked = {
         source_text(c).strip()
         for c in lesson.notebook.cells
@@ -238,22 +267,18 @@ def rebuild(lesson: Lesson, submission: Any, nonce: str | None = None) -> _Plan:
             continue
         student_cells[gid] = cell
     released = release_notebook(lesson.notebook)
-    new = nbformat.v4.new_code_cell
-    cells = [
-        new(
-            "import seqlab.grading._guard as _seqlab_guard_module\n"
-            f'_seqlab_guard_module.install("{nonce}")\n'
-            "del _seqlab_guard_module"
-        ),
-        new(_canary(nonce)),
-    ]
-    roles: dict[int, tuple[str, str]] = {0: ("preamble", ""), 1: ("canary", "")}
+    compiled = _compiled(lesson)
+    tests = {t.index: t for t in lesson.tests}
+    steps: list[Step] = []
+    checks: dict[int, tuple[TestCell, CompiledCheck]] = {}
+    solutions: dict[int, str] = {}
     notes: list[str] = []
     for index, cell in enumerate(lesson.notebook.cells):
         if cell.cell_type != "code":
             continue
         meta = nbgrader_meta(cell)
         gid = str(meta.get("grade_id", f"cell-{index}"))
+        number = len(steps)
         if meta.get("solution"):
             mine = student_cells.get(gid)
             if mine is None or mine.get("cell_type") != "code":
@@ -264,17 +289,19 @@ def rebuild(lesson: Lesson, submission: Any, nonce: str | None = None) -> _Plan:
                 text = source_text(released.cells[index])
             else:
                 text = source_text(mine)
-            roles[len(cells)] = ("solution", gid)
-            cells.append(new(text))
-        elif meta.get("grade"):
-            roles[len(cells)] = ("test", gid)
-            body = source_text(cell).rstrip("\n")
-            cells.append(new(_guard_prefix(nonce) + body + "\n" + _guard_suffix(nonce)))
-            roles[len(cells)] = ("canary", gid)
-            cells.append(new(_canary(nonce)))
+            steps.append(Step(number, "solution", gid, text))
+            solutions[number] = gid
+        elif index in tests:
+            test = tests[index]
+            visible, full = compiled[gid]
+            steps.append(Step(number, "check", gid))
+            checks[number] = (test, visible)
+            if full is not None:
+                steps.append(Step(number + 1, "check", gid, deferred=True))
+                checks[number + 1] = (test, full)
         else:
-            roles[len(cells)] = ("locked", gid)
-            cells.append(new(source_text(cell)))
+            steps.append(Step(number, "setup", gid, source_text(cell)))
+    steps = _without_unused_demos(steps, plan_checks=checks)
     if extra:
         notes.append(
             f"{extra} code cell(s) you added outside the exercise cells were not run: "
@@ -285,10 +312,55 @@ def rebuild(lesson: Lesson, submission: Any, nonce: str | None = None) -> _Plan:
             "Cells with the same grade_id appear more than once (only the first was used): "
             + ", ".join(sorted(duplicates))
         )
-    nb = nbformat.v4.new_notebook()
-    nb.cells = cells
-    nb.metadata = {"kernelspec": {"name": "seqlab-grader", "display_name": "seqlab grader"}}
-    return _Plan(notebook=nb, roles=roles, notes=notes, nonce=nonce)
+    return _Plan(steps, checks, solutions, notes)
+
+
+def _names(source: str) -> tuple[set[str], set[str]] | None:
+    """(names a cell binds at top level, names it reads anywhere), or None if unparsable."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    bound: set[str] = set()
+    for stmt in tree.body:
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                bound.add(node.id)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                bound.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+                break
+    read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    # A name the cell binds itself (anywhere: a local, a parameter) is not taken from earlier.
+    own = {
+        n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)
+    }
+    own |= {a.arg for a in ast.walk(tree) if isinstance(a, ast.arg)}
+    own |= bound
+    return bound, read - own
+
+
+def _without_unused_demos(
+    steps: list[Step], plan_checks: dict[int, tuple[TestCell, CompiledCheck]]
+) -> list[Step]:
+    """Drop the lesson's ungraded demo cells whose names no later cell reads (they only show
+    something); every other cell keeps its place and number."""
+    sources = [plan_checks[s.index][0].source if s.kind == "check" else s.source for s in steps]
+    parsed = [_names(text) for text in sources]
+    keep: list[bool] = []
+    for i, step in enumerate(steps):
+        demo = step.kind == "setup" and step.grade_id.startswith("cell-")
+        if not demo or parsed[i] is None:
+            keep.append(True)
+            continue
+        bound = parsed[i][0]  # type: ignore[index]
+        later = [p for p in parsed[i + 1 :]]
+        keep.append(any(p is None or (bound & p[1]) for p in later))
+    return [s for s, k in zip(steps, keep, strict=True) if k]
 
 
 # --------------------------------------------------------------------------- running
@@ -312,222 +384,415 @@ def _read_submission(path: Path) -> Any:
     return nbformat.from_dict(data)
 
 
-def _all_zero(lesson: Lesson, submission: str, message: str, seconds: float) -> SubmissionResult:
+def _all_zero(
+    lesson: Lesson,
+    submission: str,
+    message: str,
+    seconds: float,
+    settings: GradeSettings | None = None,
+) -> SubmissionResult:
+    hidden = (settings or GradeSettings()).hidden_visibility
     tests = [
-        TestResult(t.grade_id, 0.0, t.points, False, message, t.has_hidden) for t in lesson.tests
-    ]
-    return SubmissionResult(submission, lesson.id, tests, message, seconds)
-
-
-def _kill(pid: int | None, group: bool) -> None:
-    if not pid:
-        return
-    try:
-        if group:
-            os.killpg(pid, signal.SIGKILL)
-        else:
-            os.kill(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError, OSError):
-        pass
-
-
-def _run_worker(plan: _Plan, settings: GradeSettings) -> tuple[dict[int, dict[str, Any]], str]:
-    """Run the plan in a worker; (per-cell reports, reason the run ended early or "")."""
-    key = secrets.token_bytes(32)
-    from ._worker import verify
-
-    job = {
-        "key": key.hex(),
-        "notebook": plan.notebook,
-        "cell_timeout": max(1, round(settings.cell_timeout)),
-        "memory_mb": settings.memory_mb,
-        "cpu_seconds": max(5, int(settings.total) + 5),
-        "run_as": settings.run_as,
-    }
-    reports: dict[int, dict[str, Any]] = {}
-    state: dict[str, Any] = {"stop": "", "kernel_pid": None, "done": False}
-    with (
-        tempfile.TemporaryDirectory(prefix="seqlab-grade-") as scratch,
-        tempfile.TemporaryFile() as errlog,
-    ):
-        if settings.run_as:
-            os.chmod(scratch, 0o711)  # the learner's user must reach its working folder
-        job["scratch"] = scratch
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "seqlab.grading._worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=errlog,
-            start_new_session=True,
-            text=True,
+        TestResult(
+            t.grade_id,
+            0.0,
+            t.points,
+            False,
+            message,
+            t.has_hidden,
+            visibility=hidden if t.has_hidden else "visible",
         )
+        for t in lesson.tests
+    ]
+    return SubmissionResult(submission, lesson.id, tests, message, seconds, detect().to_json())
+
+
+_MAX_LINE = 16 * 1024 * 1024
+
+
+def _run_sandbox(
+    plan: _Plan, settings: GradeSettings, sandbox: Sandbox
+) -> tuple[dict[int, StepReport], str]:
+    """Run the plan in a sandbox; (step reports, reason the run ended early or "")."""
+    job = Job(
+        plan.steps,
+        float(settings.cell_timeout),
+        settings.memory_mb,
+        max(5, int(settings.total) + 5),
+        max_report_bytes=_MAX_LINE // 2,
+        processes=settings.processes,
+    )
+    uid = lease_uid() if os.geteuid() == 0 else None
+    try:
+        return _run_in(plan, job, settings, sandbox, uid)
+    finally:
+        release_uid(uid)
+
+
+def _run_in(
+    plan: _Plan, job: Job, settings: GradeSettings, sandbox: Sandbox, uid: int | None
+) -> tuple[dict[int, StepReport], str]:
+    reports: dict[int, StepReport] = {}
+    indexes = {s.index for s in plan.steps}
+    state: dict[str, Any] = {"done": False, "sent": set()}
+    with tempfile.TemporaryDirectory(prefix="seqlab-grade-") as scratch:
+        proc, cgroup = launch(sandbox, Path(scratch), settings.memory_mb, settings.processes, uid)
+        assert proc.stdin is not None and proc.stdout is not None
+        stdin, stdout = proc.stdin, proc.stdout
+
+        def answer(index: int) -> None:
+            pair = plan.checks.get(index)
+            if pair is None or index in state["sent"]:
+                return
+            state["sent"].add(index)
+            line = json.dumps({"source": pair[1].worker_source}) + "\n"
+            stdin.write(line.encode())
+            stdin.flush()
 
         def read() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                body = verify(key, line.strip())
-                if body is None:
+            while True:
+                line = stdout.readline(_MAX_LINE)
+                if not line:
+                    return
+                if not line.endswith(b"\n"):  # too long: skip the rest of it
+                    while True:
+                        more = stdout.readline(_MAX_LINE)
+                        if not more or more.endswith(b"\n"):
+                            break
                     continue
-                if "kernel_pid" in body:
-                    state["kernel_pid"] = body["kernel_pid"]
-                elif "cell" in body and "status" in body:
-                    reports[int(body["cell"])] = body
-                elif "dead" in body:
-                    state["stop"] = "dead"
-                    state["dead_cell"] = body["dead"]
-                elif "stopped" in body:
-                    state["stop"] = "unresponsive"
-                elif "fatal" in body:
-                    state["stop"] = "fatal"
-                    state["fatal"] = body["fatal"]
-                elif body.get("done"):
-                    state["done"] = True
+                try:
+                    message = json.loads(line)
+                    if not isinstance(message, dict):
+                        continue
+                    if "need" in message and isinstance(message["need"], int):
+                        answer(message["need"])
+                    elif "report" in message:
+                        report = StepReport.from_json(message["report"])
+                        if report.index in indexes:
+                            reports[report.index] = report
+                    elif message.get("done") is True:
+                        state["done"] = True
+                except (ValueError, ProtocolError, OSError, RecursionError):
+                    continue
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
-        assert proc.stdin is not None
         try:
-            proc.stdin.write(json.dumps(job) + "\n")
-            proc.stdin.close()
-        except (BrokenPipeError, OSError):
+            stdin.write((json.dumps(job.to_json()) + "\n").encode())
+            stdin.flush()
+        except OSError:
             pass
+        timed_out = False
         try:
-            proc.wait(timeout=settings.total + 30)
+            proc.wait(timeout=settings.total)
         except subprocess.TimeoutExpired:
-            state["stop"] = "total-timeout"
+            timed_out = True
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        if cgroup is not None:
+            cgroup.kill()
+        proc.wait()
         reader.join(timeout=5)
-        if proc.poll() is None or state["stop"] == "total-timeout":
-            _kill(proc.pid, group=True)
-            _kill(state["kernel_pid"], group=True)
-            proc.wait()
-        else:
-            _kill(state["kernel_pid"], group=True)
-        if not state["done"] and not state["stop"]:
-            errlog.seek(0)
-            tail = errlog.read().decode(errors="replace").strip().splitlines()[-3:]
-            state["stop"] = "fatal"
-            state["fatal"] = "the grading worker ended unexpectedly" + (
-                ": " + " / ".join(tail) if tail else ""
-            )
-    reason = {
-        "": "",
-        "dead": "The kernel died while running your code (a crash, sys.exit/os._exit, or the "
-        f"memory limit of {settings.memory_mb} MiB); checks after that point were not run.",
-        "unresponsive": "A cell ran longer than the limit of "
-        f"{settings.cell_timeout:g} s and the kernel did not respond to an interrupt; "
-        "checks after that point were not run.",
-        "total-timeout": f"Grading took longer than the total limit of {settings.total:g} s; "
-        "checks after that point were not run.",
-        "fatal": f"The grader could not run your notebook: {state.get('fatal', '')}",
-    }[state["stop"]]
+        for stream in (stdin, stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        if cgroup is not None:
+            cgroup.remove()
+    if timed_out:
+        reason = (
+            f"Grading took longer than the total limit of {settings.total:g} s; checks after "
+            "that point were not run."
+        )
+    elif not state["done"]:
+        reason = "The grading runner stopped before the end of the notebook; checks after that point were not run."
+    else:
+        reason = ""
     return reports, reason
 
 
-def _describe_error(error: dict[str, Any] | None) -> str:
-    if not error:
-        return "it failed without an error message"
-    ename, evalue = error.get("ename", ""), error.get("evalue", "")
-    if ename in ("CheckFailed", "AssertionError") and evalue:
-        return evalue
-    tb = "\n".join(error.get("traceback", [])[-8:])
-    return f"{ename}: {evalue}" + (f"\n{tb}" if tb else "")
+# --------------------------------------------------------------------------- judging
+
+
+class TraceView:
+    """A run's trace as the grader sees it: ``events`` (:class:`seqlab.trace.TraceEvent`
+    built from plain data), for trace rules written against :class:`seqlab.Recorder`."""
+
+    def __init__(self, data: list[Any] | None) -> None:
+        from types import MappingProxyType
+
+        from ..trace import TraceEvent
+
+        events = []
+        for item in data or []:
+            if not isinstance(item, dict):
+                continue
+            raw = item.get("data")
+            events.append(
+                TraceEvent(
+                    float(item.get("time", 0.0))
+                    if isinstance(item.get("time"), (int, float))
+                    else 0.0,
+                    str(item.get("task", "")),
+                    str(item.get("primitive", "")),
+                    str(item.get("kind", "")),
+                    MappingProxyType(dict(raw) if isinstance(raw, dict) else {}),
+                )
+            )
+        self.events = events
+
+    def __iter__(self) -> Any:
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def to_text(self) -> str:
+        lines = []
+        for e in self.events:
+            data = "  ".join(f"{k}={v!r}" for k, v in e.data.items())
+            lines.append(f"{e.time:8.3f}  {e.task}  {e.primitive}  {e.kind}  {data}".rstrip())
+        return "\n".join(lines)
+
+
+def _excerpt(trace: TraceView, lines: int = 12) -> str:
+    text = trace.to_text().splitlines()
+    if len(text) <= lines:
+        return "\n".join(text)
+    return "\n".join([f"... ({len(text) - lines} earlier events)", *text[-lines:]])
+
+
+def same(a: Any, b: Any) -> bool:
+    """Structural equality of plain data, decided here: a bool is not a number, an int equals
+    the float of the same value, containers must have the same type."""
+    if type(a) is bool or type(b) is bool:
+        return type(a) is type(b) and a == b
+    if type(a) in (int, float) and type(b) in (int, float):
+        return bool(a == b)
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+class _NotDone(Exception):
+    pass
+
+
+def _compare(site: Site, obs: Observation) -> str:
+    """ "" when the observation satisfies the site, else what went wrong (for the learner)."""
+    secret = site.hidden
+    if obs.not_plain is not None:
+        return (
+            f"{site.what or 'the value'}: cannot grade a {obs.not_plain}; return plain data "
+            "(None, bool, int, float, str, list, tuple, dict)."
+        )
+    try:
+        value = decode_value(obs.value)
+    except ProtocolError as exc:
+        return f"{site.what}: the value could not be read ({exc})."
+    if site.kind == "equal":
+        if same(value, site.expected):
+            return ""
+        if secret:
+            return f"A hidden check failed: {site.what} is not what it should be."
+        return f"{site.what} should be {site.expected!r}, but it is {value!r}."
+    if site.kind == "truth":
+        if value is True:
+            return ""
+        if type(value) is not bool:
+            return f"{site.what} (the check expected True or False, not a {type(value).__name__})"
+        return ("A hidden check failed: " if secret else "") + site.what
+    if site.kind == "raises":
+        names = " or ".join(site.expected)
+        if isinstance(value, tuple) and len(value) >= 2 and value[0] == "raised":
+            if value[1] in site.expected:
+                return ""
+            shown = f"{value[1]}" if secret else f"{value[1]}: {value[2] if len(value) > 2 else ''}"
+            return f"{site.what} should raise {names}, but it raised {shown}"
+        return f"{site.what} should raise {names}, but it returned normally."
+    return f"unknown check kind {site.kind!r}"
+
+
+def _error_text(error: Any, secret: bool) -> str:
+    if error.type == "NotImplementedError":
+        raise _NotDone
+    if error.type == "Deadlock":
+        return "it deadlocked" + ("" if secret else f":\n{error.message}")
+    if secret:
+        return f"it raised {error.type} (the message is not shown: a hidden check)"
+    return f"it raised {error.type}: {error.message}"
+
+
+def _run_problem(compiled: CompiledCheck, site: Site, run: Run) -> str:
+    if run.error is not None:
+        return _error_text(run.error, site.hidden)
+    seen: set[int] = set()
+    for obs in run.observations:
+        target = compiled.sites.get(obs.site)
+        if target is None or target.kind == "explore":
+            continue
+        seen.add(obs.site)
+        problem = _compare(target, obs)
+        if problem:
+            return problem
+    for required in compiled.scenario_sites(site.scenario):
+        if required.kind != "explore" and required.id not in seen:
+            return f"it never reached the check of {required.what or 'its result'}"
+    if site.rule is not None:
+        try:
+            accepted = bool(site.rule(TraceView(run.trace)))
+        except Exception:
+            accepted = False
+        if not accepted:
+            rule = site.rule_doc or "(the trace rule)"
+            return f"its trace does not show what was required: {rule}"
+    return ""
+
+
+def _judge_exploration(compiled: CompiledCheck, site: Site, ex: Exploration | None) -> str:
+    if ex is None:
+        return f"{site.what} was not explored (the check stopped before it)."
+    if ex.error is not None:
+        return f"{site.what} could not be explored: " + _error_text(ex.error, site.hidden)
+    if not ex.runs:
+        return f"{site.what} was not explored (no runs were reported)."
+    failing = []
+    for run in ex.runs:
+        problem = _run_problem(compiled, site, run)
+        if problem:
+            failing.append((run, problem))
+    if not failing:
+        return ""
+    run, problem = failing[0]
+    text = (
+        f"{site.what} failed on {len(failing)} of {len(ex.runs)} schedules. "
+        f"With seed {run.seed}, {problem}"
+    )
+    if site.hidden:
+        return "A hidden check failed: " + text
+    if run.explanation:
+        text += f"\nWhat happened: {run.explanation}"
+    if run.schedule:
+        text += f"\nIts schedule: {run.schedule}"
+    if run.trace:
+        text += f"\nEnd of the trace for seed {run.seed}:\n{_excerpt(TraceView(run.trace))}"
+    text += f"\nReplay it: seqlab.run({site.replay}, seed={run.seed}, recorder=seqlab.Recorder())"
+    return text
+
+
+def judge(
+    compiled: CompiledCheck, report: StepReport | None, settings: GradeSettings, reason: str = ""
+) -> str:
+    """ "" when the check passed, else the feedback saying why not."""
+    if report is None:
+        return reason or "This check was not run."
+    if report.status == "timeout":
+        return f"This check ran longer than {settings.cell_timeout:g} s and was stopped."
+    if report.status == "oversized":
+        return "This check produced more data than the grader accepts; return smaller values."
+    if report.status == "crashed":
+        why = report.error.message if report.error else "it stopped unexpectedly"
+        return f"This check could not finish: {why}."
+    try:
+        if report.status == "error":
+            assert report.error is not None
+            secret = report.error.line in compiled.hidden_lines
+            if report.error.type == "NotImplementedError":
+                raise _NotDone
+            if secret:
+                return f"A hidden check raised {report.error.type} (its message is not shown)."
+            return f"This check raised {report.error.type}: {report.error.message}"
+        for site in compiled.top_level_sites:
+            seen = [o for o in report.observations if o.site == site.id]
+            if not seen:
+                return f"The check of {site.what or 'a result'} was never reached."
+            for obs in seen:
+                problem = _compare(site, obs)
+                if problem:
+                    return problem
+        explorations = {e.site: e for e in report.explorations}
+        for site in compiled.sites.values():
+            if site.kind == "explore":
+                problem = _judge_exploration(compiled, site, explorations.get(site.id))
+                if problem:
+                    return problem
+    except _NotDone:
+        return (
+            "This exercise is not done yet: it still raises NotImplementedError. Replace the "
+            "placeholder with your solution."
+        )
+    return ""
 
 
 def _score(
     lesson: Lesson,
     plan: _Plan,
-    reports: dict[int, dict[str, Any]],
+    reports: dict[int, StepReport],
     reason: str,
     settings: GradeSettings,
 ) -> tuple[list[TestResult], list[str]]:
-    by_id = {t.grade_id: t for t in lesson.tests}
-    solution_notes: dict[str, str] = {}
-    results: list[TestResult] = []
-    tampered = False
     messages = list(plan.notes)
-    pending: TestResult | None = None
-    canary_ok = _canary_fine(reports.get(1), plan.nonce)
-    if not canary_ok and 1 in reports:
-        tampered = True
-    for index in sorted(plan.roles):
-        role, gid = plan.roles[index]
+    solution_notes: dict[str, str] = {}
+    for index, gid in plan.solutions.items():
         report = reports.get(index)
-        if role == "solution" and report is not None:
-            if report["status"] == "timeout":
-                solution_notes[gid] = (
-                    f"Your cell {gid!r} ran longer than {settings.cell_timeout:g} s and was "
-                    "interrupted."
-                )
-            elif report["status"] != "ok":
-                err = report.get("error") or {}
-                if err.get("ename") == "NotImplementedError":
-                    solution_notes[gid] = (
-                        f"Exercise {gid!r} is not done yet: its cell still raises "
-                        "NotImplementedError. Replace the placeholder with your solution."
-                    )
-                else:
-                    solution_notes[gid] = f"Your cell {gid!r} raised " + _describe_error(err)
-        elif role == "test":
-            spec = by_id[gid]
-            pending = TestResult(gid, 0.0, spec.points, False, "", spec.has_hidden)
-            results.append(pending)
-            note = solution_notes.get(spec.exercise or "", "")
-            if report is None:
-                pending.output = reason or "This check was not run."
-            elif report["status"] == "timeout":
-                pending.output = (
-                    f"This check ran longer than {settings.cell_timeout:g} s and was stopped."
-                )
-            elif report["status"] == "ok":
-                pending.passed = True
-            elif (report.get("error") or {}).get("ename") == "NotImplementedError":
-                pending.output = (
-                    f"Exercise {spec.exercise or gid!r} is not done yet: it still raises "
-                    "NotImplementedError. Replace the placeholder with your solution."
-                )
-            else:
-                pending.output = "This check failed: " + _describe_error(report.get("error"))
-            pending.seconds = float(report.get("seconds", 0.0)) if report else 0.0
-            if note and not pending.passed:
-                pending.output = f"{note}\n{pending.output}"
-        elif role == "canary" and gid and pending is not None:
-            if tampered or (report is not None and not _canary_fine(report, plan.nonce)):
-                if not tampered:
-                    messages.append(
-                        "The kernel stopped reporting errors while grading (something in the "
-                        "submission interferes with how failures are reported); checks from "
-                        "that point on score 0."
-                    )
-                tampered = True
-                pending.passed = False
-                pending.output = (
-                    "Not trusted: the kernel did not report a deliberate failure after this "
-                    "check, so its result cannot be believed."
-                )
-            elif report is None and pending.passed:
-                pending.passed = False
-                pending.output = reason or "The grader could not confirm this check."
-            pending = None
-    if pending is not None and pending.passed:
-        pending.passed = False
-        pending.output = reason or "The grader could not confirm this check."
-    for r in results:
-        r.score = r.max_score if r.passed else 0.0
-        r.output = _clip(r.output)
+        if report is None or report.status == "ok":
+            continue
+        if report.status == "timeout":
+            solution_notes[gid] = (
+                f"Your cell {gid!r} ran longer than {settings.cell_timeout:g} s and was stopped; "
+                "the checks ran without it."
+            )
+        elif report.status == "crashed":
+            why = report.error.message if report.error else "it stopped unexpectedly"
+            solution_notes[gid] = (
+                f"Your cell {gid!r} did not finish: {why}; the checks ran without it."
+            )
+        elif report.error is not None and report.error.type == "NotImplementedError":
+            solution_notes[gid] = (
+                f"Exercise {gid!r} is not done yet (its cell still raises NotImplementedError)."
+            )
+        elif report.error is not None:
+            solution_notes[gid] = (
+                f"Your cell {gid!r} raised {report.error.type}: {report.error.message}"
+            )
+        else:
+            solution_notes[gid] = f"Your cell {gid!r} did not finish."
+    results: list[TestResult] = []
+    parts: dict[str, list[tuple[TestCell, CompiledCheck, StepReport | None]]] = {}
+    for index, (test, compiled) in sorted(plan.checks.items()):
+        parts.setdefault(test.grade_id, []).append((test, compiled, reports.get(index)))
+    for runs in parts.values():
+        test = runs[0][0]
+        problem = ""
+        for _, compiled, report in runs:
+            problem = judge(compiled, report, settings, reason)
+            if problem:
+                break
+        report = runs[0][2]
+        note = solution_notes.get(test.exercise or "", "")
+        output = f"{note}\n{problem}" if note and problem else problem
+        results.append(
+            TestResult(
+                test.grade_id,
+                0.0 if problem else test.points,
+                test.points,
+                not problem,
+                _clip(output),
+                test.has_hidden,
+                report.seconds if report else 0.0,
+                settings.hidden_visibility if test.has_hidden else "visible",
+            )
+        )
     if reason:
         messages.append(reason)
     return results, messages
-
-
-def _canary_fine(report: dict[str, Any] | None, nonce: str) -> bool:
-    if report is None:
-        return False
-    error = report.get("error") or {}
-    return (
-        report.get("status") == "error"
-        and error.get("ename") == "AssertionError"
-        and f"seqlab-canary-{nonce}" in str(error.get("evalue", ""))
-    )
 
 
 def grade(
@@ -535,6 +800,7 @@ def grade(
 ) -> SubmissionResult:
     """Grade one submission notebook against ``lesson``; never raises for a bad submission."""
     settings = settings or GradeSettings()
+    sandbox = detect()
     began = time.monotonic()
     path = Path(submission)
     try:
@@ -546,11 +812,14 @@ def grade(
             f"Your submission could not be read as a notebook ({type(exc).__name__}: {exc}). "
             "Submit the .ipynb file saved by Jupyter.",
             time.monotonic() - began,
+            settings,
         )
     try:
         plan = rebuild(lesson, nb)
-        reports, reason = _run_worker(plan, settings)
+        reports, reason = _run_sandbox(plan, settings, sandbox)
         tests, messages = _score(lesson, plan, reports, reason, settings)
+    except LessonError:
+        raise
     except Exception as exc:
         return _all_zero(
             lesson,
@@ -558,9 +827,15 @@ def grade(
             f"The grader failed on this submission ({type(exc).__name__}: {exc}); "
             "tell your instructor.",
             time.monotonic() - began,
+            settings,
         )
     result = SubmissionResult(
-        str(submission), lesson.id, tests, "\n".join(messages), time.monotonic() - began
+        str(submission),
+        lesson.id,
+        tests,
+        "\n".join(messages),
+        time.monotonic() - began,
+        sandbox.to_json(),
     )
     summary = f"{result.score:g} of {result.max_score:g} points."
     result.output = summary + ("\n" + result.output if result.output else "")
@@ -574,7 +849,7 @@ def grade_many(
     jobs: int = 1,
     progress: Callable[[SubmissionResult], None] | None = None,
 ) -> Batch:
-    """Grade many submissions, ``jobs`` at a time (each in its own worker and kernel).
+    """Grade many submissions, ``jobs`` at a time (each in its own sandbox).
 
     ``lesson`` is one lesson for all, or a sequence with one lesson per submission.
     """
@@ -584,6 +859,8 @@ def grade_many(
     lessons = [lesson] * len(items) if isinstance(lesson, Lesson) else list(lesson)
     if len(lessons) != len(items):
         raise ValueError(f"lesson: {len(lessons)} lessons for {len(items)} submissions")
+    for each in {id(x): x for x in lessons}.values():
+        _compiled(each)  # a lesson whose checks cannot be split fails here, before any grading
     began = time.monotonic()
 
     def one(pair: tuple[str | Path, Lesson]) -> SubmissionResult:

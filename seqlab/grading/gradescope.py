@@ -2,25 +2,24 @@
 
 The zip holds, at its root (Gradescope's layout):
 
-- ``setup.sh``: run once when Gradescope builds the image; installs the bundled seqlab wheel
-  and the Jupyter pieces the grader needs, and creates the unprivileged ``seqlab-student``
-  user that learner code runs as;
+- ``setup.sh``: run once when Gradescope builds the image; installs the bundled seqlab wheel,
+  the Jupyter pieces the grader needs, and Debian's ``bubblewrap`` (the sandbox learner code
+  runs in, as ``nobody``: :mod:`seqlab.grading.sandbox`);
 - ``run_autograder``: run for each submission; grades the ``.ipynb`` in
   ``/autograder/submission`` against the bundled lesson source and writes
   ``/autograder/results/results.json``. If grading itself cannot run, it still writes a
   valid results file with score 0 and the reason;
 - ``seqlab-*.whl``: seqlab built from the current source (``pip wheel --no-deps``), so the
   bundle does not depend on a published release;
-- ``lesson/<ID>.ipynb``: the lesson source with solutions and hidden checks. When grading as
-  root, ``run_autograder`` makes the source directory readable by root only before any
-  learner code runs, and learner code runs as ``seqlab-student``, so it cannot read them;
+- ``lesson/<ID>.ipynb``: the lesson source with solutions and hidden checks. ``run_autograder``
+  makes the source directory readable by its owner only before any learner code runs, and
+  learner code runs in a sandbox that does not even contain that directory, as ``nobody``;
 - ``config.json``: the lesson file name and the limits.
 
 Every path can be overridden with an environment variable, which is how the bundle is tested
 outside Gradescope: ``SEQLAB_AUTOGRADER_ROOT`` (default ``/autograder``), or individually
 ``SEQLAB_AUTOGRADER_SOURCE``, ``SEQLAB_AUTOGRADER_SUBMISSION``, ``SEQLAB_AUTOGRADER_RESULTS``;
-``SEQLAB_PYTHON`` picks the interpreter; ``SEQLAB_RUN_AS`` the kernel's user (empty: do not
-switch users).
+``SEQLAB_PYTHON`` picks the interpreter.
 """
 
 from __future__ import annotations
@@ -38,8 +37,6 @@ from .lesson import load_lesson
 
 __all__ = ["BundleError", "build_bundle", "build_wheel", "run_autograder", "main"]
 
-STUDENT_USER = "seqlab-student"
-
 SETUP_SH = """#!/usr/bin/env bash
 # Gradescope runs this once, as root, when it builds the autograder image.
 set -euo pipefail
@@ -49,8 +46,8 @@ if ! command -v "$PYTHON" >/dev/null 2>&1 || ! "$PYTHON" -m pip --version >/dev/
     apt-get install -y python3 python3-pip python3-venv
 fi
 "$PYTHON" -m pip install "$SOURCE"/seqlab-*.whl "nbformat>=5.9" "jupyter_client>=8"
-if [ "$(id -u)" = 0 ] && ! id -u %(user)s >/dev/null 2>&1; then
-    useradd --system --no-create-home --shell /usr/sbin/nologin %(user)s
+if ! command -v bwrap >/dev/null 2>&1; then
+    apt-get update && apt-get install -y --no-install-recommends bubblewrap
 fi
 """
 
@@ -62,20 +59,13 @@ SOURCE="${SEQLAB_AUTOGRADER_SOURCE:-$ROOT/source}"
 SUBMISSION="${SEQLAB_AUTOGRADER_SUBMISSION:-$ROOT/submission}"
 RESULTS="${SEQLAB_AUTOGRADER_RESULTS:-$ROOT/results}"
 PYTHON="${SEQLAB_PYTHON:-python3}"
-if [ -z "${SEQLAB_RUN_AS+set}" ]; then
-    if [ "$(id -u)" = 0 ] && id -u %(user)s >/dev/null 2>&1; then
-        SEQLAB_RUN_AS=%(user)s
-    else
-        SEQLAB_RUN_AS=""
-    fi
-fi
 mkdir -p "$RESULTS"
 rm -f "$RESULTS/results.json"
 cd "$SOURCE" || exit 0
 "$PYTHON" -m seqlab.grading.gradescope --source "$SOURCE" --submission "$SUBMISSION" \\
-    --results "$RESULTS" --run-as "$SEQLAB_RUN_AS"
+    --results "$RESULTS"
 if [ ! -s "$RESULTS/results.json" ]; then
-    printf '%%s\\n' '{"score": 0, "output": "The autograder could not run (see the autograder output for the instructor). Your submission was not graded; tell your instructor.", "tests": []}' > "$RESULTS/results.json"
+    printf '%s\\n' '{"score": 0, "output": "The autograder could not run (see the autograder output for the instructor). Your submission was not graded; tell your instructor.", "tests": []}' > "$RESULTS/results.json"
 fi
 exit 0
 """
@@ -139,8 +129,8 @@ def build_bundle(
         }
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
             for name, text in (
-                ("setup.sh", SETUP_SH % {"user": STUDENT_USER}),
-                ("run_autograder", RUN_AUTOGRADER % {"user": STUDENT_USER}),
+                ("setup.sh", SETUP_SH),
+                ("run_autograder", RUN_AUTOGRADER),
             ):
                 info = zipfile.ZipInfo(name)
                 info.external_attr = 0o755 << 16
@@ -163,15 +153,13 @@ def _pick_submission(directory: Path, lesson_id: str) -> tuple[Path | None, str]
     return notebooks[0], f"Graded {notebooks[0].name}{note}; expected {lesson_id}.ipynb."
 
 
-def run_autograder(source: Path, submission: Path, results: Path, run_as: str | None) -> int:
+def run_autograder(source: Path, submission: Path, results: Path) -> int:
     """Grade the submission directory into ``results/results.json``; always writes it."""
     from .grader import GradeSettings, SubmissionResult, _all_zero, grade
 
     results.mkdir(parents=True, exist_ok=True)
     target = results / "results.json"
-    if run_as:
-        os.chmod(source, 0o700)
-        os.chmod(results, 0o755)
+    os.chmod(source, 0o700)
     config = json.loads((source / "config.json").read_text())
     lesson = load_lesson(source / config["lesson"])
     picked, note = _pick_submission(submission, lesson.id)
@@ -182,7 +170,7 @@ def run_autograder(source: Path, submission: Path, results: Path, run_as: str | 
         settings = GradeSettings(
             cell_timeout=float(config.get("timeout", 60)),
             memory_mb=int(config.get("memory_mb", 2048)),
-            run_as=run_as or None,
+            hidden_visibility=str(config.get("hidden_visibility", "after_due_date")),
         )
         result = grade(picked, lesson, settings)
         if note:
@@ -200,9 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, required=True)
     parser.add_argument("--submission", type=Path, required=True)
     parser.add_argument("--results", type=Path, required=True)
-    parser.add_argument("--run-as", default="")
     args = parser.parse_args(argv)
-    return run_autograder(args.source, args.submission, args.results, args.run_as or None)
+    return run_autograder(args.source, args.submission, args.results)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,13 @@ solution cell the instructor's answer sits between ``### BEGIN SOLUTION`` and
 ``### END SOLUTION``; inside a test cell, checks between ``### BEGIN HIDDEN TESTS`` and
 ``### END HIDDEN TESTS`` are removed from the student version and run only by the grader.
 
-A lesson is named either by its ID (the notebook's file stem, e.g. ``00-welcome``, looked up
-among the lessons installed with seqlab) or by a path to a source notebook.
+Where lessons live: the *sources* (solutions, hidden checks) are in the repository's
+top-level ``lessons/`` folder, outside the package; the package ships only their *student
+versions* (``seqlab/lessons/*.ipynb``, written by ``seqlab release``). A lesson is named by a
+path to a notebook, or by its ID (``00-welcome``), looked up in a lessons folder given by the
+caller, then in the checkout's ``lessons/`` (when seqlab runs from one), then among the
+student versions installed with seqlab (enough for ``%seqlab check`` and ``seqlab lab``;
+grading insists on a source).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ __all__ = [
     "TestCell",
     "LessonNotFound",
     "installed_lessons",
+    "source_dir",
     "load_lesson",
     "nbgrader_meta",
     "strip_region",
@@ -141,9 +147,18 @@ class Lesson:
     def max_score(self) -> float:
         return sum(t.points for t in self.tests)
 
+    @property
+    def is_student_version(self) -> bool:
+        """True for a released notebook (no solution regions or hidden checks left in it)."""
+        for cell in self.notebook.cells:
+            text = source_text(cell)
+            if BEGIN_SOLUTION in text or BEGIN_HIDDEN in text:
+                return False
+        return True
+
 
 def installed_lessons() -> dict[str, Path]:
-    """Lesson ID -> source notebook path for the lessons installed with seqlab."""
+    """Lesson ID -> path of the *student version* installed with seqlab."""
     from importlib.resources import files
 
     root = files("seqlab") / "lessons"
@@ -159,32 +174,48 @@ def installed_lessons() -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
+def source_dir() -> Path | None:
+    """The checkout's top-level ``lessons/`` folder (the sources), when seqlab runs from one."""
+    import seqlab
+
+    folder = Path(seqlab.__file__).resolve().parent.parent / "lessons"
+    return folder if (folder.parent / "pyproject.toml").exists() and folder.is_dir() else None
+
+
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def load_lesson(spec: str | Path) -> Lesson:
-    """Read a lesson given its installed ID (``00-welcome``) or a path to a source notebook.
+def load_lesson(spec: str | Path, lessons_dir: str | Path | None = None) -> Lesson:
+    """Read a lesson given a path to its notebook or its ID (``00-welcome``).
 
-    A bare file name (``00-welcome.ipynb``) that does not exist here also names the installed
-    lesson; a path with a folder in it must exist.
+    An ID (or a bare file name that does not exist here) is looked up in ``lessons_dir``, then
+    in the checkout's ``lessons/`` (:func:`source_dir`), then among the installed student
+    versions. A path with a folder in it must exist.
     """
     import nbformat
 
     path = Path(spec)
     if path.suffix == ".ipynb" and len(path.parts) > 1 and not path.exists():
-        # A path to a notebook that is missing: never grade against an installed namesake.
+        # A path to a notebook that is missing: never grade against a namesake elsewhere.
         raise LessonNotFound(f"no lesson notebook at {str(spec)!r}")
     if not (path.suffix == ".ipynb" and path.exists()):
-        lessons = installed_lessons()
         key = str(spec)
         if key.endswith(".ipynb"):
             key = Path(key).stem
-        if _ID.match(key) and key in lessons:
+        folders = [Path(lessons_dir)] if lessons_dir is not None else []
+        checkout = source_dir()
+        if checkout is not None:
+            folders.append(checkout)
+        found = [f / f"{key}.ipynb" for f in folders if (f / f"{key}.ipynb").is_file()]
+        lessons = installed_lessons()
+        if _ID.match(key) and found:
+            path = found[0]
+        elif _ID.match(key) and key in lessons:
             path = lessons[key]
         else:
             known = ", ".join(lessons) or "none installed"
             raise LessonNotFound(
-                f"no lesson {str(spec)!r}: give an installed lesson ID ({known}) "
+                f"no lesson {str(spec)!r}: give a lesson ID ({known}) "
                 "or the path of a source notebook"
             )
     nb = nbformat.read(str(path), as_version=4)

@@ -72,10 +72,14 @@ def release_notebook(nb: Any) -> Any:
     return out
 
 
-def release(paths: Iterable[str | Path], out: str | Path) -> list[Path]:
+def release(
+    paths: Iterable[str | Path], out: str | Path, lessons_dir: str | Path | None = None
+) -> list[Path]:
     """Write the student version of each source notebook in ``paths`` into directory ``out``.
 
-    Each path may also be an installed lesson ID. Returns the written paths.
+    Each path may also be a lesson ID (looked up as :func:`load_lesson` does). The student
+    version keeps ``metadata.seqlab.lesson`` (the lesson ID), so a submission named anything
+    is graded against the right lesson. Returns the written paths.
     """
     import nbformat
 
@@ -83,8 +87,9 @@ def release(paths: Iterable[str | Path], out: str | Path) -> list[Path]:
     target.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for spec in paths:
-        lesson = load_lesson(spec)
+        lesson = load_lesson(spec, lessons_dir)
         student = release_notebook(lesson.notebook)
+        student.metadata.setdefault("seqlab", {})["lesson"] = lesson.id
         dest = target / f"{lesson.id}.ipynb"
         if dest.resolve() == lesson.path.resolve():
             raise ValueError(f"out: releasing {lesson.path} would overwrite its source")

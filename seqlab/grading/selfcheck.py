@@ -1,7 +1,7 @@
 """``%seqlab check EXERCISE_ID``: run an exercise's visible checks in the learner's notebook.
 
-The checks come from the installed lesson source (hidden checks removed), not from the
-learner's copy, and run in the learner's namespace so they see the learner's code. The answer
+The checks come from the student version installed with seqlab (which has only the visible
+checks), not from the learner's copy, and run in the learner's namespace so they see the learner's code. The answer
 is a short, friendly report rather than a traceback.
 
 Example (in a lesson notebook)::
@@ -30,7 +30,7 @@ def _candidates(lesson: str | Path | None, user_ns: dict[str, Any]) -> list[Less
     known = installed_lessons()
     stem = Path(session).stem if session else ""
     if stem in known:
-        return [load_lesson(stem)]
+        return [load_lesson(known[stem])]
     return [load_lesson(path) for path in known.values()]
 
 

@@ -1,9 +1,10 @@
 """The graded lesson notebooks shipped with seqlab, and what ``seqlab lab`` and Binder do with them.
 
-The notebooks in this folder are the *source* versions: solutions, hidden tests and stored
-outputs included (nbval checks them). Learners work on *student* versions, which
-:func:`copy_student_versions` writes into a folder of their own; the installed files are never
-edited. Example::
+The notebooks in this folder are the *student versions* (no solutions, no hidden checks, no
+outputs), written by ``seqlab release`` from the sources in the repository's top-level
+``lessons/`` folder, which never ship (tests/test_lessons.py keeps the two in step, and
+tests/grading/test_packaging.py checks the wheel). :func:`copy_student_versions` copies them
+into a folder of the learner's own; the installed files are never edited. Example::
 
     from seqlab.lessons import copy_student_versions, ensure_kernel
 
@@ -24,7 +25,7 @@ __all__ = ["copy_student_versions", "ensure_kernel", "jupyterlab_command", "less
 
 
 def lesson_sources() -> dict[str, Path]:
-    """Lesson ID (``00-welcome``) -> path of its installed source notebook, in lesson order."""
+    """Lesson ID (``00-welcome``) -> path of its installed student version, in lesson order."""
     from seqlab.grading.lesson import installed_lessons
 
     return installed_lessons()

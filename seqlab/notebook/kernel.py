@@ -12,7 +12,14 @@ on the kernel's running asyncio loop, once, when the kernel starts. Then:
   If it fails, the error is printed to stderr in the running cell, or in the next cell when
   the kernel is idle, and the loop keeps going.
 - Interrupting the kernel cancels the running cell's trio work (the cell shows
-  ``KeyboardInterrupt``); background tasks keep running.
+  ``KeyboardInterrupt``, also when it awaited inside a nursery); background tasks keep running.
+- A cell that awaits something nothing can ever wake (``await seqlab.Barrier(3).wait()``) ends
+  with :class:`seqlab.Deadlock` naming its tasks and what each waits on, once the whole loop
+  has been blocked for :data:`DEADLOCK_GRACE` seconds with no timer pending, no thread running
+  and no task waiting on I/O; the loop lives on. A background task on a timer could in
+  principle wake the cell, so while one runs no deadlock is declared. Something the loop does
+  not know about (a widget callback setting a trio Event directly) looks like nothing: give
+  such a wait a timeout.
 - Shutting the kernel down cancels every task and lets the loop finish cleanly.
 
 Rules of thumb, which follow from running trio on top of asyncio:
@@ -47,6 +54,8 @@ import outcome
 import trio
 
 from .._callables import callable_name, is_async_callable
+from ..trace import task_label
+from ..waits import WAITS_FOR_CHILDREN, describe_wait
 from ._report import describe_error
 
 if sys.version_info < (3, 11):
@@ -73,6 +82,10 @@ _ROUTING_VARS = frozenset({"parent_header", "shell_parent", "shell_parent_ident"
 #: Background failures reported in full per cell; the rest are counted in one summary line.
 REPORT_LIMIT = 3
 
+#: Seconds the whole loop must stay blocked, with nothing pending, before a cell that awaits is
+#: declared deadlocked (a short quiet spell is normal; a timer or thread rules it out anyway).
+DEADLOCK_GRACE = 1.0
+
 _current: GuestLoop | None = None
 
 
@@ -91,6 +104,9 @@ class _CellRun:
     scope: trio.CancelScope | None = None
     cancel_requested: bool = False
     interrupts: int = 0
+    task: trio.lowlevel.Task | None = None
+    started_at: float = 0.0
+    deadlock: BaseException | None = None
 
 
 class GuestLoop:
@@ -111,6 +127,7 @@ class GuestLoop:
         self._background: list[str] = []
         self._cells = 0
         self._busy = False
+        self._root: trio.lowlevel.Task | None = None
         self._pending_reports: list[str] = []
         self._reports_shown = 0
         self._not_shown: collections.Counter[str] = collections.Counter()
@@ -151,6 +168,7 @@ class GuestLoop:
             await self._ready.wait()
 
     async def _main(self) -> None:
+        self._root = trio.lowlevel.current_task()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._token = trio.lowlevel.current_trio_token()
@@ -261,9 +279,12 @@ class GuestLoop:
         assert isinstance(result, outcome.Error)
         error = result.error
         del result
-        if cell.interrupts and isinstance(error, trio.Cancelled):
-            # Show where the cell was waiting, as a plain interrupted cell would.
-            raise KeyboardInterrupt().with_traceback(_user_part(error.__traceback__))
+        if cell.deadlock is not None and _only_cancelled(error):
+            raise cell.deadlock from None
+        if cell.interrupts and _only_cancelled(error):
+            # Show where the cell was waiting, as a plain interrupted cell would (not the
+            # trio.Cancelled, or the group of them a nursery in the cell gathers).
+            raise KeyboardInterrupt().with_traceback(_user_part(error.__traceback__)) from None
         raise error
 
     def _catch_sigint(self, cell: _CellRun) -> Callable[[], None] | None:
@@ -312,6 +333,9 @@ class GuestLoop:
             return
         self._cells += 1
         self._nursery.start_soon(self._cell_task, cell, name=f"cell-{self._cells}")
+        self._nursery.start_soon(
+            self._watch_cell, cell, name=f"<seqlab deadlock watch {self._cells}>"
+        )
 
     def _cancel_cell(self, cell: _CellRun) -> None:
         cell.cancel_requested = True
@@ -320,6 +344,8 @@ class GuestLoop:
 
     async def _cell_task(self, cell: _CellRun) -> None:
         __tracebackhide__ = True
+        cell.task = trio.lowlevel.current_task()
+        cell.started_at = trio.current_time()
         for var, value in cell.context:
             var.set(value)
         with trio.CancelScope() as scope:
@@ -332,7 +358,66 @@ class GuestLoop:
                 result: outcome.Outcome[Any] = outcome.Error(exc)
             else:
                 result = outcome.Value(value)
+        if cell.deadlock is not None and isinstance(result, outcome.Value):
+            # The cell caught the cancellation that ended its deadlock: still report it.
+            result = outcome.Error(cell.deadlock)
         _set(cell.future, result)
+
+    async def _watch_cell(self, cell: _CellRun) -> None:
+        """Declare a deadlock when ``cell`` waits on something nothing can wake.
+
+        That is: every task in the loop (the cell's, the background ones) has been blocked for
+        :data:`DEADLOCK_GRACE` seconds, no timer is pending, no task waits on I/O or a thread,
+        and nothing was handed to the loop from outside. Then the cell ends with
+        :class:`seqlab.Deadlock` naming its tasks and what each waits on, and the loop lives on.
+        """
+        from trio.testing import wait_all_tasks_blocked
+
+        declared_at = None
+        while not cell.future.done():
+            await wait_all_tasks_blocked(DEADLOCK_GRACE)
+            if cell.future.done() or cell.task is None:
+                return
+            stats = trio.lowlevel.current_statistics()
+            if (
+                stats.tasks_runnable
+                or stats.run_sync_soon_queue_size
+                or stats.seconds_to_next_deadline < float("inf")
+                or _io_waiters() > 1  # trio's own wake-up socket is always there
+            ):
+                continue
+            blocked = self._blocked_cell_tasks(cell)
+            if blocked is None:  # a thread or I/O may still wake someone
+                continue
+            if cell.deadlock is None:
+                elapsed = trio.current_time() - cell.started_at
+                cell.deadlock = _deadlock(blocked, elapsed)
+                declared_at = trio.current_time()
+                if cell.scope is not None:
+                    cell.scope.cancel()
+            elif declared_at is not None:
+                # Cancelling did not end the cell (a wait shielded from cancellation): end
+                # the cell's wait from here; its task stays, as after a second interrupt.
+                _set(cell.future, outcome.Error(cell.deadlock))
+                return
+
+    def _blocked_cell_tasks(self, cell: _CellRun) -> list[Any] | None:
+        """``cell``'s tasks and what each waits on; ``None`` if any task in the loop waits
+        on a thread or on I/O (outside activity that may wake the cell)."""
+        assert cell.task is not None
+        root = self._root if self._root is not None else cell.task
+        me = trio.lowlevel.current_task()
+        for task in _task_tree(root):
+            if task is not me and describe_wait(task)[1]:
+                return None
+        blocked = []
+        for task in _task_tree(cell.task):
+            waits_on, _ = describe_wait(task)
+            name = "the cell" if task is cell.task else task_label(task)
+            blocked.append((name, waits_on))
+        # Tasks waiting on something first, those waiting for their children after.
+        blocked.sort(key=lambda item: item[1] == WAITS_FOR_CHILDREN)
+        return blocked
 
     # ----------------------------------------------------------------- background tasks
 
@@ -443,6 +528,38 @@ class GuestLoop:
         )
 
 
+def _deadlock(blocked: list[tuple[str, str]], elapsed: float) -> BaseException:
+    from .. import BlockedTask, Deadlock
+
+    tasks = [BlockedTask(name, waits_on) for name, waits_on in blocked]
+    error = Deadlock(tasks, elapsed, None)
+    hint = (
+        "the cell waits on something no task, timer, thread or I/O can ever wake; "
+        "it was stopped so the kernel stays usable"
+    )
+    error.args = (f"{error}\n{hint}",)
+    # IPython shows this instead of a traceback (which would only show seqlab's frames).
+    error._render_traceback_ = lambda: [f"Deadlock: {error}"]  # type: ignore[attr-defined]
+    return error
+
+
+def _task_tree(root: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
+    """``root`` and every task below it, in creation order within each nursery."""
+    found = [root]
+    for task in found:
+        for nursery in task.child_nurseries:
+            found.extend(sorted(nursery.child_tasks, key=lambda t: getattr(t, "_counter", 0)))
+    return found
+
+
+def _io_waiters() -> int:
+    io = trio.lowlevel.current_statistics().io_statistics
+    return sum(
+        getattr(io, name, 0)
+        for name in ("tasks_waiting_read", "tasks_waiting_write", "tasks_waiting", "monitors")
+    )
+
+
 def _user_part(tb: TracebackType | None) -> TracebackType | None:
     """``tb`` cut after its last frame outside trio (where the cell was waiting)."""
     libraries = (os.path.dirname(trio.__file__), os.path.dirname(outcome.__file__))
@@ -526,11 +643,50 @@ def spawn(async_fn: Callable[..., Awaitable[object]], *args: Any, name: str | No
 # --------------------------------------------------------------------------- IPython glue
 
 
+# IPython has no public hook to run a cell's top-level awaits in another event loop, so
+# _run_code_in_loop is a copy of InteractiveShell.run_code with one line changed. These are the
+# SHA-256 digests of the run_code sources it was checked against, line by line; for any other
+# IPython, attach_shell warns (the kernel still works as long as run_code's contract holds) and
+# tests/notebook/test_kernel.py fails until the copy is checked again and the digest added.
+RUN_CODE_CHECKED = {
+    "7db2a3844091e22a018e76921b469ecdc454ceeecac482e198b74ae447ae6029": "IPython 8.12",
+}
+
+
+def run_code_digest(shell_class: type | None = None) -> str:
+    """SHA-256 of the source of ``shell_class.run_code`` (IPython's InteractiveShell)."""
+    import hashlib
+
+    if shell_class is None:
+        from IPython.core.interactiveshell import InteractiveShell
+
+        shell_class = InteractiveShell
+    source = inspect.getsource(shell_class.run_code)  # type: ignore[attr-defined]
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
 def attach_shell(shell: Any, loop: GuestLoop) -> None:
     """Make ``shell`` run the awaiting statements of its cells in ``loop`` (idempotent)."""
     if getattr(shell, "_seqlab_guest_loop", None) is loop:
         return
     shell._seqlab_guest_loop = loop
+    try:
+        digest = run_code_digest()
+    except (OSError, TypeError):  # no source available (a frozen install)
+        digest = "unknown"
+    if digest not in RUN_CODE_CHECKED:
+        import warnings
+
+        import IPython
+
+        warnings.warn(
+            f"seqlab: IPython {IPython.__version__}'s InteractiveShell.run_code is not the one "
+            "seqlab's kernel copy was checked against ("
+            + ", ".join(RUN_CODE_CHECKED.values())
+            + "); awaiting cells may report errors differently",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     original = shell.run_code
 
     async def run_code(code_obj: Any, result: Any = None, *, async_: bool = False) -> bool:
@@ -546,8 +702,13 @@ def attach_shell(shell: Any, loop: GuestLoop) -> None:
 
 
 async def _run_code_in_loop(shell: Any, loop: GuestLoop, code_obj: Any, result: Any) -> bool:
-    """IPython's ``run_code`` for an awaiting statement, with the await done in trio."""
+    """IPython's ``run_code`` for an awaiting statement, with the await done in trio.
+
+    A copy of ``InteractiveShell.run_code`` (see :data:`RUN_CODE_CHECKED`), branch for branch,
+    with ``await eval(...)`` replaced by ``await loop.run_cell_coroutine(eval(...))``.
+    """
     import bdb
+    from warnings import warn
 
     # IPython hides this frame and everything above it in tracebacks.
     __tracebackhide__ = "__ipython_bottom__"
@@ -563,6 +724,7 @@ async def _run_code_in_loop(shell: Any, loop: GuestLoop, code_obj: Any, result: 
         if result is not None:
             result.error_in_exec = e
         shell.showtraceback(exception_only=True)
+        warn("To exit: use 'exit', 'quit', or Ctrl-D.", stacklevel=1)
     except bdb.BdbQuit:
         if result is not None:
             result.error_in_exec = sys.exc_info()[1]

@@ -25,6 +25,7 @@ import ast
 import dataclasses
 import difflib
 import itertools
+import json
 import linecache
 import shlex
 import sys
@@ -40,7 +41,7 @@ from .. import __version__
 from ..runtime import Deadlock, explore, last_seed, run
 from ..schedule import STRATEGIES, Schedule, make_strategy
 from ..trace import Recorder
-from ._report import SCENARIO_FILE_PREFIX, describe_error, safe_repr
+from ._report import SCENARIO_FILE_PREFIX, describe_error, leaves, safe_repr
 from .kernel import current_loop
 
 __all__ = ["SeqlabMagics", "USAGE", "VIEWS", "compile_scenario"]
@@ -48,6 +49,29 @@ __all__ = ["SeqlabMagics", "USAGE", "VIEWS", "compile_scenario"]
 VIEWS = ("timeline", "barrier", "convoy", "ring", "text", "none")
 
 _counter = itertools.count(1)
+
+
+#: A long text trace in the notebook shows this many lines at its start and at its end.
+TRACE_HEAD = 50
+TRACE_TAIL = 50
+TRACE_SLACK = 20  # a trace only this much longer is shown whole (no point cutting 3 lines)
+
+
+def cap_lines(text: str, show_all: str, *, head: int = TRACE_HEAD, tail: int = TRACE_TAIL) -> str:
+    """``text`` with its middle lines replaced by one line saying how many were left out.
+
+    A 100,000-event trace is megabytes of notebook output that nobody scrolls through; the
+    start and the end are what people read, and ``show_all`` (a magic call) prints the rest.
+    """
+    lines = text.splitlines(keepends=True)
+    if len(lines) <= head + tail + TRACE_SLACK:
+        return text
+    omitted = len(lines) - head - tail
+    return (
+        "".join(lines[:head])
+        + f"... {omitted} lines omitted ({show_all} prints all {len(lines)}) ...\n"
+        + "".join(lines[-tail:])
+    )
 
 
 # --------------------------------------------------------------------------- arguments
@@ -233,8 +257,19 @@ def _replay_parser() -> _Parser:
 
 
 def _trace_parser() -> _Parser:
-    p = _Parser("trace", "Print the last run's trace.")
+    p = _Parser(
+        "trace",
+        f"Print the last run's trace. A long one shows its first {TRACE_HEAD} and last "
+        f"{TRACE_TAIL} lines; --all shows every line.",
+    )
     p.add_argument("--json", action="store_true", help="the events as JSON (what views read)")
+    p.add_argument("--all", action="store_true", help="every line, however long the trace")
+    p.add_argument(
+        "--perfetto",
+        metavar="FILE",
+        default=None,
+        help="write the trace as Chrome trace-event JSON to FILE (for ui.perfetto.dev)",
+    )
     return p
 
 
@@ -327,7 +362,7 @@ def _show_view(kind: str, recorder: Recorder) -> None:
     if kind == "none":
         return
     if kind == "text":
-        print(recorder.to_text(), end="")
+        print(cap_lines(recorder.to_text(), "%seqlab trace --all"), end="")
         return
     from IPython.display import display
 
@@ -358,6 +393,8 @@ class SeqlabMagics(Magics):
         self.last_scenario: Scenario | None = None
         self.last_recorder: Recorder | None = None
         self.last_clock: str | None = None
+        #: How the last %%seqlab run or replay ended, for %seqlab status.
+        self.last_run: str | None = None
 
     @line_cell_magic
     def seqlab(self, line: str, cell: str | None = None) -> None:
@@ -372,7 +409,8 @@ class SeqlabMagics(Magics):
         holds tasks back) and explains the simplest failing schedule it finds.
         ``%seqlab replay SEED|SCHEDULE`` reruns the last scenario with another seed, or exactly
         the schedule a failure reported.
-        ``%seqlab trace [--json]`` prints the last trace (``--json``: what the widgets read).
+        ``%seqlab trace [--json]`` prints the last trace (``--json``: what the widgets read);
+        ``--perfetto FILE`` writes it for ui.perfetto.dev instead.
         ``%seqlab check EXERCISE_ID`` runs a lesson's visible checks against your code.
         ``%seqlab`` or ``%seqlab status``: the trio loop, the last seed, clock and trace.
         ``%seqlab help`` prints one usage line per subcommand; ``-h`` after a subcommand
@@ -440,6 +478,8 @@ class SeqlabMagics(Magics):
         print(f"seed: {'no run yet' if seed is None else seed}")
         print(f"clock: {self.last_clock or 'virtual (the default for %%seqlab run)'}")
         print(f"recorder: {'no trace yet' if rec is None else f'last trace has {len(rec)} events'}")
+        if self.last_run is not None:
+            print(f"last run: {self.last_run}")
 
     def _run(self, ns: argparse.Namespace, cell: str) -> None:
         source = cell
@@ -482,9 +522,23 @@ class SeqlabMagics(Magics):
         if self.last_recorder is None:
             print("%seqlab trace: no trace yet; run a scenario with %%seqlab run", file=sys.stderr)
             return
-        print(self.last_recorder.to_json() if ns.json else self.last_recorder.to_text(), end="")
-        if ns.json:
-            print()
+        rec = self.last_recorder
+        if ns.perfetto is not None:
+            with open(ns.perfetto, "w", encoding="utf-8") as f:
+                json.dump(rec.to_perfetto(), f)
+            print(f"wrote {ns.perfetto}: {len(rec)} events; open it in https://ui.perfetto.dev")
+            return
+        if not ns.json:
+            text = rec.to_text()
+            print(text if ns.all else cap_lines(text, "%seqlab trace --all"), end="")
+        elif ns.all or len(rec) <= TRACE_HEAD + TRACE_TAIL + TRACE_SLACK:
+            print(rec.to_json())
+        else:
+            # One event a line, so that the head and tail can be cut out: a view for reading;
+            # --json --all gives the parseable whole.
+            events = [json.dumps(e, separators=(",", ":")) for e in json.loads(rec.to_json())]
+            lines = "[\n" + ",\n".join(events) + "\n]\n"
+            print(cap_lines(lines, "%seqlab trace --json --all", head=TRACE_HEAD + 1), end="")
 
     # ----------------------------------------------------------------- running
 
@@ -505,6 +559,7 @@ class SeqlabMagics(Magics):
         # partial trace rather than the previous scenario's.
         self.last_recorder = recorder
         self.last_clock = "real time" if scenario.real_time else "virtual"
+        self.last_run = f"seed {seed}: started, did not finish"
         live = _live_view(scenario.view, recorder)
         how: dict[str, Any] = (
             {"schedule": schedule}
@@ -513,11 +568,27 @@ class SeqlabMagics(Magics):
         )
         try:
             value = run(main, virtual_time=not scenario.real_time, recorder=recorder, **how)
-        except Exception as exc:
+        except BaseException as exc:
+            if _interrupted(exc):
+                n = _report_run_interrupt(exc, scenario, seed, recorder)
+                self.last_run = (
+                    f"{_which(seed, schedule)}: interrupted (KeyboardInterrupt) after {n} events; "
+                    "%seqlab trace shows the partial trace"
+                )
+                raise _quiet_interrupt() from None
+            if not isinstance(exc, Exception):
+                raise
             error = exc
         finally:
             if live is not None:
                 live.finish()
+        self.last_run = f"{_which(seed, schedule)}: " + (
+            "completed"
+            if error is None
+            else "deadlock"
+            if isinstance(error, Deadlock)
+            else f"failed ({type(error).__name__})"
+        )
         if schedule is not None:
             print(f"schedule: {schedule}")
         elif scenario.strategy != "random":
@@ -550,6 +621,37 @@ class SeqlabMagics(Magics):
             else:
                 print(f"replay: %seqlab replay {recorder.schedule or schedule}")
 
+    def _report_explore_interrupt(
+        self, exc: BaseException, scenario: Scenario, count: int, span: str
+    ) -> str:
+        """Print what an interrupted exploration found; return the line for %seqlab status."""
+        explored = getattr(exc, "explored", None)
+        print(f"interrupted (KeyboardInterrupt): exploring {count} schedules ({span})")
+        if explored is None:
+            print("schedules finished before the interrupt: not known (this seqlab's explore")
+            print("does not report them)")
+            status = f"exploring {count} schedules ({span}): interrupted (KeyboardInterrupt)"
+        else:
+            failures = list(explored.failures)
+            found = f"{len(failures)} failed" if failures else "none failed"
+            print(f"schedules finished: {explored.runs} of {count}, {found}")
+            status = (
+                f"exploring {count} schedules ({span}): interrupted (KeyboardInterrupt) after "
+                f"{explored.runs}, {found}"
+            )
+            if failures:
+                print("failing seeds so far: " + ", ".join(str(f.seed) for f in failures))
+                first_failure = failures[0]
+                self.last_recorder = first_failure.trace
+                print(f"first failure, seed {first_failure.seed} ({first_failure.strategy}):")
+                if first_failure.error is not None:
+                    print(describe_error(first_failure.error), end="")
+                print(f"replay: %seqlab replay {first_failure.schedule}")
+        seed = getattr(exc, "seed", None)
+        if seed is not None:
+            print(f"interrupted while running seed {seed}")
+        return status
+
     def _explore(self, scenario: Scenario, first: int, count: int) -> None:
         seeds = range(first, first + count)
 
@@ -557,17 +659,27 @@ class SeqlabMagics(Magics):
             return await scenario.fn()
 
         scenario_main.__name__ = "scenario"
-        result = explore(
-            scenario_main,
-            seeds=seeds,
-            virtual_time=not scenario.real_time,
-            strategy=scenario.strategy,
-            bound=scenario.bound,
-        )
+        span = f"seed {first}" if count == 1 else f"seeds {first}-{first + count - 1}"
         self.last_clock = "real time" if scenario.real_time else "virtual"
         # explore keeps only the failures' traces; an older scenario's trace would mislead.
         self.last_recorder = None
-        span = f"seed {first}" if count == 1 else f"seeds {first}-{first + count - 1}"
+        self.last_run = f"exploring {count} schedules ({span}): started, did not finish"
+        try:
+            result = explore(
+                scenario_main,
+                seeds=seeds,
+                virtual_time=not scenario.real_time,
+                strategy=scenario.strategy,
+                bound=scenario.bound,
+            )
+        except BaseException as exc:
+            if not _interrupted(exc):
+                raise
+            self.last_run = self._report_explore_interrupt(exc, scenario, count, span)
+            raise _quiet_interrupt() from None
+        self.last_run = f"explored {count} schedules ({span}): " + (
+            "all passed" if result.ok else f"{len(result.failures)} failed"
+        )
         distinct = f"{result.schedules} distinct, {result.strategy}"
         if result.ok:
             print(f"explored {count} schedules ({span}; {distinct}): all passed")
@@ -587,3 +699,54 @@ class SeqlabMagics(Magics):
             print()
         _show_view(scenario.view, first_failure.trace)
         print(f"replay: %seqlab replay {first_failure.schedule}")
+
+
+# --------------------------------------------------------------------------- interrupts
+
+#: Lines of the partial trace an interrupted run's summary ends with.
+INTERRUPT_TAIL = 5
+
+
+def _interrupted(error: BaseException) -> bool:
+    """Whether ``error`` is, or a group holding, a KeyboardInterrupt (Ctrl-C, or a scenario
+    task that raised it)."""
+    return any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves(error))
+
+
+def _quiet_interrupt() -> KeyboardInterrupt:
+    """The cell's error after an interrupt summary: KeyboardInterrupt, shown as one line."""
+    error = KeyboardInterrupt("the scenario was interrupted; the summary above says where")
+    # IPython shows _render_traceback_() instead of the frames (magics, runtime, threading).
+    error._render_traceback_ = lambda: [f"KeyboardInterrupt: {error}"]  # type: ignore[attr-defined]
+    return error
+
+
+def _which(seed: int | None, schedule: str | None) -> str:
+    return f"seed {seed}" if schedule is None else f"schedule {schedule}"
+
+
+def _report_run_interrupt(
+    error: BaseException, scenario: Scenario, seed: int | None, recorder: Recorder
+) -> int:
+    """One short summary of an interrupted run: seed, tasks, events, the last trace lines.
+
+    Returns the number of events it reported.
+    """
+    clock = "real time" if scenario.real_time else "virtual time"
+    schedule = getattr(error, "schedule", None)
+    print(
+        f"interrupted (KeyboardInterrupt): {_which(seed, None if seed is not None else schedule)}, {clock}"
+    )
+    if schedule is not None:
+        print(f"schedule: {schedule}")
+    n = len(recorder)  # counted once: the summary describes the first n events
+    events = recorder.events[:n]
+    tasks = [e.task for e in events if e.primitive == "task" and e.kind == "spawn"]
+    print(f"tasks: {len(tasks)} ({', '.join(tasks)})" if tasks else "tasks: 0")
+    print(f"events: {n} before the interrupt")
+    if n:
+        shown = recorder.to_text().splitlines()[max(n - INTERRUPT_TAIL, 0) : n]
+        print(f"last {len(shown)} of the partial trace (%seqlab trace shows it all):")
+        print("\n".join(shown))
+    print(f"replay: %seqlab replay {seed if seed is not None else schedule}")
+    return n

@@ -22,6 +22,7 @@ saved without widget state.
 
 from __future__ import annotations
 
+import itertools
 import pathlib
 import threading
 import time
@@ -47,6 +48,8 @@ __all__ = [
 ]
 
 _STATIC = pathlib.Path(__file__).parent / "static"
+# Replaying a trace re-reads it from the start; beyond this many events the scrubber is off.
+_MAX_SCRUB_EVENTS = 200_000
 VIEW_KINDS = tuple(VIEW_MODELS)
 
 
@@ -62,6 +65,10 @@ class _LiveView(anywidget.AnyWidget):
     t_end = traitlets.Float(0.0).tag(sync=True)
     #: True while events arrive from a recorder the view follows (detach() ends it).
     live = traitlets.Bool(False).tag(sync=True)
+    #: Whether the time scrubber can replay this view (a finished recorder it can re-read).
+    scrubbable = traitlets.Bool(False).tag(sync=True)
+    #: The scrubber's position: show the state after this many events; negative shows the end.
+    scrub = traitlets.Float(-1.0).tag(sync=True)
 
     _model_class: type[_Model] = _Model
     _fields: tuple[str, ...] = ()
@@ -92,6 +99,8 @@ class _LiveView(anywidget.AnyWidget):
         self._live_events = False
         self._timer: threading.Timer | None = None
         self._recorder: Recorder | None = None
+        self._source: Recorder | None = recorder
+        self._options = (primitive, options)
         self._display_handle: Any = None
         super().__init__(view_kind=self._trace_model.kind, title=title)
         if recorder is not None:
@@ -100,6 +109,7 @@ class _LiveView(anywidget.AnyWidget):
                 self._recorder = recorder
                 recorder.subscribe(self._on_event)
         self._push()
+        self.observe(self._on_scrub, names="scrub")
 
     # -- feeding
 
@@ -155,11 +165,44 @@ class _LiveView(anywidget.AnyWidget):
         self._dirty = False
         self._push()
 
-    def _push(self) -> None:
-        state = self._trace_model.state()
+    def _on_scrub(self, change: Any) -> None:
+        """Replay the finished trace's first ``scrub`` events (the front end moved the slider)."""
+        with self._lock:
+            if not self.scrubbable or self._source is None:
+                return
+            n = change["new"]
+            if n < 0:
+                self._push()
+                return
+            primitive, options = self._options
+            model = self._model_class(primitive, **options)
+            model.feed_all(itertools.islice(self._source.events, int(n)))
+            self._push(model, keep_scrub=True)
+
+    def replay(self, n: int | None) -> None:
+        """Show the view as it was after the first ``n`` events (``None``: the end), as the
+        scrubber does; only for a view of a finished recorder."""
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            raise ValueError(f"n must be an int >= 0 or None, got {n!r}")
+        if not self.scrubbable:
+            raise RuntimeError(
+                "only a view of a finished recorder can be replayed (none yet, or it is filling)"
+            )
+        self.scrub = -1.0 if n is None else float(n)
+
+    def _push(self, model: _Model | None = None, keep_scrub: bool = False) -> None:
+        state = (model or self._trace_model).state()
         with self.hold_sync():
             # The "live" badge: events are arriving from a recorder this view follows.
             self.live = self._live_events and self._recorder is not None
+            # A recorder that is not (or no longer) filling can be replayed with the scrubber.
+            self.scrubbable = (
+                self._source is not None
+                and not (self._recorder is not None and self._live_events)
+                and 0 < len(self._source) <= _MAX_SCRUB_EVENTS
+            )
+            if not keep_scrub:
+                self.scrub = -1.0
             for name in self._fields:
                 setattr(self, name, state[name])
             self.steps = state["steps"]
@@ -180,8 +223,8 @@ class _LiveView(anywidget.AnyWidget):
             self._unfollow()
             with self.hold_sync():
                 self.live = False
-                if self._dirty:
-                    self._flush_locked(time.monotonic())
+                # Always: the view is finished now, so the scrubber may be offered.
+                self._flush_locked(time.monotonic())
 
     # -- display
 
@@ -243,15 +286,34 @@ class Timeline(_LiveView):
     """
 
     _model_class = TimelineModel
-    _fields = ("lanes", "states", "spans", "markers", "counts", "dropped", "hidden_tasks")
+    _fields = (
+        "lanes",
+        "states",
+        "spans",
+        "markers",
+        "links",
+        "deadlock",
+        "outcomes",
+        "counts",
+        "dropped",
+        "hidden_tasks",
+        "hidden_events",
+    )
 
     lanes = traitlets.List(traitlets.Unicode()).tag(sync=True)
     states = traitlets.List(traitlets.Unicode()).tag(sync=True)
     spans: traitlets.List[Any] = traitlets.List().tag(sync=True)
     markers: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    #: Arrows from a task that released a wait to the task it woke.
+    links: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    #: ``{"time", "step", "tasks": [[lane, reason], ...]}`` once the run deadlocked.
+    deadlock = traitlets.Dict(allow_none=True, default_value=None).tag(sync=True)
+    #: How each lane's task ended ("returned", "raised ValueError: ...", "cancelled", "").
+    outcomes = traitlets.List(traitlets.Unicode()).tag(sync=True)
     counts = traitlets.Dict().tag(sync=True)
     dropped = traitlets.Int(0).tag(sync=True)
     hidden_tasks = traitlets.Int(0).tag(sync=True)
+    hidden_events = traitlets.Int(0).tag(sync=True)
     axis = traitlets.Enum(("auto", "time", "steps"), default_value="auto").tag(sync=True)
 
     def __init__(
@@ -306,6 +368,8 @@ class RingView(_LiveView):
         "claimed",
         "stages",
         "gating",
+        "producer",
+        "producer_text",
         "hidden_events",
         "counts",
     )
@@ -316,6 +380,8 @@ class RingView(_LiveView):
     claimed = traitlets.Int(-1).tag(sync=True)
     stages: traitlets.List[Any] = traitlets.List().tag(sync=True)
     gating: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    producer = traitlets.Dict().tag(sync=True)
+    producer_text = traitlets.Unicode("").tag(sync=True)
     hidden_events = traitlets.Int(0).tag(sync=True)
     counts = traitlets.Dict().tag(sync=True)
 

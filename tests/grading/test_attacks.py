@@ -1,7 +1,9 @@
-"""Attacks that must not change the score. One submission per attack, graded as one batch.
+"""Tampering and misbehaviour with the small fixture lesson: none of it changes a score.
 
-Each attacking submission pairs its attack with wrong or unfinished solutions, so any score
-above the honest one means the attack worked.
+One submission per attack, graded as one batch. Each attacking submission pairs its attack
+with wrong or unfinished solutions, so any score above the honest one means the attack
+worked. (The acceptance suite, one case per attack class on lesson 00 through the
+``seqlab grade`` command, is tests/grading/test_attack_suite.py.)
 """
 
 from __future__ import annotations
@@ -205,24 +207,24 @@ def test_wrong_answers_are_reported_despite_tampering(
     for attack in ("edit-locked", "redefine", "monkeypatch", "fake-results"):
         text = _outputs(attacked[attack])
         assert "double(2) should be 4, but it is 0" in text, (attack, text)
+    for attack in ("edit-locked", "redefine", "fake-results"):
+        text = _outputs(attacked[attack])
         assert "failed on" in text and "Replay it" in text, (attack, text)
-
-
-def test_kernel_level_error_hiding_is_caught_by_the_canary(
-    attacked: dict[str, SubmissionResult],
-) -> None:
-    assert "stopped reporting errors" in attacked["hide-errors"].output
+    # Patching seqlab.explore in the learner's process breaks the exploration; it never
+    # makes it pass.
+    assert "could not be explored" in _outputs(attacked["monkeypatch"]) or "raised" in _outputs(
+        attacked["monkeypatch"]
+    )
 
 
 def test_fake_results_files_are_left_where_the_learner_put_them(
     attacked: dict[str, SubmissionResult],
 ) -> None:
-    # The grader's kernel runs in a fresh directory that is removed afterwards; nothing the
-    # kernel writes is read back.
+    # Learner code runs in a sandbox with a private temp folder; nothing it writes is read back.
     assert not Path("results.json").exists()
 
 
-def test_infinite_loop_is_interrupted_and_later_checks_still_count(
+def test_infinite_loop_is_stopped_and_later_checks_still_count(
     attacked: dict[str, SubmissionResult],
 ) -> None:
     result = attacked["loop"]
@@ -230,12 +232,12 @@ def test_infinite_loop_is_interrupted_and_later_checks_still_count(
     assert "ran longer than 4 s" in _outputs(result)
 
 
-def test_loop_that_swallows_interrupts_stops_grading_with_valid_results(
+def test_loop_that_swallows_interrupts_costs_only_its_exercise(
     attacked: dict[str, SubmissionResult],
 ) -> None:
     result = attacked["stubborn-loop"]
     assert _scores(result) == {"double-check": 1, "deposit-check": 0}
-    assert "did not respond to an interrupt" in result.output
+    assert "ran longer than 4 s" in _outputs(result)
 
 
 def test_sys_exit_in_a_cell_costs_only_that_exercise(attacked: dict[str, SubmissionResult]) -> None:
@@ -244,12 +246,12 @@ def test_sys_exit_in_a_cell_costs_only_that_exercise(attacked: dict[str, Submiss
 
 
 @pytest.mark.parametrize("attack", ["os-exit", "crash"])
-def test_dead_kernel_scores_later_checks_zero_and_says_why(
+def test_a_dying_cell_costs_only_its_exercise_and_says_why(
     attacked: dict[str, SubmissionResult], attack: str
 ) -> None:
     result = attacked[attack]
     assert _scores(result) == {"double-check": 1, "deposit-check": 0}
-    assert "The kernel died" in result.output
+    assert "Your cell 'deposit' did not finish" in _outputs(result)
 
 
 def test_memory_limit_fails_the_exercise_not_the_grader(
@@ -257,4 +259,4 @@ def test_memory_limit_fails_the_exercise_not_the_grader(
 ) -> None:
     result = attacked["memory"]
     assert _scores(result) == {"double-check": 1, "deposit-check": 0}
-    assert "MemoryError" in _outputs(result) or "The kernel died" in result.output
+    assert "MemoryError" in _outputs(result) or "did not finish" in _outputs(result)

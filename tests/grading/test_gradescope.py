@@ -48,7 +48,6 @@ def _run(root: Path) -> dict[str, object]:
         **os.environ,
         "SEQLAB_AUTOGRADER_ROOT": str(root),
         "SEQLAB_PYTHON": sys.executable,
-        "SEQLAB_RUN_AS": "",
     }
     proc = subprocess.run(
         [str(root / "run_autograder")], env=env, capture_output=True, text=True, timeout=120
@@ -83,7 +82,7 @@ def test_run_autograder_grades_the_submission(bundle: Path, tmp_path: Path) -> N
         root / "submission", "fixture-lesson", {"double": DOUBLE, "deposit": DEPOSIT_RACY}
     )
     data = _run(root)
-    assert data["score"] == 1
+    assert data["score"] == 1, data
     tests = data["tests"]
     assert isinstance(tests, list)
     assert [t["status"] for t in tests] == ["passed", "failed"]

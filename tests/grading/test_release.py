@@ -85,13 +85,16 @@ def test_lessons_resolve_by_path_or_installed_id() -> None:
     assert load_lesson(SOURCE).id == "fixture-lesson"
     assert [t.grade_id for t in load_lesson(SOURCE).tests] == ["double-check", "deposit-check"]
     assert load_lesson(SOURCE).max_score == 3
-    with pytest.raises(LessonNotFound, match="installed lesson ID"):
+    with pytest.raises(LessonNotFound, match="give a lesson ID"):
         load_lesson("no-such-lesson")
     with pytest.raises(LessonNotFound, match="no lesson notebook at"):
         load_lesson(Path("missing-folder") / "00-welcome.ipynb")
+    # From a checkout, an ID names the source in lessons/ (solutions and hidden checks in it).
     assert load_lesson("00-welcome.ipynb").id == "00-welcome"
-    for lesson_id in installed_lessons():
+    assert not load_lesson("00-welcome").is_student_version
+    for lesson_id, path in installed_lessons().items():
         assert load_lesson(lesson_id).id == lesson_id
+        assert load_lesson(path).is_student_version  # what ships: student versions only
 
 
 @pytest.mark.parametrize(

@@ -54,55 +54,82 @@ pytestmark = pytest.mark.skipif(
     reason="Debian's chromium is not installed (run .ci/install-browser: apt-get install chromium)",
 )
 
-SCENARIO = """\
+FAILURE_AND_DEADLOCK = """\
 import trio
 import seqlab
-from seqlab.notebook.widgets import Timeline
+from seqlab.notebook.widgets import BarrierView, ConvoyView, RingView, Timeline
 
 
-async def main():
-    rec = seqlab.Recorder()
+async def parse():
+    await trio.sleep(0.5)
+    raise ValueError("bad input 7")
 
-    async def worker(i, barrier):
-        await trio.sleep(i + 1)
-        await barrier.wait()
-        await trio.sleep(1)
 
-    barrier = seqlab.Barrier(4, name="phase")
-    with seqlab.recording(rec):
+async def player(i, barrier):
+    await trio.sleep(i + 1)
+    await barrier.wait()
+
+
+async def scenario():
+    try:
         async with trio.open_nursery() as nursery:
-            for i in range(4):
-                nursery.start_soon(worker, i, barrier, name=f"worker-{i}")
-    return rec
+            nursery.start_soon(parse, name="parser")
+    except* ValueError:
+        pass
+    barrier = seqlab.Barrier(4, name="phase")  # four parties, three players: a deadlock
+    async with trio.open_nursery() as nursery:
+        for i in range(3):
+            nursery.start_soon(player, i, barrier, name=f"player-{i}")
 
 
-rec = seqlab.run(main, seed=7)
-Timeline(rec, title="4 workers meet at a barrier")
+rec = seqlab.Recorder()
+try:
+    seqlab.run(scenario, seed=2, recorder=rec)
+except seqlab.Deadlock as error:
+    print(error)
+Timeline(rec, title="a failure, then a deadlock")
 """
 
+BARRIER = """\
+BarrierView(rec, title="who arrived")
+"""
 
-OTHER_VIEWS = """\
-from seqlab.trace import TraceEvent
-from seqlab.notebook.widgets import BarrierView, ConvoyView, RingView
+RING = """\
+async def chat():
+    pipe = seqlab.Pipeline(8, name="chat")
 
-def E(t, task, prim, kind, **data):
-    return TraceEvent(t, task, prim, kind, data)
+    async def persist(event, seq, end):
+        await trio.sleep(0.5)  # a slow disk
 
-convoy = ConvoyView()
-convoy.feed([
-    E(0, "main", "Convoy", "send", key="alice", sequence=0),
-    E(0, "main", "Convoy", "send", key="bob", sequence=0),
-    E(1, "c0", "Convoy", "deliver", key="alice", sequence=0, attempt=1, consumer="c0"),
-    E(2, "c0", "Convoy", "retry", key="alice", sequence=0, attempt=1),
-])
-ring = RingView()
-ring.feed([
-    E(0, "p", "RingBuffer", "publish", sequence=5, size=16),
-    E(0, "persist", "Sequence", "advance", stage="persist", sequence=3),
-    E(0, "deliver", "Sequence", "stage", stage="deliver", after=["persist"]),
-])
-convoy.flush(); ring.flush()
-display(BarrierView(rec), convoy, ring)
+    saved = pipe.stage("persist", persist)
+    checked = pipe.stage("moderate", lambda event, seq, end: None)
+    pipe.stage("deliver", lambda event, seq, end: None, after=(saved, checked))
+    async with pipe.run() as publish:
+        for i in range(20):
+            await publish(i)
+
+
+ring_rec = seqlab.Recorder()
+seqlab.run(chat, seed=0, recorder=ring_rec)
+display(Timeline(ring_rec, title="diamond, slow persist"), RingView(ring_rec, title="ring"))
+"""
+
+CONVOY = """\
+async def orders():
+    async def handle(delivery):
+        if delivery.message == "poison":
+            raise ValueError(f"cannot parse {delivery.message!r}")
+        await trio.sleep(0.1)
+
+    async with seqlab.open_convoy(handle, consumers=2, max_attempts=2, name="orders") as convoy:
+        for key, message in [("alice", "a1"), ("bob", "poison"), ("alice", "a2"), ("bob", "b2")]:
+            await convoy.send(key, message)
+        await convoy.join()
+
+
+convoy_rec = seqlab.Recorder()
+seqlab.run(orders, seed=1, recorder=convoy_rec)
+ConvoyView(convoy_rec, title="orders")
 """
 
 
@@ -119,14 +146,22 @@ async def slow():
         for i in range(3):
             nursery.start_soon(worker, i, name=f"live-{i}")
 
-live_rec = seqlab.Recorder()
+live_rec = seqlab.Recorder(waits=False)
 with live_view("timeline", live_rec, title="live run"):
     seqlab.run(slow, seed=1, virtual_time=False, recorder=live_rec)
 """
 
+CELLS = [
+    ("failure-deadlock", FAILURE_AND_DEADLOCK),
+    ("barrier", BARRIER),
+    ("ring", RING),
+    ("convoy", CONVOY),
+    ("live", LIVE),
+]
+
 
 def make_notebook(path: Path) -> None:
-    cells = [("barrier-scenario", SCENARIO), ("other-views", OTHER_VIEWS), ("live", LIVE)]
+    cells = CELLS
     nb = {
         "cells": [
             {
@@ -155,13 +190,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    make_notebook(tmp_path / "barrier.ipynb")
-    return tmp_path
+ROOT = Path(__file__).resolve().parents[2]
+#: Screenshots are kept here as test artifacts (the folder is git-ignored).
+ARTIFACTS = ROOT / "test-output" / "browser"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("lab")
+    make_notebook(path / "barrier.ipynb")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
 def lab(workdir: Path) -> Iterator[str]:
     home = workdir / "home"
     settings = home / ".jupyter/lab/user-settings/@jupyterlab/apputils-extension"
@@ -173,6 +215,8 @@ def lab(workdir: Path) -> Iterator[str]:
     tracker.mkdir(parents=True)
     (tracker / "tracker.jupyterlab-settings").write_text('{"autoStartDefaultKernel": true}')
     env = dict(os.environ, HOME=str(home), JUPYTER_RUNTIME_DIR=str(home / "runtime"))
+    # The kernel imports this checkout's seqlab, whatever is installed.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.pop("JUPYTER_CONFIG_DIR", None)
     port = free_port()
     log = (workdir / "jupyterlab.log").open("w")
@@ -235,14 +279,14 @@ def lab(workdir: Path) -> Iterator[str]:
         log.close()
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def browser(workdir: Path) -> Iterator[Any]:
     """A headless chromium with a fresh profile directory (a persistent context, in Playwright)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            user_data_dir=str(tmp_path / "chromium-profile"),
+            user_data_dir=str(workdir / "chromium-profile"),
             executable_path=CHROMIUM,
             headless=True,
             args=CHROMIUM_ARGS,
@@ -294,9 +338,14 @@ def run_all_cells(page: Any) -> None:
     raise AssertionError("Run All Cells never started the cell")
 
 
-def test_timeline_renders_live_in_jupyterlab_and_static_in_nbconvert(
-    lab: str, browser: Any, workdir: Path
-) -> None:
+def shot(locator: Any, name: str) -> None:
+    """Save a screenshot of ``locator`` as a test artifact."""
+    locator.screenshot(path=str(ARTIFACTS / name))
+
+
+@pytest.fixture(scope="module")
+def page(lab: str, browser: Any, workdir: Path) -> Iterator[Any]:
+    """The notebook, opened in JupyterLab, with every cell run and every view drawn."""
     errors: list[str] = []
     page = browser.new_page()
     page.on(
@@ -304,74 +353,177 @@ def test_timeline_renders_live_in_jupyterlab_and_static_in_nbconvert(
         lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None,
     )
     page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-
     page.goto(lab + "lab/tree/barrier.ipynb?reset")
     page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=60_000)
     run_all_cells(page)
-
-    widget = page.locator(".seqlab-view").first
     try:
-        widget.wait_for(timeout=30_000)
+        # Six views: timeline, barrier, timeline + ring, convoy, live timeline.
+        page.wait_for_function(
+            "() => document.querySelectorAll('.seqlab-view').length >= 6", timeout=120_000
+        )
     except Exception:
-        page.screenshot(path=str(workdir / "failure.png"))
+        page.screenshot(path=str(ARTIFACTS / "failure.png"))
         raise AssertionError(
-            f"no timeline appeared (see {workdir / 'failure.png'}); browser errors: {errors}"
+            f"the views did not all appear (see {ARTIFACTS / 'failure.png'}); "
+            f"browser errors: {errors}"
         ) from None
-    widget.locator(".seqlab-timeline-svg .seqlab-marker").first.wait_for()
+    yield page
+    # JupyterLab's own debugger complains when the page closes under it; that is not ours.
+    ours = [e for e in errors if "debugger state" not in e]
+    assert ours == [], ours
+
+
+def view(page: Any, title: str) -> Any:
+    """The view whose toolbar title is ``title``."""
+    return page.locator(".seqlab-view").filter(
+        has=page.locator(".seqlab-title", has_text=re.compile(f"^{re.escape(title)}$"))
+    )
+
+
+def test_failed_lane_is_red_and_names_the_exception_and_the_deadlock_is_banded(
+    page: Any,
+) -> None:
+    widget = view(page, "a failure, then a deadlock")
+    widget.locator(".seqlab-deadlock").first.wait_for()
     lanes = widget.locator(".seqlab-timeline-svg .seqlab-lane")
-    assert lanes.count() == 4
-    names = [lanes.nth(i).get_attribute("data-task") for i in range(4)]
-    assert names == ["worker-0", "worker-1", "worker-2", "worker-3"]
-    assert widget.locator('.seqlab-marker[data-kind="release"]').count() == 4
-    assert widget.locator(".seqlab-span.state-waiting").count() >= 3
-    assert "4 workers meet at a barrier" in widget.inner_text()
+    names = [lanes.nth(i).get_attribute("data-task") for i in range(lanes.count())]
+    assert names == ["scenario", "parser", "player-0", "player-1", "player-2"]
+    # The failed task: a red lane, its label red, the exception written on it.
+    parser = widget.locator('.seqlab-lane[data-task="parser"]')
+    assert "lane-failed" in (parser.get_attribute("class") or "")
+    assert parser.get_attribute("data-outcome") == "raised ValueError: bad input 7"
+    assert parser.locator(".seqlab-span.state-failed").count() == 1
+    assert "ValueError: bad input 7" in (parser.locator(".seqlab-failure").text_content() or "")
+    red = parser.locator(".seqlab-lane-label").evaluate("e => getComputedStyle(e).fill")
+    assert red in ("rgb(211, 47, 47)", "#d32f2f"), red
+    # The deadlock: a band over each stuck player, with the reason.
+    bands = widget.locator(".seqlab-deadlock")
+    reasons = {bands.nth(i).get_attribute("data-reason") for i in range(bands.count())}
+    assert "at Barrier 'phase' (3 of 4 arrived)" in reasons
+    assert widget.locator(".seqlab-deadlock-reason").filter(has_text="3 of 4 arrived").count() == 3
+    note = widget.locator(".seqlab-deadlock-note").text_content() or ""
+    assert "DEADLOCK at 3.500: 4 tasks blocked for good" in note
+    shot(widget, "timeline-failure-deadlock.png")
 
-    # Hover shows the event.
-    widget.locator('.seqlab-marker[data-kind="release"]').first.hover()
+
+def test_hovering_a_wait_shows_its_cause(page: Any) -> None:
+    widget = view(page, "a failure, then a deadlock")
+    # The parent waited for its child: the span says so, and an arrow comes from the child.
+    wait = widget.locator('.seqlab-lane[data-task="scenario"] .seqlab-span[data-note*="waited"]')
+    wait.first.hover()
     tooltip = widget.locator(".seqlab-tooltip")
-    assert tooltip.is_visible()
-    assert "release" in tooltip.inner_text()
+    tooltip.wait_for(state="visible")
+    text = tooltip.inner_text()
+    assert "for its child tasks to finish" in text and "waited 0.500 s for parser" in text
+    arrow = widget.locator('.seqlab-link[data-from="parser"][data-to="scenario"]')
+    assert arrow.count() == 1
+    # The tooltip stays inside the widget.
+    box, tip = widget.bounding_box(), tooltip.bounding_box()
+    assert box is not None and tip is not None
+    assert box["x"] <= tip["x"] and tip["x"] + tip["width"] <= box["x"] + box["width"] + 1
+    shot(widget, "timeline-hover-cause.png")
 
-    # Zoom widens the drawing; fit brings it back.
-    svg = widget.locator(".seqlab-timeline-svg")
-    width = float(svg.get_attribute("width") or 0)
-    widget.locator(".seqlab-button", has_text="+").click()
-    page.wait_for_function(
-        f"document.querySelector('.seqlab-timeline-svg').getAttribute('width') > {width + 1}"
+
+def test_barrier_view_shows_parties_and_who_arrived(page: Any) -> None:
+    widget = view(page, "who arrived")
+    barrier = widget.locator(".seqlab-barrier")
+    barrier.wait_for()
+    text = barrier.inner_text()
+    assert "Barrier 'phase': 4 parties" in text
+    assert "3 of 4 arrived" in text and "DEADLOCKED at 3.500" in text
+    chips = barrier.locator(".seqlab-chip.arrival-deadlocked")
+    assert chips.count() == 3
+    shot(widget, "barrier.png")
+
+
+def test_full_ring_shows_the_producer_waiting_and_the_slow_stage_running(page: Any) -> None:
+    timeline = view(page, "diamond, slow persist")
+    timeline.locator(".seqlab-span").first.wait_for()
+    producer = timeline.locator('.seqlab-lane[data-task="chat"] .seqlab-span')
+    waits = [
+        (
+            float(producer.nth(i).get_attribute("data-t0")),
+            float(producer.nth(i).get_attribute("data-t1")),
+        )
+        for i in range(producer.count())
+        if producer.nth(i).get_attribute("data-state") == "waiting on Pipeline 'chat'"
+    ]
+    lo, hi = max(waits, key=lambda w: w[1] - w[0])
+    assert hi - lo >= 2.0, waits  # blocked on the full ring
+    persist = timeline.locator(
+        ".seqlab-lane[data-task=\"Pipeline 'chat' stage 'persist'\"] .seqlab-span"
     )
-    widget.locator(".seqlab-button", has_text="fit").click()
-    page.wait_for_function(
-        f"Math.abs(document.querySelector('.seqlab-timeline-svg').getAttribute('width')"
-        f" - {width}) < 1"
+    states = [
+        persist.nth(i).get_attribute("data-state")
+        for i in range(persist.count())
+        if float(persist.nth(i).get_attribute("data-t0")) < hi
+        and float(persist.nth(i).get_attribute("data-t1")) > lo
+    ]
+    assert states and set(states) == {"running"}, states  # working through its batch
+    label = timeline.locator(
+        ".seqlab-lane[data-task=\"Pipeline 'chat' stage 'persist'\"] .seqlab-lane-label"
     )
-    widget.screenshot(path=str(workdir / "timeline.png"))
+    # Shortened in the middle: the stage's name survives.
+    assert label.evaluate("e => e.firstChild.nodeValue") == "Pipelin\u2026tage 'persist'"
+    shot(timeline, "timeline-ring.png")
 
-    # The primitive views render too (same module, other renderers).
-    page.wait_for_selector(".seqlab-barrier")
-    assert page.locator(".seqlab-barrier .seqlab-chip").count() == 4
-    assert "released" in page.locator(".seqlab-barrier").inner_text()
-    convoy_rows = page.locator(".seqlab-view .seqlab-table").first.locator("tr")
-    assert convoy_rows.count() == 3  # header, alice, bob
-    assert page.locator(".seqlab-slot").count() == 16
-    assert page.locator(".seqlab-slot.slot-published").count() == 6  # 0..5: deliver is at -1
-    page.locator(".seqlab-view").nth(3).screenshot(path=str(workdir / "ring.png"))
-
-    # A live run (real time, ~1.6 s): updates reach the page while the cell still runs.
-    live = page.locator(".seqlab-view").nth(4)
-    live.locator(".seqlab-live").wait_for(state="visible", timeout=30_000)
-    partial = int(re.findall(r"(\d+) events", live.locator(".seqlab-summary").inner_text())[0])
+    ring = view(page, "ring")
+    assert ring.locator(".seqlab-stage-cursor").count() == 3
+    assert ring.locator(".seqlab-stage-edge").count() == 4  # producer->2, 2->deliver
+    assert ring.locator('.seqlab-stage-node.gating[data-stage="deliver"]').count() == 1
+    assert "waited for room 2 times" in ring.locator(".seqlab-producer").inner_text()
+    assert "largest 8" in ring.locator('.seqlab-stage-node[data-stage="persist"]').text_content()
+    shot(ring, "ring.png")
+    # The scrubber replays the run: early on, the producer is waiting on the full ring.
+    slider = ring.locator(".seqlab-scrub")
+    assert slider.is_visible()
+    slider.fill("150")
     page.wait_for_function(
-        "() => document.querySelectorAll('.jp-InputArea-prompt')[2].textContent.includes('3')"
+        "() => [...document.querySelectorAll('.seqlab-producer')].some("
+        "e => e.textContent.includes('WAITING'))"
+    )
+    shot(ring, "ring-replayed.png")
+    slider.fill("1000")
+    page.wait_for_function(
+        "() => ![...document.querySelectorAll('.seqlab-producer')].some("
+        "e => e.textContent.includes('WAITING'))"
+    )
+
+
+def test_convoy_view_tells_each_messages_fate(page: Any) -> None:
+    widget = view(page, "orders")
+    widget.locator(".seqlab-table").wait_for()
+    bob = widget.locator('tr[data-key="bob"]')
+    dead = bob.locator('.seqlab-msg[data-fate="dead-lettered"]')
+    assert dead.count() == 1
+    assert "ValueError: cannot parse 'poison'" in dead.inner_text()
+    assert bob.locator('.seqlab-msg[data-fate="delivered"]').count() == 1
+    alice = widget.locator('tr[data-key="alice"] .seqlab-msg[data-fate="delivered"]')
+    assert [alice.nth(i).inner_text() for i in range(alice.count())] == [
+        "#0 delivered",
+        "#1 delivered",
+    ]
+    dead.hover()
+    tooltip = widget.locator(".seqlab-tooltip")
+    tooltip.wait_for(state="visible")
+    assert "attempt 2 by consumer" in tooltip.inner_text()
+    shot(widget, "convoy.png")
+
+
+def test_live_view_updates_while_the_cell_runs(page: Any) -> None:
+    live = view(page, "live run")
+    page.wait_for_function(
+        "() => document.querySelectorAll('.jp-InputArea-prompt')[4].textContent.includes('5')",
+        timeout=60_000,
     )
     live.locator(".seqlab-live").wait_for(state="hidden")
     final = int(re.findall(r"(\d+) events", live.locator(".seqlab-summary").inner_text())[0])
-    assert 0 < partial < final == 1 + 2 * 3 + 3 * 8 + 1, (partial, final)
+    assert final == 1 + 2 * 3 + 3 * 8 + 1
     assert live.locator(".seqlab-lane").count() == 4  # main and live-0..2
-    page.screenshot(path=str(workdir / "jupyterlab.png"))
-    print(f"screenshots: {workdir / 'timeline.png'}, {workdir / 'jupyterlab.png'}")
-    assert errors == [], errors
+    page.screenshot(path=str(ARTIFACTS / "jupyterlab.png"), full_page=True)
 
-    # The static export: a file URL, every network request refused.
+
+def test_static_export_carries_the_same_pictures(page: Any, browser: Any, workdir: Path) -> None:
     html = export_html(workdir)
     offline = browser.new_page()
     requested: list[str] = []
@@ -385,17 +537,15 @@ def test_timeline_renders_live_in_jupyterlab_and_static_in_nbconvert(
 
     offline.route("**/*", refuse)
     offline.goto(html.as_uri())
-    assert offline.locator("svg.seqlab-static.seqlab-barrier").count() == 1
-    assert offline.locator("svg.seqlab-static.seqlab-ring").count() == 1
     timelines = offline.locator("svg.seqlab-static.seqlab-timeline")
     timelines.first.wait_for(timeout=10_000)
-    assert timelines.count() == 2
-    # The live view's snapshot was refreshed when it finished: it shows the whole run.
-    assert "32 events, 4 tasks" in (timelines.nth(1).text_content() or "")
-    snapshot = timelines.first
-    snapshot.wait_for(timeout=10_000)
-    assert snapshot.locator(".seqlab-lane").count() == 4
-    assert snapshot.locator('.seqlab-marker[data-kind="release"]').count() == 4
-    box = snapshot.bounding_box()
-    assert box is not None and box["width"] > 300 and box["height"] > 80
-    snapshot.screenshot(path=str(workdir / "static.png"))
+    assert timelines.count() == 3
+    first = timelines.first
+    assert first.locator(".seqlab-lane").count() == 5
+    assert first.locator(".seqlab-deadlock").count() == 4  # three players and their parent
+    assert "ValueError: bad input 7" in (first.text_content() or "")
+    assert offline.locator("svg.seqlab-static.seqlab-barrier").count() == 1
+    assert "3 of 4 arrived" in (offline.locator("svg.seqlab-barrier").text_content() or "")
+    assert offline.locator("svg.seqlab-static.seqlab-ring").count() == 1
+    assert "dead-lettered" in (offline.locator("svg.seqlab-convoy").text_content() or "")
+    shot(first, "static-timeline.png")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -260,6 +261,21 @@ def test_run_all_stops_at_a_magic_typo(seqlab_kernelspec):
     assert nb.cells[1].get("outputs", []) == []
 
 
+def test_a_100k_event_trace_writes_kilobytes_not_megabytes(seqlab_kernel: Any):
+    seqlab_kernel.run(SETUP)
+    run = seqlab_kernel.run(
+        "%%seqlab run --view text\nfor i in range(100_000):\n    seqlab.emit('counter', 'tick', i=i)",
+        timeout=120,
+    )
+    assert run.status == "ok" and "events: 100002" in run.stdout
+    assert "... 99902 lines omitted (%seqlab trace --all prints all 100002) ..." in run.stdout
+    text = seqlab_kernel.run("%seqlab trace", timeout=60)
+    as_json = seqlab_kernel.run("%seqlab trace --json", timeout=60)
+    assert len(run.stdout) < 10_000 and len(text.stdout) < 10_000
+    assert len(as_json.stdout) < 20_000 and "%seqlab trace --json --all" in as_json.stdout
+    assert text.stdout.splitlines()[50].startswith("... 99902 lines omitted")
+
+
 def test_interrupt_cancels_the_running_await_and_the_kernel_answers(
     fresh_seqlab_kernel: Any,
 ):
@@ -306,6 +322,187 @@ def test_interrupt_also_works_when_nothing_else_wakes_the_loop(fresh_seqlab_kern
     assert kernel.run("await trio.sleep(0)\nprint('alive')").stdout == "alive\n"
 
 
+def error_traceback(kernel: Any, code: str, timeout: float = 20) -> list[str]:
+    """The traceback lines of the error ``code`` raises in ``kernel``, t=... rounded."""
+    msg_id = kernel.client.execute(code)
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        msg = kernel.client.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "error":
+            lines = [re.sub(r"t=1\.\d+", "t=1.000", line) for line in msg["content"]["traceback"]]
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    kernel.client.get_shell_msg(timeout=timeout)
+    return lines
+
+
+def test_interrupting_an_await_inside_a_nursery_shows_keyboard_interrupt(
+    fresh_seqlab_kernel: Any,
+):
+    kernel = fresh_seqlab_kernel
+    kernel.run(SETUP)
+    msg_id = kernel.client.execute(
+        "async with trio.open_nursery() as nursery:\n"
+        "    nursery.start_soon(trio.sleep, 3600)\n"
+        "    nursery.start_soon(trio.sleep, 3600)"
+    )
+    kernel.wait_started(msg_id)
+    time.sleep(0.3)
+    kernel.manager.interrupt_kernel()
+    cell = kernel.collect(msg_id, timeout=10)
+    # Not a group of trio.Cancelled: the cell was interrupted, and says so.
+    assert (cell.status, cell.ename) == ("error", "KeyboardInterrupt")
+    assert kernel.run("await trio.sleep(0)\nprint('alive')").stdout == "alive\n"
+
+
+def test_a_cell_nothing_can_wake_is_a_deadlock_and_the_kernel_lives_on(
+    fresh_seqlab_kernel: Any,
+):
+    # A kernel of its own: a background task on a timer (as other tests leave running in the
+    # shared kernel) could in principle wake the cell, so no deadlock is declared there.
+    seqlab_kernel = fresh_seqlab_kernel
+    seqlab_kernel.run(SETUP)
+    started = time.monotonic()
+    cell = seqlab_kernel.run("await seqlab.Barrier(3, name='phase').wait()", timeout=20)
+    assert time.monotonic() - started < 10
+    assert (cell.status, cell.ename) == ("error", "Deadlock")
+    assert "  the cell waits at Barrier 'phase' (1 of 3 arrived)" in (cell.evalue or "")
+    # Shown as the report alone, not a traceback through seqlab's frames.
+    assert error_traceback(seqlab_kernel, "await seqlab.Barrier(2).wait()") == [
+        "Deadlock: deadlock at t=1.000: every task is blocked and nothing can wake one "
+        "(no timer pending, no I/O, no thread running)\n"
+        "  the cell waits at Barrier (1 of 2 arrived)\n"
+        "the cell waits on something no task, timer, thread or I/O can ever wake; it was "
+        "stopped so the kernel stays usable"
+    ]
+    cell = seqlab_kernel.run(
+        "b = seqlab.Barrier(3, name='trio')\n"
+        "async with trio.open_nursery() as nursery:\n"
+        "    nursery.start_soon(b.wait, name='w1')\n"
+        "    nursery.start_soon(b.wait, name='w2')",
+        timeout=20,
+    )
+    assert cell.ename == "Deadlock"
+    assert (cell.evalue or "").splitlines()[1:4] == [
+        "  w1 waits at Barrier 'trio' (2 of 3 arrived)",
+        "  w2 waits at Barrier 'trio' (2 of 3 arrived)",
+        "  the cell waits for its child tasks to finish",
+    ]
+    after = seqlab_kernel.run("await trio.sleep(0)\nprint(current_loop().state)")
+    assert (after.status, after.stdout) == ("ok", "running\n")
+
+
+def test_long_quiet_waits_that_something_will_end_are_not_deadlocks(fresh_seqlab_kernel: Any):
+    seqlab_kernel = fresh_seqlab_kernel
+    seqlab_kernel.run(SETUP + "\nimport socket, threading, time")
+    # A timer, a thread, a background task on a timer, and I/O fed by a foreign thread:
+    # each ends the wait after longer than the deadlock grace period.
+    cells = [
+        "await trio.sleep(1.5)",
+        "await trio.to_thread.run_sync(time.sleep, 1.5)",
+        "ready = trio.Event()\n"
+        "async def later():\n    await trio.sleep(1.5)\n    ready.set()\n"
+        "spawn(later)\nawait ready.wait()",
+        "a, b = socket.socketpair()\n"
+        "threading.Timer(1.5, lambda: b.send(b'x')).start()\n"
+        "await trio.socket.from_stdlib_socket(a).recv(1)",
+    ]
+    for code in cells:
+        cell = seqlab_kernel.run(code, timeout=20)
+        assert (cell.status, cell.ename) == ("ok", None), (code, cell.evalue)
+
+
+def gather(kernel: Any, msg_id: str, timeout: float = 20) -> dict[str, Any]:
+    """Status, stdout and the error's traceback lines of cell ``msg_id``."""
+    deadline = time.monotonic() + timeout
+    found: dict[str, Any] = {"stdout": "", "stderr": "", "traceback": [], "ename": None}
+    while time.monotonic() < deadline:
+        msg = kernel.client.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            found[content["name"]] += content["text"]
+        elif kind == "error":
+            found["traceback"], found["ename"] = content["traceback"], content["ename"]
+        elif kind == "status" and content["execution_state"] == "idle":
+            break
+    while True:
+        reply = kernel.client.get_shell_msg(timeout=timeout)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            found["status"] = reply["content"]["status"]
+            return found
+
+
+def test_ctrl_c_in_seqlab_run_prints_one_short_summary(fresh_seqlab_kernel: Any):
+    kernel = fresh_seqlab_kernel
+    kernel.run(SETUP)
+    msg_id = kernel.client.execute(
+        "%%seqlab run --real-time --seed 7 --view none\n"
+        "async def clerk(n):\n"
+        "    for i in range(n):\n"
+        "        seqlab.emit('ledger', 'write', i=i)\n"
+        "        await trio.sleep(0)\n"
+        "    await trio.sleep_forever()\n"
+        "await clerk(20)"
+    )
+    kernel.wait_started(msg_id)
+    time.sleep(0.5)
+    kernel.manager.interrupt_kernel()
+    cell = gather(kernel, msg_id)
+    assert (cell["status"], cell["ename"]) == ("error", "KeyboardInterrupt")
+    assert cell["traceback"] == [
+        "KeyboardInterrupt: the scenario was interrupted; the summary above says where"
+    ]
+    lines = cell["stdout"].splitlines()
+    events = re.fullmatch(r"events: (\d+) before the interrupt", lines[2])
+    assert events is not None and int(events[1]) >= 21  # spawn and 20 writes at least
+    assert lines[:2] == [
+        "interrupted (KeyboardInterrupt): seed 7, real time",
+        "tasks: 1 (scenario)",
+    ]
+    assert lines[3] == "last 5 of the partial trace (%seqlab trace shows it all):"
+    assert any("write  i=19" in line for line in lines[4:9])
+    assert lines[-1] == "replay: %seqlab replay 7"
+    assert len(lines) == 10 and len(cell["stdout"]) < 1000
+    status = kernel.run("%seqlab status").stdout.splitlines()
+    assert status[-1] == (
+        f"last run: seed 7: interrupted (KeyboardInterrupt) after {events[1]} events; "
+        "%seqlab trace shows the partial trace"
+    )
+    assert kernel.run("%seqlab trace").stdout.count(" write ") == 20
+
+
+def test_ctrl_c_in_an_exploration_says_what_was_explored(fresh_seqlab_kernel: Any):
+    import seqlab
+
+    kernel = fresh_seqlab_kernel
+    kernel.run(SETUP)
+    msg_id = kernel.client.execute(
+        "%%seqlab run --explore 500 --real-time --view none\nawait trio.sleep(0.02)"
+    )
+    kernel.wait_started(msg_id)
+    time.sleep(1.0)
+    kernel.manager.interrupt_kernel()
+    cell = gather(kernel, msg_id)
+    assert (cell["status"], cell["ename"]) == ("error", "KeyboardInterrupt")
+    assert len(cell["traceback"]) == 1
+    lines = cell["stdout"].splitlines()
+    assert lines[0] == "interrupted (KeyboardInterrupt): exploring 500 schedules (seeds 0-499)"
+    status = kernel.run("%seqlab status").stdout.splitlines()[-1]
+    assert status.startswith(
+        "last run: exploring 500 schedules (seeds 0-499): interrupted (KeyboardInterrupt)"
+    )
+    if hasattr(seqlab, "Interrupted"):  # explore reports the schedules it finished
+        assert re.fullmatch(r"schedules finished: \d+ of 500, none failed", lines[1])
+        assert re.fullmatch(r"interrupted while running seed \d+", lines[-1])
+    else:  # the runtime's Interrupted (the lead's runtime.py rewrite) has not landed yet
+        assert lines[1].startswith("schedules finished before the interrupt: not known")
+
+
 def test_shutdown_cancels_the_loop_cleanly(fresh_seqlab_kernel: Any, tmp_path):
     kernel = fresh_seqlab_kernel
     marker = tmp_path / "cancelled.txt"
@@ -345,6 +542,77 @@ def test_plain_python3_kernel_loads_the_extension_and_runs_scenarios(start_kerne
     assert "seqlab install-kernel" in (spawn.evalue or "")
     # Top-level await keeps IPython's usual (asyncio) behaviour there.
     assert kernel.run("import asyncio\nawait asyncio.sleep(0)\n7").results == ["7"]
+
+
+# --------------------------------------------------------------------------- run_code copy
+
+NOTHING = "async def nothing():\n    return None\n"
+RUN_CODE_BRANCHES = {
+    "value": "value = await nothing()\nprint(value)",
+    "error": "if await nothing() is None:\n    1 / 0",
+    "system-exit": "if await nothing() is None:\n    raise SystemExit(3)",
+    "custom": (
+        "def on_lookup(shell, etype, value, tb, tb_offset=None):\n"
+        "    print('custom handler:', etype.__name__)\n"
+        "get_ipython().set_custom_exc((LookupError,), on_lookup)\n"
+        "if await nothing() is None:\n    raise KeyError('k')"
+    ),
+    "excepthook": (
+        "import sys\n"
+        "if await nothing() is None:\n    inside = sys.excepthook\n"
+        "print(inside == get_ipython().excepthook, get_ipython().sys_excepthook != inside)"
+    ),
+}
+
+
+def test_the_run_code_copy_was_checked_against_this_ipython():
+    import IPython
+
+    from seqlab.notebook.kernel import RUN_CODE_CHECKED, run_code_digest
+
+    assert run_code_digest() in RUN_CODE_CHECKED, (
+        f"IPython {IPython.__version__} changed InteractiveShell.run_code: compare it with "
+        "seqlab.notebook.kernel._run_code_in_loop, update the copy, add the new digest"
+    )
+
+
+def test_attach_shell_warns_for_an_unchecked_ipython(monkeypatch):
+    from seqlab.notebook import kernel
+
+    class Events:
+        def register(self, name: str, fn: Any) -> None:
+            pass
+
+    class FakeShell:
+        events = Events()
+
+        async def run_code(self, code_obj: Any, result: Any = None, *, async_: bool = False):
+            return False
+
+    monkeypatch.setattr(kernel, "RUN_CODE_CHECKED", {})
+    with pytest.warns(RuntimeWarning, match="run_code is not the one seqlab's kernel copy"):
+        kernel.attach_shell(FakeShell(), kernel.GuestLoop())
+
+
+def test_the_run_code_copy_behaves_like_ipythons(start_kernel):
+    # The same awaiting cells in a python3 kernel (IPython's own run_code, on asyncio) and in
+    # the seqlab kernel (the copy, awaiting in trio): the same status, outputs and error.
+    kernels = {name: start_kernel(name) for name in ("python3", "seqlab")}
+    seen: dict[str, dict[str, tuple[Any, ...]]] = {}
+    for name, kernel in kernels.items():
+        assert kernel.run(NOTHING).status == "ok"
+        seen[name] = {}
+        for branch, code in RUN_CODE_BRANCHES.items():
+            cell = kernel.run(code)
+            # A warning names the file it came from (IPython's or seqlab's): leave that out.
+            stderr = re.sub(r"^\S+\.py:\d+: ", "", cell.stderr, flags=re.M)
+            seen[name][branch] = (cell.status, cell.ename, cell.stdout, stderr)
+    assert seen["seqlab"] == seen["python3"]
+    assert seen["seqlab"]["value"][:3] == ("ok", None, "None\n")
+    assert seen["seqlab"]["error"][:2] == ("error", "ZeroDivisionError")
+    assert "To exit: use 'exit'" in seen["seqlab"]["system-exit"][3]
+    assert seen["seqlab"]["custom"][2] == "custom handler: KeyError\n"
+    assert seen["seqlab"]["excepthook"][2] == "True True\n"
 
 
 # --------------------------------------------------------------------------- nbval

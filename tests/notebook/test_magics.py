@@ -29,14 +29,20 @@ TWO_WORKERS_OUTPUT = """\
 seed: 1
 clock: virtual, 2.000 s
 tasks: 3 (scenario, w0, w1)
-events: 6
+events: 12
 
 0.000  scenario  task  spawn
 0.000  w0        task  spawn  parent=scenario
 0.000  w1        task  spawn  parent=scenario
-1.000  w0        task  exit
-2.000  w1        task  exit
-2.000  scenario  task  exit
+0.000  scenario  task  block  what='for its child tasks to finish' on=children
+0.000  w1        task  block  what='in trio.sleep until 2.000' on=sleep
+0.000  w0        task  block  what='in trio.sleep until 1.000' on=sleep
+1.000  w0        task  wake   waited=1.000 by=timer
+1.000  w0        task  exit   outcome=returned
+2.000  w1        task  wake   waited=2.000 by=timer
+2.000  w1        task  exit   outcome=returned
+2.000  scenario  task  wake   waited=2.000 by=w1 at=2.000
+2.000  scenario  task  exit   outcome=returned
 """
 
 
@@ -113,7 +119,7 @@ def test_errors_are_short_reports_with_the_users_frames(sh: Shell):
         "seed: 3\n"
         "clock: virtual, 0.500 s\n"
         "tasks: 1 (scenario)\n"
-        "events: 2\n"
+        "events: 4\n"
         "\n"
         "ValueError: bad 7\n"
         "  in scenario, line 2: check(7)\n"
@@ -194,7 +200,114 @@ def test_replay_and_trace(sh: Shell):
     assert trace == TWO_WORKERS_OUTPUT.split("\n\n", 1)[1]
     as_json, _ = sh.cell("%seqlab trace --json")
     events = json.loads(as_json)
-    assert [e["task"] for e in events] == ["scenario", "w0", "w1", "w0", "w1", "scenario"]
+    assert [e["task"] for e in events if e["kind"] in ("spawn", "exit")] == [
+        "scenario",
+        "w0",
+        "w1",
+        "w0",
+        "w1",
+        "scenario",
+    ]
+
+
+MANY_EVENTS = """\
+for i in range(1000):
+    seqlab.emit("counter", "tick", i=i)
+"""
+
+
+def test_a_long_trace_shows_its_head_and_tail_and_the_rest_one_call_away(sh: Shell, ipython):
+    sh.cell("import seqlab")
+    out, _ = sh.cell("%%seqlab run --view text\n" + MANY_EVENTS)
+    full, _ = sh.cell("%seqlab trace --all")
+    lines = full.splitlines(keepends=True)
+    assert len(lines) == 1002  # spawn, 1000 ticks, exit
+    capped, _ = sh.cell("%seqlab trace")
+    assert capped == (
+        "".join(lines[:50])
+        + "... 902 lines omitted (%seqlab trace --all prints all 1002) ...\n"
+        + "".join(lines[-50:])
+    )
+    assert out.endswith("\n\n" + capped)  # the run's own text view is capped the same way
+    assert "i=499" in full and "i=499" not in capped
+    # --json: the whole, parseable, with --all; a readable cut without it.
+    everything = json.loads(sh.cell("%seqlab trace --json --all")[0])
+    assert len(everything) == 1002 and everything[500]["data"] == {"i": 499}
+    cut, _ = sh.cell("%seqlab trace --json")
+    cut_lines = cut.splitlines()
+    assert cut_lines[0] == "[" and cut_lines[-1] == "]"
+    assert cut_lines[51] == "... 903 lines omitted (%seqlab trace --json --all prints all 1004) ..."
+    assert json.loads(cut_lines[1].rstrip(",")) == everything[0]
+    assert json.loads(cut_lines[-2]) == everything[-1]
+    assert len(cut) < len(json.dumps(everything)) / 5
+
+
+def test_a_trace_a_little_over_the_cap_is_shown_whole(sh: Shell):
+    sh.cell("import seqlab")
+    sh.cell("%%seqlab run --view none\nfor i in range(115):\n    seqlab.emit('c', 't')")
+    out, _ = sh.cell("%seqlab trace")
+    assert len(out.splitlines()) == 117 and "omitted" not in out
+    assert json.loads(sh.cell("%seqlab trace --json")[0])[-1]["kind"] == "exit"
+
+
+def test_trace_perfetto_writes_chrome_trace_json(sh: Shell, tmp_path: Any):
+    sh.cell("%%seqlab run --seed 9 --view none\n" + TWO_WORKERS)
+    target = tmp_path / "run.json"
+    out, err = sh.cell(f"%seqlab trace --perfetto {target}")
+    assert (out, err) == (f"wrote {target}: 12 events; open it in https://ui.perfetto.dev\n", "")
+    trace = json.loads(target.read_text())
+    names = {e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "thread_name"}
+    assert names == {"scenario", "w0", "w1"}
+    sleeps = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["name"] == "sleeping"]
+    assert sorted(e["dur"] for e in sleeps) == [1e6, 2e6]
+
+
+def test_a_keyboard_interrupt_in_a_scenario_is_one_short_summary(sh: Shell):
+    sh.cell("import seqlab")
+    out, err, error = sh.fail(
+        "%%seqlab run --seed 4 --view none\n"
+        "async def stopper():\n"
+        "    seqlab.emit('desk', 'open')\n"
+        "    await trio.sleep(2)\n"
+        "    raise KeyboardInterrupt\n"
+        "async with trio.open_nursery() as nursery:\n"
+        "    nursery.start_soon(stopper)\n"
+        "    nursery.start_soon(trio.sleep_forever, name='idler')"
+    )
+    assert type(error) is KeyboardInterrupt
+    lines = out.splitlines()
+    assert lines[:4] == [
+        "interrupted (KeyboardInterrupt): seed 4, virtual time",
+        "tasks: 3 (scenario, stopper, idler)",
+        f"events: {len(sh.shell.magics_manager.registry['SeqlabMagics'].last_recorder)} before the interrupt",
+        "last 5 of the partial trace (%seqlab trace shows it all):",
+    ]
+    assert lines[-2:] == [
+        "replay: %seqlab replay 4",
+        # The error, in one line: no traceback through magics.py, runtime.py, threading.py.
+        "KeyboardInterrupt: the scenario was interrupted; the summary above says where",
+    ]
+    assert len(lines) == 11 and any("stopper" in line for line in lines[4:9])
+    assert all(line.startswith("2.000  ") for line in lines[4:9])
+    assert err == ""
+    status, _ = sh.cell("%seqlab status")
+    assert status.splitlines()[-1] == (
+        f"last run: seed 4: interrupted (KeyboardInterrupt) after {lines[2].split()[1]} events; "
+        "%seqlab trace shows the partial trace"
+    )
+    trace, _ = sh.cell("%seqlab trace")
+    assert "desk      open" in trace or "desk  open" in trace
+
+
+def test_status_tells_how_the_last_run_ended(sh: Shell):
+    sh.cell("%%seqlab run --seed 2 --view none\nawait trio.sleep(1)")
+    assert sh.cell("%seqlab status")[0].splitlines()[-1] == "last run: seed 2: completed"
+    sh.cell("%%seqlab run --seed 3 --view none\nraise ValueError('no')")
+    assert sh.cell("%seqlab status")[0].splitlines()[-1] == "last run: seed 3: failed (ValueError)"
+    sh.cell("%%seqlab run --explore 3 --view none\nawait trio.sleep(1)")
+    assert sh.cell("%seqlab status")[0].splitlines()[-1] == (
+        "last run: explored 3 schedules (seeds 0-2): all passed"
+    )
 
 
 def test_status_outside_the_seqlab_kernel(sh: Shell):
@@ -377,12 +490,13 @@ def test_widget_views_are_shown_before_the_run_and_follow_it(sh: Shell, monkeypa
     assert made[-1][0] == "timeline"  # the default view
     del made[-1]
     view = made[0][1]
-    assert view.steps == 2 and not view.live  # it saw both events and was finished
+    # It saw every event (spawn, block, wake, exit) and was finished.
+    assert view.steps == 4 and not view.live
     assert "task  spawn" not in out  # the view, not the text, shows the trace
     out, _ = sh.cell("%%seqlab run --view text\nawait trio.sleep(1)")
     assert "scenario  task  spawn" in out and len(made) == 1
     out, _ = sh.cell("%%seqlab run --view none\nawait trio.sleep(1)")
-    assert out.endswith("events: 2\n") and len(made) == 1
+    assert out.endswith("events: 4\n") and len(made) == 1
 
 
 def test_compile_scenario_returns_an_async_function_with_the_given_globals():

@@ -1,11 +1,10 @@
-"""Run the lessons with this interpreter's seqlab kernel: ``pytest --nbval seqlab/lessons/``.
+"""Run the lessons with this interpreter's seqlab kernel: ``pytest --nbval lessons/``.
 
 The lessons' metadata names the ``seqlab`` kernelspec. So that checking them needs no
 kernelspec installed beforehand (and never picks up one that points at another Python), the
 session installs the spec into a temporary prefix and puts that prefix first on JUPYTER_PATH.
 
-This module ships in the wheel (setuptools packages every module of ``seqlab.lessons``).
-Nothing imports it; pytest loads it only when it collects this folder, and then it does
+It lives beside the lesson sources, outside the package, and never ships. Nothing imports it; pytest loads it only when it collects this folder, and then it does
 nothing unless nbval runs the notebooks (``--nbval`` or ``--nbval-lax``). When it does act,
 the prefix is removed and JUPYTER_PATH restored when the session ends.
 """

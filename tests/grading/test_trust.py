@@ -1,0 +1,244 @@
+"""The parts that make verdicts trustworthy: plain-data observations, check cells split between
+sandbox and grader, the sandbox itself, its fallback, visibility, lesson metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from grading_support import DOUBLE, FIXTURES, SOURCE, TINY, make_submission
+
+from seqlab.grading.checkplan import LessonError, compile_check
+from seqlab.grading.grader import GradeSettings, grade, same
+from seqlab.grading.lesson import load_lesson
+from seqlab.grading.protocol import (
+    NotPlain,
+    Observation,
+    ProtocolError,
+    StepReport,
+    decode_value,
+    encode_value,
+)
+from seqlab.grading.sandbox import PROTECTIONS, detect
+
+# ------------------------------------------------------------------ canonical values
+
+
+def test_plain_values_cross_as_canonical_json_and_come_back_equal() -> None:
+    value = {"a": [1, 2.5, None, True], (1, "x"): ("t", [float("inf")]), 3: {}}
+    data = encode_value(value)
+    assert json.loads(json.dumps(data)) == data
+    assert decode_value(json.loads(json.dumps(data))) == value
+
+
+class Yes(int):
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    __hash__ = int.__hash__
+
+
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [(Yes(1), "Yes"), ([1, object()], "object"), ({1, 2}, "set"), (b"x", "bytes")],
+)
+def test_anything_but_plain_data_is_refused_by_name(value: object, name: str) -> None:
+    with pytest.raises(NotPlain, match=f"cannot grade a {name}; return plain data"):
+        encode_value(value)
+
+
+def test_messages_from_the_sandbox_are_checked_field_by_field() -> None:
+    good = StepReport(3, "ok", observations=[Observation(0, encode_value((1, 2)))]).to_json()
+    assert StepReport.from_json(good).observations[0].value == {"tuple": [1, 2]}
+    for bad in (
+        {**good, "status": "passed"},
+        {**good, "index": "3"},
+        {**good, "observations": [{"site": 0, "value": {"set": [1]}, "not_plain": None}]},
+        [],
+    ):
+        with pytest.raises(ProtocolError):
+            StepReport.from_json(bad)
+
+
+def test_the_graders_equality_is_strict_about_types() -> None:
+    assert same([1, 2.0], [1.0, 2])
+    assert not same(True, 1) and not same(1, True)
+    assert not same((1, 2), [1, 2])
+    assert same({"a": (1, [2])}, {"a": (1, [2])}) and not same({"a": 1}, {"b": 1})
+
+
+# ------------------------------------------------------------------ splitting a check cell
+
+CELL = """from seqlab.grading import check, check_equal, check_explore
+
+
+def ends_at(t):
+    def rule(trace):
+        return trace.events[-1].time == t
+
+    rule.__doc__ = "ends at the right time"
+    return rule
+
+
+async def scenario():
+    check_equal(await thing(7), {"secret": 4242},
+                what="thing(7)")
+
+
+check_explore(scenario, seeds=range(3), check=ends_at(9), what="the scenario")
+check(flag(), "flag() should be true")
+### BEGIN HIDDEN TESTS
+check_equal(thing(99), "hidden-answer-31337", what="thing(99)")
+### END HIDDEN TESTS
+"""
+
+
+def test_expected_values_and_rules_stay_in_the_grader_and_lines_are_kept() -> None:
+    compiled = compile_check(CELL, "c")
+    worker = compiled.worker_source
+    assert "4242" not in worker and "hidden-answer-31337" not in worker
+    assert "ends_at" not in worker and "what=" not in worker
+    assert worker.count("\n") == CELL.count("\n")
+    assert "thing(99)" in worker  # the hidden call itself must run
+    kinds = {s.kind for s in compiled.sites.values()}
+    assert kinds == {"equal", "truth", "explore"}
+    (hidden,) = [s for s in compiled.sites.values() if s.hidden]
+    assert hidden.expected == "hidden-answer-31337" and hidden.what == "thing(99)"
+    (explore,) = [s for s in compiled.sites.values() if s.kind == "explore"]
+    assert explore.rule_doc == "ends at the right time" and explore.scenario == "scenario"
+    compile(worker, "<worker>", "exec", flags=0x2000)  # PyCF_ALLOW_TOP_LEVEL_AWAIT
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        ('check_equal(f(), 1, what=f"{x}")', "what= must be a string literal"),
+        ("check(f() == 1, message)", "the message must be a string literal"),
+        ("check_equal(f(), learner_value)", "cannot work out the expected value"),
+        ("async def s():\n    check_explore(s)", "check_explore must be at top level"),
+    ],
+)
+def test_check_cells_the_grader_cannot_split_are_refused(cell: str, message: str) -> None:
+    with pytest.raises(LessonError, match=message):
+        compile_check(cell, "c")
+
+
+def test_every_lesson_check_cell_splits() -> None:
+    for path in sorted((Path(__file__).resolve().parents[2] / "lessons").glob("*.ipynb")):
+        lesson = load_lesson(path)
+        for test in lesson.tests:
+            compiled = compile_check(test.source, test.grade_id)
+            assert compiled.sites, (path.name, test.grade_id)
+
+
+# ------------------------------------------------------------------ the sandbox
+
+PROBE = """
+import os, socket
+facts = {"uid": os.getuid(), "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())}
+facts["visible"] = [p for p in ("/work", "/root/.ssh", "/home", %(repo)r, %(scratch)r) if os.path.exists(p)]
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=2)
+    facts["net"] = "open"
+except OSError as error:
+    facts["net"] = type(error).__name__
+facts["home"] = os.environ.get("HOME")
+facts["writable_usr"] = os.access("/usr", os.W_OK)
+raise RuntimeError("FACTS" + repr(facts))
+"""
+
+
+@pytest.mark.skipif(detect().mode != "bubblewrap", reason="needs bubblewrap")
+def test_learner_code_runs_unprivileged_alone_offline_and_sees_only_what_it_needs(
+    tmp_path: Path,
+) -> None:
+    import ast
+
+    repo = str(Path(__file__).resolve().parents[2])
+    code = PROBE % {"repo": repo, "scratch": str(tmp_path)}
+    sub = make_submission(tmp_path, "probe", {"double": code + DOUBLE})
+    result = grade(sub, load_lesson(SOURCE), GradeSettings(cell_timeout=20))
+    text = "\n".join(t.output for t in result.tests)
+    facts = ast.literal_eval(text.split("FACTS", 1)[1].split("\n")[0].rstrip("."))
+    assert facts["uid"] >= 61000 if os.geteuid() == 0 else facts["uid"] == 65534
+    assert len(facts["pids"]) < 10  # its own few processes, nothing else on the machine
+    assert facts["visible"] == []
+    assert facts["net"] != "open"
+    assert facts["home"].startswith("/tmp") and facts["writable_usr"] is False
+    assert result.sandbox == {"mode": "bubblewrap", "missing": []}
+
+
+def test_without_bwrap_grading_runs_with_a_loud_warning_and_records_the_mode(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "results.json"
+    sub = tmp_path / "sub.ipynb"
+    shutil.copy(TINY, sub)
+    env = {**os.environ, "SEQLAB_SANDBOX": "none"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seqlab.cli",
+            "grade",
+            str(sub),
+            "--lesson",
+            str(TINY),
+            "--out",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "WARNING: grading WITHOUT full isolation" in proc.stderr
+    for key in ("pid", "net", "fs", "home"):
+        assert PROTECTIONS[key] in proc.stderr
+    data = json.loads(out.read_text())
+    assert data["score"] == 1
+    assert data["extra_data"]["sandbox"]["mode"] == "none"
+    assert PROTECTIONS["net"] in data["extra_data"]["sandbox"]["missing"]
+
+
+# ------------------------------------------------------------------ feedback and metadata
+
+
+def test_lesson_from_metadata_and_per_test_visibility(tmp_path: Path) -> None:
+    from seqlab.cli import main
+
+    released = tmp_path / "released"
+    assert main(["release", str(SOURCE), "--out", str(released)]) == 0
+    student = nbformat.read(str(released / "fixture-lesson.ipynb"), as_version=4)
+    assert student.metadata["seqlab"]["lesson"] == "fixture-lesson"
+    sub = make_submission(tmp_path, "submission", {"double": DOUBLE})
+    nb = nbformat.read(str(sub), as_version=4)
+    nb.metadata["seqlab"] = {"lesson": "fixture-lesson"}
+    nbformat.write(nb, str(sub))
+    out = tmp_path / "results.json"
+    args = ["grade", str(sub), "--lessons", str(FIXTURES), "--out", str(out)]
+    assert main(args) == 0
+    tests = json.loads(out.read_text())["tests"]
+    assert [t["visibility"] for t in tests] == ["after_due_date", "after_due_date"]
+    assert main([*args, "--hidden-visibility", "hidden"]) == 0
+    assert {t["visibility"] for t in json.loads(out.read_text())["tests"]} == {"hidden"}
+
+
+def test_grading_refuses_a_student_version_as_the_lesson(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from seqlab.cli import main
+
+    released = tmp_path / "released"
+    assert main(["release", str(SOURCE), "--out", str(released)]) == 0
+    sub = make_submission(tmp_path, "sub", {"double": DOUBLE})
+    lesson = str(released / "fixture-lesson.ipynb")
+    assert main(["grade", str(sub), "--lesson", lesson]) == 2
+    assert "needs the lesson *source*" in capsys.readouterr().err

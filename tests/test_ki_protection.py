@@ -1,0 +1,143 @@
+"""Sync methods that change a primitive's state and wake tasks are protected from Ctrl-C.
+
+trio marks such methods (``Event.set``, ``Lock.release``, ...) with
+``trio.lowlevel.enable_ki_protection``: a KeyboardInterrupt delivered half way through would
+leave the primitive half updated (a waiter woken but not counted, a cursor moved but its
+waiters not woken). It matters where trio runs on the main thread, as in the seqlab kernel.
+
+The probe: a trace function asks trio, on entry to the method, whether KeyboardInterrupt
+protection is on at that point (``trio.lowlevel.currently_ki_protected``), from inside an
+unprotected task.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import trio
+
+import seqlab
+
+
+def protection_on_entry(method: Callable[..., Any], call: Callable[[], Any]) -> bool:
+    """Whether KI protection is on when ``method``'s code starts running inside ``call()``."""
+    code = getattr(method, "__code__", None) or method.__func__.__code__  # type: ignore[attr-defined]
+    seen: list[bool] = []
+
+    def tracer(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code is code:
+            # Called on entry, with the method's frame on the stack above this one.
+            seen.append(trio.lowlevel.currently_ki_protected())
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        call()
+    finally:
+        sys.settrace(previous)
+    assert seen, f"{method.__qualname__} was not called"
+    return seen[0]
+
+
+def in_trio(fn: Callable[[], Any]) -> Any:
+    async def main() -> Any:
+        assert not trio.lowlevel.currently_ki_protected()  # user tasks are not protected
+        return await fn()
+
+    return trio.run(main)
+
+
+async def _sequencer(method: str, kind: str) -> bool:
+    opener = seqlab.open_sequencer() if kind == "Sequencer" else seqlab.open_dispatcher()
+    async with opener as owner:
+        cls = type(owner)
+        if method == "submit_nowait":
+            return protection_on_entry(cls.submit_nowait, lambda: owner.submit_nowait(len, ()))
+        return protection_on_entry(cls.close, owner.close)
+
+
+async def _convoy() -> bool:
+    async def handler(delivery: Any) -> None:
+        pass
+
+    async with seqlab.open_convoy(handler) as convoy:
+        return protection_on_entry(seqlab.Convoy.send_nowait, lambda: convoy.send_nowait("k", 1))
+
+
+def _plain(method: Callable[..., Any], make: Callable[[], Any], *args: Any) -> Callable[[], Any]:
+    async def check() -> bool:
+        obj = make()
+        return protection_on_entry(method, lambda: getattr(obj, method.__name__)(*args))
+
+    return check
+
+
+def _ring_with_claim() -> seqlab.RingBuffer:
+    ring = seqlab.RingBuffer(4)
+    ring.try_next()
+    return ring
+
+
+PROTECTED = {
+    "Barrier.abort": _plain(seqlab.Barrier.abort, lambda: seqlab.Barrier(2)),
+    "Barrier.reset": _plain(seqlab.Barrier.reset, lambda: seqlab.Barrier(2)),
+    "Phaser.register": _plain(seqlab.Phaser.register, lambda: seqlab.Phaser(1)),
+    "Phaser.arrive": _plain(seqlab.Phaser.arrive, lambda: seqlab.Phaser(2)),
+    "Phaser.arrive_and_deregister": _plain(
+        seqlab.Phaser.arrive_and_deregister, lambda: seqlab.Phaser(2)
+    ),
+    "Sequencer.submit_nowait": lambda: _sequencer("submit_nowait", "Sequencer"),
+    "Sequencer.close": lambda: _sequencer("close", "Sequencer"),
+    "Dispatcher.submit_nowait": lambda: _sequencer("submit_nowait", "Dispatcher"),
+    "Dispatcher.close": lambda: _sequencer("close", "Dispatcher"),
+    "Convoy.send_nowait": _convoy,
+    "Sequence.set": _plain(seqlab.Sequence.set, seqlab.Sequence, 3),
+    "Sequence.complete": _plain(seqlab.Sequence.complete, seqlab.Sequence, 0),
+    "SequenceBarrier.alert": _plain(
+        seqlab.SequenceBarrier.alert, lambda: seqlab.SequenceBarrier(seqlab.Sequence())
+    ),
+    "SequenceBarrier.clear_alert": _plain(
+        seqlab.SequenceBarrier.clear_alert, lambda: seqlab.SequenceBarrier(seqlab.Sequence())
+    ),
+    "RingBuffer.try_next": _plain(seqlab.RingBuffer.try_next, lambda: seqlab.RingBuffer(4)),
+    "RingBuffer.publish": _plain(seqlab.RingBuffer.publish, _ring_with_claim, 0),
+    "RingBuffer.add_gating": _plain(
+        seqlab.RingBuffer.add_gating, lambda: seqlab.RingBuffer(4), seqlab.Sequence()
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROTECTED))
+def test_state_changing_sync_methods_are_ki_protected(name: str):
+    assert in_trio(PROTECTED[name]) is True
+
+
+def test_remove_gating_and_pipeline_publish_nowait_are_ki_protected():
+    async def check() -> list[bool]:
+        ring = seqlab.RingBuffer(4)
+        gate = seqlab.Sequence()
+        ring.add_gating(gate)
+        removed = protection_on_entry(
+            seqlab.RingBuffer.remove_gating, lambda: ring.remove_gating(gate)
+        )
+        pipe = seqlab.Pipeline(4)
+        pipe.stage("s", lambda event, seq, end: None)
+        async with pipe.run():
+            published = protection_on_entry(
+                seqlab.Pipeline.publish_nowait, lambda: pipe.publish_nowait(1)
+            )
+        return [removed, published]
+
+    assert in_trio(check) == [True, True]
+
+
+def test_the_probe_sees_unprotected_methods():
+    # Reading methods need no protection; the probe must tell them apart from protected ones.
+    async def check() -> bool:
+        barrier = seqlab.Barrier(2)
+        return protection_on_entry(seqlab.Barrier.statistics, barrier.statistics)
+
+    assert in_trio(check) is False
