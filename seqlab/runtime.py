@@ -615,7 +615,7 @@ class _Program:
         present_log: list[tuple[int, ...]] | None = None,
     ) -> _Attempt:
         """One run; the outcome says whether it failed (raised, or ``check`` said no)."""
-        controller = Controller(seed, policy, _MAIN_CODE, record=record)
+        controller = Controller(seed, policy, _MAIN_CODE, record=record, ghost=self.virtual_time)
         controller.present_log = present_log
         if self.check is not None and recorder is None:
             recorder = Recorder()

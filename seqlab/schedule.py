@@ -295,7 +295,13 @@ class Controller:
     """
 
     def __init__(
-        self, seed: int, policy: Policy | None, main_code: Any, *, record: bool = False
+        self,
+        seed: int,
+        policy: Policy | None,
+        main_code: Any,
+        *,
+        record: bool = False,
+        ghost: bool = False,
     ) -> None:
         self.main_code = main_code
         self.rng = random.Random(seed)
@@ -310,8 +316,11 @@ class Controller:
         self.orders: list[Order] = []  # what the random shuffle chose, when recording
         self.signature = 0
         self.present_log: list[tuple[int, ...]] | None = None
-        self.watch: dict[int, Any] | None = None  # decision index -> observer (explanations)
         self._runq: Any = None
+        # seqlab used to start its virtual-clock watcher together with the program, so it
+        # took part in the first shuffle after the main task's first step. A stand-in takes
+        # its place there, so that seeds give the very schedules they always gave.
+        self.ghost = _GHOST_WAITING if ghost and policy is None else None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.rng, name)
@@ -328,15 +337,19 @@ class Controller:
     def shuffle(self, batch: list[trio.lowlevel.Task]) -> None:
         self.batch = batch
         ids = self.ids
-        if len(batch) == 1:
+        if self.ghost is _GHOST_ARMED:
+            self.ghost = _GHOST_NOW
+        if len(batch) == 1 and self.ghost is None:
             # The common case: one task can run, so there is nothing to decide.
             if batch[0] in ids:
                 self._alone(ids[batch[0]])
             return
         present = [ids[t] for t in batch if t in ids]
+        if self.ghost is not None:
+            self._ghost_step(present)
         if not present:
             if self.policy is None:
-                self.rng.shuffle(batch)
+                self._random_shuffle(batch)
             return
         step = self.step
         self.step = step + 1
@@ -345,7 +358,7 @@ class Controller:
         policy = self.policy
         if policy is None:
             # trio's own seeded shuffle, exactly as before seqlab controlled anything.
-            self.rng.shuffle(batch)
+            self._random_shuffle(batch)
             if len(present) > 1:
                 ran = tuple(ids[t] for t in reversed(batch) if t in ids)
                 self.signature = hash((self.signature, step, ran))
@@ -371,6 +384,21 @@ class Controller:
                     runq.append(tasks[i])
         batch[:] = users + [t for t in batch if t not in ids]
 
+    def _random_shuffle(self, batch: list[trio.lowlevel.Task]) -> None:
+        if self.ghost is _GHOST_NOW:
+            self.ghost = None
+            main = self.tasks[0]._counter
+            at = sum(1 for t in batch if t._counter <= main)  # sorted: spawned after main
+            batch.insert(at, _GHOST)  # type: ignore[arg-type]
+            self.rng.shuffle(batch)
+            batch.remove(_GHOST)  # type: ignore[arg-type]
+        else:
+            self.rng.shuffle(batch)
+
+    def _ghost_step(self, present: list[int]) -> None:
+        if self.ghost is _GHOST_WAITING and 0 in present:
+            self.ghost = _GHOST_ARMED  # the main task takes its first step in this batch
+
     def _alone(self, task: int) -> None:
         step = self.step
         self.step = step + 1
@@ -389,6 +417,12 @@ class Controller:
     def finish(self) -> None:
         if self.policy is not None:
             self.policy.finish(self.step)
+
+
+_GHOST_WAITING = object()  # the main task has not run yet
+_GHOST_ARMED = object()  # it takes its first step in this batch
+_GHOST_NOW = object()  # it has: this shuffle is the one the old watcher took part in
+_GHOST = object()  # the stand-in
 
 
 # --------------------------------------------------------------------------- strategies
