@@ -302,11 +302,17 @@ def _grade(args: argparse.Namespace) -> int:
 @command(
     "gradescope-bundle",
     "write a Gradescope autograder.zip (setup.sh, run_autograder, lesson, seqlab wheel)",
-    arg("lesson", metavar="LESSON", help="installed lesson ID or source notebook path"),
+    arg("lesson", metavar="LESSON", help="lesson ID or source notebook path"),
     arg("--out", metavar="ZIP", default="autograder.zip", help="default autograder.zip"),
     arg("--wheel", metavar="WHL", help="bundle this seqlab wheel instead of building one"),
     arg("--timeout", type=float, default=60.0, help="seconds per cell (default 60)"),
-    arg("--memory", type=int, default=2048, metavar="MIB", help="kernel memory limit in MiB"),
+    arg("--memory", type=int, default=2048, metavar="MIB", help="sandbox memory limit in MiB"),
+    arg(
+        "--hidden-visibility",
+        choices=["hidden", "after_due_date", "after_published", "visible"],
+        default="after_due_date",
+        help="Gradescope visibility of checks with hidden parts (default after_due_date)",
+    ),
 )
 def _gradescope_bundle(args: argparse.Namespace) -> int:
     from .grading.commands import bundle_command

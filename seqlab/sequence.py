@@ -770,17 +770,16 @@ class Stage:
             while seq <= available:
                 try:
                     if is_async:
-                        while seq <= available:
+                        for seq in range(seq, available + 1):  # noqa: B020
                             await handler(entries[seq & mask], seq, seq == available)
-                            seq += 1
                     else:
-                        while seq <= available:
+                        for seq in range(seq, available + 1):  # noqa: B020
                             handler(entries[seq & mask], seq, seq == available)
-                            seq += 1
                 except Exception as exc:
                     if not self._handle_error(exc, entries[seq & mask], seq):
                         return
-                    seq += 1  # skipped: carry on with the rest of the batch
+                # Past the batch, or past the event the policy skipped: go on after it.
+                seq += 1
             batch = available - nxt + 1
             self._batches += 1
             self._events += batch
@@ -1118,7 +1117,20 @@ class Pipeline:
             raise InsufficientCapacity(
                 f"{self._label} is full ({ring._size} events not yet through its final stages)"
             )
-        self._put(hi, event)
+        # self._put(hi, event), inlined: this is the producer's hot path.
+        ring._claimed = hi
+        ring._entries[hi & ring._mask] = event
+        cursor = ring._cursor
+        if cursor._pending:
+            cursor._complete_range(hi, hi)
+        else:
+            cursor._value = hi
+            if cursor._armed:
+                cursor._advance(hi)
+        if self._trace_from is None:
+            rec = _RECORDER.get()
+            if rec is not None:
+                self._trace_start(rec, hi)
 
     @enable_ki_protection
     def _put(self, hi: int, event: Any) -> None:
@@ -1165,12 +1177,10 @@ class Pipeline:
                 continue
             lo = ring._claimed + 1
             hi = lo - 1
-            for event in it:
-                hi += 1
+            # zip stops at the range first, so no event is taken beyond the free slots.
+            for hi, event in zip(range(lo, lo + free), it, strict=False):
                 entries[hi & mask] = event
-                if hi - lo + 1 == free:
-                    break
-            else:
+            if hi - lo + 1 < free:
                 done = True
             if hi < lo:
                 break

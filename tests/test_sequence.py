@@ -974,3 +974,29 @@ def test_cancelled_mid_batch_then_run_again_resumes_at_the_batch_start() -> None
     assert before == [0, 1]
     assert after == [0, 1, 2, 3, 4, 5]  # at-least-once: the interrupted batch is redone
     assert now == 2.5
+
+
+@pytest.mark.parametrize("size, count", [(2, 5), (4, 4), (4, 9), (8, 3)])
+def test_publish_many_takes_no_event_beyond_the_free_slots(size: int, count: int) -> None:
+    """publish_many fills the ring up to its free slots and waits; an event drawn from the
+    iterator while the ring is full would be lost."""
+    seen: list[int] = []
+    drawn: list[int] = []
+
+    async def slow(event: int, sequence: int, end_of_batch: bool) -> None:
+        await trio.sleep(1)
+        seen.append(event)
+
+    def events():
+        for i in range(count):
+            drawn.append(i)
+            yield i
+
+    async def main() -> int:
+        pipe = Pipeline(size)
+        pipe.stage("slow", slow)
+        async with pipe.run():
+            return await pipe.publish_many(events())
+
+    assert seqlab.run(main, seed=0) == count
+    assert seen == drawn == list(range(count))

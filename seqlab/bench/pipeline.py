@@ -5,6 +5,12 @@ fed with ``send_nowait`` (awaiting ``send`` only when a channel is full) and dra
 ``receive_nowait`` into batches, and, as the floor, a plain loop over a ring that runs every
 handler over a batch of ring-size events and yields once per batch. Older peers that
 checkpoint on every send are kept as "(old)" info rows.
+
+The rows with targets feed the pipeline with ``publish_many`` (its API for a batch at hand,
+which fills the ring a range at a time, as the ring loop does); channels have no batch send,
+so their producers send each event with ``send_nowait``. The info rows feed the pipeline one
+event at a time with ``publish_nowait`` (awaiting ``publish`` only when the ring is full), the
+same pattern as the channel producers, for the per-event comparison.
 """
 
 from __future__ import annotations
@@ -28,28 +34,50 @@ def _handler(event: Any, sequence: int, end_of_batch: bool) -> None:
     pass
 
 
-async def _diamond(n: int) -> None:
+def _diamond_pipeline() -> Pipeline:
     pipe = Pipeline(SIZE)
     persist = pipe.stage("persist", _handler)
     moderate = pipe.stage("moderate", _handler)
     pipe.stage("deliver", _handler, after=(persist, moderate))
+    return pipe
+
+
+async def _publish_each(pipe: Pipeline, n: int) -> None:
+    """Publish 0 .. n-1 one at a time, without yielding until the ring is full."""
+    async with pipe.run():
+        publish_nowait = pipe.publish_nowait
+        for i in range(n):
+            try:
+                publish_nowait(i)
+            except trio.WouldBlock:
+                await pipe.publish(i)
+
+
+async def _publish_batch(pipe: Pipeline, n: int) -> None:
     async with pipe.run():
         await pipe.publish_many(range(n))
 
 
-async def _single(n: int) -> None:
+def _single_pipeline() -> Pipeline:
     pipe = Pipeline(SIZE)
     pipe.stage("only", _handler)
-    async with pipe.run():
-        await pipe.publish_many(range(n))
+    return pipe
 
 
 def _ours(quick: bool) -> float:
-    return timed_trio(lambda: _diamond(_ops(quick)))
+    return timed_trio(lambda: _publish_each(_diamond_pipeline(), _ops(quick)))
+
+
+def _ours_batch(quick: bool) -> float:
+    return timed_trio(lambda: _publish_batch(_diamond_pipeline(), _ops(quick)))
 
 
 def _ours_single(quick: bool) -> float:
-    return timed_trio(lambda: _single(_ops(quick)))
+    return timed_trio(lambda: _publish_each(_single_pipeline(), _ops(quick)))
+
+
+def _ours_single_batch(quick: bool) -> float:
+    return timed_trio(lambda: _publish_batch(_single_pipeline(), _ops(quick)))
 
 
 async def _send(channel: trio.MemorySendChannel[int], event: int) -> None:
@@ -221,30 +249,50 @@ def checkpointing_channel(quick: bool) -> float:
 
 comparison(
     "pipeline",
-    "diamond vs batched channel diamond",
+    "diamond, publish_many vs batched channel diamond",
     peer_name="batched channel diamond",
     kind="faster",
     target=4.0,
     unit="event",
     ops=_ops,
     peer=batched_channel_diamond,
-)(_ours)
+)(_ours_batch)
 comparison(
     "pipeline",
-    "diamond vs batched ring loop (floor)",
+    "diamond, publish_many vs batched ring loop (floor)",
     peer_name="ring loop",
     kind="overhead",
     target=1.5,
     unit="event",
     ops=_ops,
     peer=ring_loop,
-)(_ours)
+)(_ours_batch)
 comparison(
     "pipeline",
-    "single stage vs batched channel",
+    "single stage, publish_many vs batched channel",
     peer_name="batched channel",
     kind="faster",
     target=2.0,
+    unit="event",
+    ops=_ops,
+    peer=batched_channel,
+)(_ours_single_batch)
+comparison(
+    "pipeline",
+    "diamond, publish_nowait per event vs batched channel diamond",
+    peer_name="batched channel diamond",
+    kind="faster",
+    target=None,
+    unit="event",
+    ops=_ops,
+    peer=batched_channel_diamond,
+)(_ours)
+comparison(
+    "pipeline",
+    "single stage, publish_nowait per event vs batched channel",
+    peer_name="batched channel",
+    kind="faster",
+    target=None,
     unit="event",
     ops=_ops,
     peer=batched_channel,
@@ -284,6 +332,6 @@ comparison(
 def traced(quick: bool) -> float:
     async def main() -> None:
         with recording(Recorder()):
-            await _diamond(_ops(quick))
+            await _publish_each(_diamond_pipeline(), _ops(quick))
 
     return timed_trio(main)

@@ -169,6 +169,7 @@ def bundle_command(args: argparse.Namespace) -> int:
             wheel=args.wheel,
             timeout=args.timeout,
             memory_mb=args.memory,
+            hidden_visibility=args.hidden_visibility,
         )
     except (LessonNotFound, BundleError) as error:
         print(f"seqlab gradescope-bundle: {error}", file=sys.stderr)

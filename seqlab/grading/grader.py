@@ -52,7 +52,7 @@ from .protocol import (
     decode_value,
 )
 from .release import release_notebook
-from .sandbox import Sandbox, detect, launch, lease_uid, release_uid
+from .sandbox import PROTECTIONS, Sandbox, detect, launch, lease_uid, release_uid
 
 __all__ = [
     "GradeSettings",
@@ -351,15 +351,19 @@ def _without_unused_demos(
     something); every other cell keeps its place and number."""
     sources = [plan_checks[s.index][0].source if s.kind == "check" else s.source for s in steps]
     parsed = [_names(text) for text in sources]
-    keep: list[bool] = []
-    for i, step in enumerate(steps):
+    keep = [True] * len(steps)
+    wanted: set[str] = set()  # names read by the cells kept after this one
+    unknown = False  # a later kept cell could not be parsed: keep everything before it
+    for i in range(len(steps) - 1, -1, -1):
+        step, names = steps[i], parsed[i]
         demo = step.kind == "setup" and step.grade_id.startswith("cell-")
-        if not demo or parsed[i] is None:
-            keep.append(True)
+        if demo and names is not None and not unknown and not (names[0] & wanted):
+            keep[i] = False
             continue
-        bound = parsed[i][0]  # type: ignore[index]
-        later = [p for p in parsed[i + 1 :]]
-        keep.append(any(p is None or (bound & p[1]) for p in later))
+        if names is None:
+            unknown = True
+        else:
+            wanted |= names[1]
     return [s for s, k in zip(steps, keep, strict=True) if k]
 
 
@@ -412,8 +416,9 @@ _MAX_LINE = 16 * 1024 * 1024
 
 def _run_sandbox(
     plan: _Plan, settings: GradeSettings, sandbox: Sandbox
-) -> tuple[dict[int, StepReport], str]:
-    """Run the plan in a sandbox; (step reports, reason the run ended early or "")."""
+) -> tuple[dict[int, StepReport], str, bool]:
+    """Run the plan in a sandbox; (step reports, reason the run ended early or "", whether
+    the cgroup limits were in place)."""
     job = Job(
         plan.steps,
         float(settings.cell_timeout),
@@ -431,12 +436,13 @@ def _run_sandbox(
 
 def _run_in(
     plan: _Plan, job: Job, settings: GradeSettings, sandbox: Sandbox, uid: int | None
-) -> tuple[dict[int, StepReport], str]:
+) -> tuple[dict[int, StepReport], str, bool]:
     reports: dict[int, StepReport] = {}
     indexes = {s.index for s in plan.steps}
     state: dict[str, Any] = {"done": False, "sent": set()}
     with tempfile.TemporaryDirectory(prefix="seqlab-grade-") as scratch:
         proc, cgroup = launch(sandbox, Path(scratch), settings.memory_mb, settings.processes, uid)
+        limited = cgroup is not None
         assert proc.stdin is not None and proc.stdout is not None
         stdin, stdout = proc.stdin, proc.stdout
 
@@ -511,7 +517,7 @@ def _run_in(
         reason = "The grading runner stopped before the end of the notebook; checks after that point were not run."
     else:
         reason = ""
-    return reports, reason
+    return reports, reason, limited
 
 
 # --------------------------------------------------------------------------- judging
@@ -816,8 +822,11 @@ def grade(
         )
     try:
         plan = rebuild(lesson, nb)
-        reports, reason = _run_sandbox(plan, settings, sandbox)
+        reports, reason, limited = _run_sandbox(plan, settings, sandbox)
         tests, messages = _score(lesson, plan, reports, reason, settings)
+        mode = sandbox.to_json()
+        if not limited and PROTECTIONS["cgroup"] not in mode["missing"]:
+            mode["missing"].append(PROTECTIONS["cgroup"])  # the cgroup could not be made
     except LessonError:
         raise
     except Exception as exc:
@@ -835,7 +844,7 @@ def grade(
         tests,
         "\n".join(messages),
         time.monotonic() - began,
-        sandbox.to_json(),
+        mode,
     )
     summary = f"{result.score:g} of {result.max_score:g} points."
     result.output = summary + ("\n" + result.output if result.output else "")

@@ -108,9 +108,21 @@ def build_bundle(
     wheel: str | Path | None = None,
     timeout: float = 60.0,
     memory_mb: int = 2048,
+    hidden_visibility: str = "after_due_date",
 ) -> Path:
-    """Write the Gradescope autograder zip for one lesson; returns its path."""
+    """Write the Gradescope autograder zip for one lesson (its *source*); returns its path.
+
+    ``hidden_visibility`` is the Gradescope visibility of checks with hidden parts."""
+    from .grader import VISIBILITIES
+
+    if hidden_visibility not in VISIBILITIES:
+        raise BundleError(f"--hidden-visibility must be one of {', '.join(VISIBILITIES)}")
     lesson = load_lesson(lesson_spec)
+    if lesson.is_student_version:
+        raise BundleError(
+            f"{lesson.path} is a student version; bundle the lesson source (lessons/{lesson.id}"
+            ".ipynb in the repository)"
+        )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="seqlab-bundle-") as tmp:
@@ -126,6 +138,7 @@ def build_bundle(
             "lesson_id": lesson.id,
             "timeout": timeout,
             "memory_mb": memory_mb,
+            "hidden_visibility": hidden_visibility,
         }
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
             for name, text in (
@@ -172,6 +185,11 @@ def run_autograder(source: Path, submission: Path, results: Path) -> int:
             memory_mb=int(config.get("memory_mb", 2048)),
             hidden_visibility=str(config.get("hidden_visibility", "after_due_date")),
         )
+        from .sandbox import detect
+
+        warning = detect().warning()
+        if warning:
+            print(warning, file=sys.stderr)
         result = grade(picked, lesson, settings)
         if note:
             result.output = f"{note}\n{result.output}"

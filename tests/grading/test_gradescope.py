@@ -67,6 +67,7 @@ def test_bundle_has_gradescope_layout(bundle: Path) -> None:
     assert any(n.startswith("seqlab-") and n.endswith(".whl") for n in names)
     assert modes["run_autograder"] == modes["setup.sh"] == 0o755
     assert config["lesson_id"] == "fixture-lesson" and config["timeout"] == 20
+    assert config["hidden_visibility"] == "after_due_date"
 
 
 def test_setup_script_is_valid_bash(bundle: Path, tmp_path: Path) -> None:

@@ -242,3 +242,29 @@ def test_grading_refuses_a_student_version_as_the_lesson(
     lesson = str(released / "fixture-lesson.ipynb")
     assert main(["grade", str(sub), "--lesson", lesson]) == 2
     assert "needs the lesson *source*" in capsys.readouterr().err
+
+
+def test_only_demo_cells_that_nothing_reads_are_left_out(tmp_path: Path) -> None:
+    from seqlab.grading.grader import rebuild
+    from seqlab.grading.lesson import Lesson
+
+    def meta(gid: str, **kw: object) -> dict[str, object]:
+        return {"nbgrader": {"grade_id": gid, "locked": True, "schema_version": 3, **kw}}
+
+    new = nbformat.v4.new_code_cell
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        new("def helper():\n    return 41"),  # a demo cell the solution relies on
+        new("print('just a picture')\nshown = 1"),  # a demo cell nothing reads
+        new(
+            "def answer():\n    ### BEGIN SOLUTION\n    return helper() + 1\n    ### END SOLUTION",
+            metadata=meta("ex", solution=True, grade=False, locked=False),
+        ),
+        new(
+            "from seqlab.grading import check_equal\ncheck_equal(answer(), 42, what='answer()')",
+            metadata=meta("ex-check", grade=True, solution=False, points=1),
+        ),
+    ]
+    plan = rebuild(Lesson("demo", tmp_path / "demo.ipynb", nb), nb)
+    kept = [s.source.splitlines()[0] for s in plan.steps if s.kind == "setup"]
+    assert kept == ["def helper():"]
