@@ -52,6 +52,7 @@ from .sequencer import (
     open_dispatcher,
     open_sequencer,
 )
+from .stepper import Stepper, TaskState
 from .trace import Recorder, TraceEvent, emit, recording
 
 __version__ = "0.1.0"
@@ -87,9 +88,11 @@ __all__ = [
     "SequenceBarrier",
     "SequenceBarrierStatistics",
     "SequenceStatistics",
+    "TaskState",
     "Sequencer",
     "SequencerStatistics",
     "Stage",
+    "Stepper",
     "Strategy",
     "StageError",
     "StageStatistics",

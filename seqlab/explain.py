@@ -9,6 +9,7 @@ each choice with a ``scheduler`` / ``decision`` event, so the timeline can draw 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import linecache
 import os
 import sys
@@ -17,7 +18,7 @@ from typing import Any
 import trio
 
 from .runtime import Failure, _Session
-from .schedule import Decision, Hold, Only, Order, Policy, Schedule
+from .schedule import Decision, Hold, Order, Policy, Schedule
 from .trace import Recorder
 
 if sys.version_info < (3, 11):
@@ -73,8 +74,9 @@ def shrink(failure: Failure, budget: int = 200) -> Failure:
                 decisions = candidate
             else:
                 i += 1
-        if len(decisions) > 1:
-            # Many choices left (a random order or a PCT run): one hold may do it alone.
+        if len(decisions) > 1 or any(not isinstance(d, Hold) for d in decisions):
+            # Many choices left, or orders and PCT ranges: one hold may do it alone, and a
+            # hold is the simplest story to tell.
             log: list[tuple[int, ...]] = []
             program.attempt(session, 0, Policy(), present_log=log)
             single = _first_single_hold(log, fails, lambda: runs < budget)
@@ -238,8 +240,6 @@ class Narrator(Policy):
                 f"at {e.where[task]}"
             )
         text = f"at step {e.first}, " + " and ".join(parts)
-        if isinstance(e.decision, Only):
-            text += f" (only {self.name(e.decision.task)} ran)"
         return text + (f", while {meanwhile}" if meanwhile else "")
 
 
@@ -255,8 +255,8 @@ def _span(start: str, end: str | None) -> str:
     return f"from {start} to {end}"
 
 
-def _where(task: trio.lowlevel.Task) -> str:
-    """The line of the program's own code where ``task`` is paused, as 'line N of file'."""
+def _user_frame(task: trio.lowlevel.Task) -> Any:
+    """The innermost frame of the program's own code in ``task`` (not trio's or seqlab's)."""
     found: Any = None
     try:
         frames = [frame for frame, _ in task.iter_await_frames()]
@@ -269,10 +269,16 @@ def _where(task: trio.lowlevel.Task) -> str:
         )
         if not internal:
             found = frame
+    return found if found is not None else getattr(task.coro, "cr_frame", None)
+
+
+def _where(task: trio.lowlevel.Task) -> str:
+    """The line of the program's own code where ``task`` is paused, as 'line N of file'."""
+    found = _user_frame(task)
     if found is None:
-        found = getattr(task.coro, "cr_frame", None)
-        if found is None:
-            return "its end"
+        return "its end"
+    if inspect.getcoroutinestate(task.coro) == inspect.CORO_CREATED:
+        return f"its start (line {found.f_lineno} of {os.path.basename(found.f_code.co_filename)})"
     filename, line = found.f_code.co_filename, found.f_lineno
     code = linecache.getline(filename, line).strip()
     base = os.path.basename(filename)

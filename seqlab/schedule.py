@@ -194,8 +194,11 @@ class Policy:
     """Decides one run. The base class replays decisions; strategies add their own online.
 
     ``decide(step, present)`` gets the user tasks that can run (ids, creation order) and
-    returns those to run now, in order; the rest are held for this step.
+    returns those to run now, in order; the rest are held for this step. It is asked only at
+    steps where two or more tasks could run, unless ``every_step`` is set.
     """
+
+    every_step = False
 
     def __init__(self, decisions: tuple[Decision, ...] = (), *, strict: bool = False) -> None:
         self.pending: dict[int, list[Decision]] = {}
@@ -405,7 +408,7 @@ class Controller:
         if self.present_log is not None:
             self.present_log.append((task,))
         policy = self.policy
-        if policy is not None and (policy.holds or step in policy.pending):
+        if policy is not None and (policy.holds or step in policy.pending or policy.every_step):
             policy.decide(step, [task])  # ends holds; a decision here must fit (strict replay)
 
     def schedule(self) -> Schedule:

@@ -119,6 +119,8 @@ def _runtime() -> list[Case]:
             "explore-executor-object", lambda: explore(async_fn, executor=object()), T, "executor"
         ),
         Case("Schedule.parse-int", lambda: seqlab.Schedule.parse(5), T, "schedule"),
+        Case("Stepper-async_fn-int", lambda: seqlab.Stepper(5), T, "async_fn"),
+        Case("Stepper-async_fn-sync", lambda: seqlab.Stepper(sync_fn), T, "async_fn"),
         Case("Schedule.parse-bad", lambda: seqlab.Schedule.parse("s1:Z"), V, "schedule"),
     ]
 
@@ -438,6 +440,7 @@ def test_the_sweep_covers_every_public_callable():
         "ExploreResult",
         "Failure",
         "Coverage",
+        "TaskState",
         "Strategy",  # a base class to subclass; strategies are chosen by name or instance
         "StageError",
         "Undelivered",

@@ -1,0 +1,297 @@
+"""You are the scheduler: run real trio code one step at a time, choosing who steps.
+
+A :class:`Stepper` runs a program under seqlab's controlled scheduler (see
+:mod:`seqlab.schedule`) and pauses before every step. You look at the tasks (which can run,
+what the others wait on, the line each is at) and choose one; it runs to its next checkpoint
+and the program pauses again. Every path you take is a schedule string that
+``seqlab.run(fn, *args, schedule=stepper.schedule)`` replays exactly::
+
+    stepper = seqlab.Stepper(two_tellers)
+    while not stepper.finished:
+        stepper.step(stepper.runnable[-1])     # always the newest task: a lost update
+    print(stepper.error)                        # AssertionError: lost update ...
+    seqlab.run(two_tellers, schedule=stepper.schedule)   # fails the same way
+
+The program runs on a thread of its own that waits for your choices, so a notebook kernel
+stays free between clicks. :meth:`close` abandons a run (its tasks are cancelled).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import outcome
+import trio
+
+from .runtime import _MAIN_CODE, _callable_name, _check_async_fn, _Run, _Session
+from .schedule import Controller, Order, Policy, Schedule
+from .trace import Recorder
+from .waits import describe_wait
+
+__all__ = ["Stepper", "TaskState"]
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """One task as the stepper sees it between two steps.
+
+    ``state`` is ``"runnable"``, ``"waiting"`` (``waits_on`` says on what), ``"done"``,
+    ``"failed"`` or ``"cancelled"``; ``line`` is where its code is paused, with ``context``
+    lines around it.
+    """
+
+    name: str
+    state: str
+    waits_on: str
+    line: str
+    context: tuple[str, ...]
+
+
+class _Choice(Policy):
+    """Pauses the run before each step and runs the task the person chose."""
+
+    every_step = True
+
+    def __init__(self, stepper: Stepper, replay: list[int]) -> None:
+        super().__init__()
+        self.stepper = stepper
+        self.replay = replay  # task ids to choose without pausing (undo replays a prefix)
+
+    def decide(self, step: int, present: list[int]) -> list[int]:
+        stepper = self.stepper
+        chosen = self.replay[step] if step < len(self.replay) else stepper._pause(present)
+        if chosen not in present:
+            chosen = present[0]  # the run was abandoned: let it wind down
+        stepper._history.append(chosen)
+        if len(present) > 1:
+            order = Order(step, (chosen,))
+            self.applied.append(order)
+        return [chosen]
+
+
+class Stepper:
+    """Run ``async_fn(*args)`` step by step, choosing yourself which task takes each step.
+
+    ``runnable`` names the tasks that can take a step now; ``step(name)`` runs that one to
+    its next checkpoint; ``tasks`` describes every task; ``finished``, ``error`` and
+    ``result`` say how the program ended; ``schedule`` is the path so far as a string that
+    :func:`seqlab.run` replays. ``undo()`` takes back the last step (by replaying the path
+    without it) and ``reset()`` starts over. Virtual time applies as in :func:`seqlab.run`:
+    when every task sleeps, the clock jumps to the next timer.
+
+    Cancellation: :meth:`close` cancels the program's tasks and waits for its thread; a
+    stepper that is garbage collected unfinished is closed the same way.
+    """
+
+    def __init__(self, async_fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        _check_async_fn(async_fn)
+        self._fn = async_fn
+        self._args = args
+        self._start([])
+
+    # ------------------------------------------------------------------ the run thread
+
+    def _start(self, replay: list[int]) -> None:
+        self._lock = threading.Condition()
+        self._choice: int | None = None
+        self._present: list[int] | None = None
+        self._done = False
+        self._outcome: outcome.Outcome[Any] | None = None
+        self._history: list[int] = []
+        self._pauses = 0
+        self.recorder = Recorder()
+        self._policy = _Choice(self, replay)
+        self._controller = Controller(0, self._policy, _MAIN_CODE, record=True)
+        self._state = _Run(self._fn, self._args, 0, True, self.recorder, self._controller)
+        self._session = _Session().__enter__()
+        self._thread = threading.Thread(target=self._main, name="seqlab.Stepper", daemon=True)
+        self._thread.start()
+        self._wait_for_pause()
+
+    def _main(self) -> None:
+        result, _ = self._session._run_here(self._state)
+        with self._lock:
+            self._outcome = result
+            self._done = True
+            self._present = None
+            self._lock.notify_all()
+
+    def _pause(self, present: list[int]) -> int:
+        """In the run thread: show ``present`` and wait for a choice."""
+        with self._lock:
+            self._present = present
+            self._choice = None
+            self._pauses += 1
+            self._lock.notify_all()
+            while self._choice is None:
+                self._lock.wait()
+            chosen, self._choice = self._choice, None
+            self._present = None
+            return chosen
+
+    def _wait_for_pause(self) -> None:
+        with self._lock:
+            while self._present is None and not self._done:
+                self._lock.wait()
+        if self._done:
+            self._thread.join()
+            self._session.__exit__(None, None, None)
+
+    # ------------------------------------------------------------------ what you see
+
+    def _name(self, task_id: int) -> str:
+        if task_id == 0:
+            return _callable_name(self._fn)  # what the trace calls the main task too
+        return self.recorder.label(self._controller.tasks[task_id])
+
+    @property
+    def runnable(self) -> list[str]:
+        """The tasks that can take a step now, by name, in creation order."""
+        present = self._present
+        return [] if present is None else [self._name(i) for i in present]
+
+    @property
+    def finished(self) -> bool:
+        """Whether the program has ended (returned, raised or deadlocked)."""
+        return self._done
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception the program ended with (a :class:`seqlab.Deadlock` included)."""
+        if self._outcome is None or not isinstance(self._outcome, outcome.Error):
+            return None
+        error = self._outcome.error
+        if self._state.deadlock is not None:
+            return self._state.deadlock
+        return error
+
+    @property
+    def result(self) -> Any:
+        """What the program returned (``None`` until it has)."""
+        return self._outcome.value if isinstance(self._outcome, outcome.Value) else None
+
+    @property
+    def steps(self) -> int:
+        """How many steps have been taken."""
+        return len(self._history)
+
+    @property
+    def path(self) -> list[str]:
+        """Who took each step so far, by name."""
+        return [self._name(i) for i in self._history]
+
+    @property
+    def schedule(self) -> str:
+        """The path so far as a schedule string; once finished, ``seqlab.run(fn, *args,
+        schedule=...)`` replays the whole run exactly."""
+        decisions = tuple(self._policy.applied)
+        return str(Schedule(decisions, self._controller.step if self._done else None))
+
+    @property
+    def tasks(self) -> list[TaskState]:
+        """Every task of the program so far, in creation order."""
+        from .explain import _where
+
+        states = []
+        present = set(self._present or ())
+        exits = {e.task: e.data.get("outcome") for e in self.recorder.events if e.kind == "exit"}
+        for i, task in enumerate(self._controller.tasks):
+            name = self._name(i)
+            if name in exits:
+                how = str(exits[name] or "returned")
+                state = "done" if how == "returned" else how.split(" ")[0].rstrip(":")
+                state = {"raised": "failed"}.get(state, state)
+                states.append(TaskState(name, state, "", "", ()))
+                continue
+            started = i != 0 or self.steps > 0
+            where = _where(task) if started else "its start"
+            context = _context(task) if started else ()
+            if i in present:
+                states.append(TaskState(name, "runnable", "", where, context))
+            else:
+                waits_on, _ = describe_wait(task)
+                states.append(TaskState(name, "waiting", waits_on, where, context))
+        return states
+
+    # ------------------------------------------------------------------ what you do
+
+    def step(self, name: str) -> None:
+        """Let the task called ``name`` take one step (run to its next checkpoint)."""
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a task name (str), got {type(name).__name__}")
+        if self._done:
+            raise RuntimeError("the program has finished: reset() to start again")
+        names = self.runnable
+        if name not in names:
+            raise ValueError(
+                f"name must be one of the tasks that can step now ({', '.join(names)}), "
+                f"got {name!r}"
+            )
+        assert self._present is not None
+        chosen = self._present[names.index(name)]
+        with self._lock:
+            pauses = self._pauses
+            self._choice = chosen
+            self._lock.notify_all()
+            while self._pauses == pauses and not self._done:
+                self._lock.wait()
+        self._wait_for_pause()
+
+    def undo(self) -> None:
+        """Take back the last step: the program is replayed up to the step before it."""
+        if not self._history:
+            return
+        path = self._history[:-1]
+        self.close()
+        self._start(path)
+
+    def reset(self) -> None:
+        """Start the program again from its first step."""
+        self.close()
+        self._start([])
+
+    def close(self) -> None:
+        """Abandon the run: cancel the program's tasks and wait for its thread to end."""
+        if self._done:
+            return
+        self._state.interrupt()
+        while not self._done:
+            with self._lock:
+                present = self._present
+                if present is not None:
+                    self._choice = present[0]
+                    self._lock.notify_all()
+                self._lock.wait(0.05)
+        self._thread.join()
+        self._session.__exit__(None, None, None)
+
+    def __del__(self) -> None:
+        if not getattr(self, "_done", True):
+            self.close()
+
+    def __repr__(self) -> str:
+        if self._done:
+            how = "failed" if self.error is not None else "finished"
+            return f"<Stepper {how} after {self.steps} steps>"
+        return f"<Stepper at step {self.steps}: can step {', '.join(self.runnable)}>"
+
+
+def _context(task: trio.lowlevel.Task, around: int = 2) -> tuple[str, ...]:
+    """The lines around where ``task`` is paused (``>`` marks its line)."""
+    import linecache
+
+    from .explain import _user_frame
+
+    frame = _user_frame(task)
+    if frame is None:
+        return ()
+    filename, line = frame.f_code.co_filename, frame.f_lineno
+    lines = []
+    for n in range(max(1, line - around), line + around + 1):
+        text = linecache.getline(filename, n).rstrip()
+        if text or n <= line:
+            lines.append(f"{'>' if n == line else ' '} {n:4} {text}")
+    return tuple(lines)
