@@ -117,7 +117,7 @@ def detect() -> Sandbox:
     # The probe is a real sandbox (same mounts, same user switch) importing seqlab: a machine
     # where bwrap exists but, say, cannot mount /proc in a new PID namespace falls back here.
     candidate = Sandbox("bubblewrap", cgroup_missing, bwrap)
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": "/opt/seqlab", "HOME": "/tmp"}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": _sandbox_path(), "HOME": "/tmp"}
     probe = _bwrap_argv(candidate, sys.executable, env)[:-2]
     become = "os.setgroups([]); os.setgid(61999); os.setuid(61999); " if os.geteuid() == 0 else ""
     probe += ["-c", f"import os; {become}import seqlab; os.makedirs('/tmp/work'); print('ok')"]
@@ -175,8 +175,22 @@ def _bwrap_argv(sandbox: Sandbox, python: str, env: dict[str, str]) -> list[str]
     argv += ["--chdir", "/tmp", "--clearenv"]
     for key, value in env.items():
         argv += ["--setenv", key, value]
-    argv += [python, "-m", "seqlab.grading._runner"]
+    # -S: no site module (its .pth processing costs ~80 ms a submission); the package and
+    # this Python's site-packages are on PYTHONPATH instead.
+    argv += [python, "-S", "-m", "seqlab.grading._runner"]
     return argv
+
+
+def _sandbox_path() -> str:
+    """PYTHONPATH inside the sandbox: the package, then this Python's site-packages."""
+    import sysconfig
+
+    paths = ["/opt/seqlab"]
+    for key in ("purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path and path not in paths:
+            paths.append(path)
+    return ":".join(paths)
 
 
 def _source_of(dest: str, binds: list[tuple[str, str]]) -> str:
@@ -301,7 +315,7 @@ def launch(
     }
     if sandbox.mode == "bubblewrap":
         env.update(HOME="/tmp/home", IPYTHONDIR="/tmp/home/.ipython", TMPDIR="/tmp")
-        env["PYTHONPATH"] = "/opt/seqlab"
+        env["PYTHONPATH"] = _sandbox_path()
         if os.geteuid() == 0:
             env["SEQLAB_SANDBOX_UID"] = str(uid if uid is not None else NOBODY)
         argv = _bwrap_argv(sandbox, python, env)
