@@ -125,6 +125,20 @@ _KEY_CONSUMER = ("key", "consumer")
 _DELIVERY = ("key", "sequence", "attempt", "consumer")
 
 
+def _pop_head(state: _Key) -> None:
+    """Drop the key's settled head message (amortised O(1): the list is cut now and then)."""
+    head = state.head + 1
+    backlog = state.backlog
+    if head == len(backlog):
+        backlog.clear()
+        state.head = 0
+    elif head >= 32 and 2 * head >= len(backlog):
+        del backlog[:head]
+        state.head = 0
+    else:
+        state.head = head
+
+
 _new_delivery = partial(tuple.__new__, Delivery)  # Delivery(*fields), without the Python frame
 
 
@@ -133,12 +147,24 @@ class _Key:
     stands. Once a key has nothing left to do it is dropped, keeping only its next sequence
     number (in ``Convoy._idle_sequences``)."""
 
-    __slots__ = ("attempts", "backlog", "join_lot", "key", "next_sequence", "settled", "state")
+    __slots__ = (
+        "attempts",
+        "backlog",
+        "head",
+        "join_lot",
+        "key",
+        "next_sequence",
+        "settled",
+        "state",
+    )
 
     def __init__(self, key: Any) -> None:
         self.key = key
-        # (message, sequence, send time); the head stays here while it is in flight.
-        self.backlog: deque[tuple[Any, int, float]] = deque()
+        # (message, sequence, send time) from ``head`` on; the head stays while it is in
+        # flight. A list with a moving head, not a deque: an empty deque alone is 624 bytes,
+        # and most keys hold a message or two.
+        self.backlog: list[tuple[Any, int, float]] = []
+        self.head = 0
         self.next_sequence = 0
         self.settled = 0
         self.attempts = 0
@@ -426,7 +452,7 @@ class Convoy:
         self._idle_sequences[state.key] = state.next_sequence
 
     def _settle(self, state: _Key) -> None:
-        state.backlog.popleft()
+        _pop_head(state)
         state.attempts = 0
         state.settled += 1
         self._unsettled -= 1
@@ -440,10 +466,11 @@ class Convoy:
         self._closed = True
         self._in_flight = 0
         for state in self._keys.values():
-            for index, (message, sequence, _) in enumerate(state.backlog):
+            for index, (message, sequence, _) in enumerate(state.backlog[state.head :]):
                 attempts = state.attempts if index == 0 else 0
                 self.undelivered.append(Undelivered(state.key, message, sequence, attempts))
             state.backlog.clear()
+            state.head = 0
             state.state = _IDLE
             if state.join_lot:
                 state.join_lot.unpark_all()  # they raise ClosedResourceError
@@ -475,7 +502,7 @@ class Convoy:
         backlog: dict[Any, int] = {}
         locked = []
         for state in self._keys.values():
-            waiting = len(state.backlog)
+            waiting = len(state.backlog) - state.head
             if state.state == _HELD:
                 locked.append(state.key)
                 if state.attempts:
@@ -530,7 +557,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
         turns = 0
         while backlog and turns < batch:
             turns += 1
-            message, sequence, sent_at = backlog[0]
+            message, sequence, sent_at = backlog[state.head]
             attempt = state.attempts + 1
             state.attempts = attempt
             if attempt == 1:
@@ -567,7 +594,15 @@ async def _consume(convoy: Convoy, index: int) -> None:
             if error is None and not lost:
                 convoy._delivered += 1
                 # convoy._settle(state), inlined: this is the hot path.
-                backlog.popleft()
+                head = state.head + 1
+                if head == len(backlog):
+                    backlog.clear()
+                    state.head = 0
+                elif head >= 32 and 2 * head >= len(backlog):
+                    del backlog[:head]
+                    state.head = 0
+                else:
+                    state.head = head
                 state.attempts = 0
                 state.settled += 1
                 convoy._unsettled -= 1

@@ -72,8 +72,11 @@ def wait_detail(
             return "on a thread (trio.to_thread)", "thread"
         if module.startswith("trio._core._io"):
             return f"on I/O ({frame.f_code.co_name})", "I/O"
-        f_locals = frame.f_locals
-        me: Any = f_locals.get("self")
+        # Reading f_locals builds a dict of the frame's locals: only do it for methods (and
+        # for trio's sleep_until, below), since this runs at every block of a traced task.
+        code = frame.f_code
+        method = code.co_argcount > 0 and code.co_varnames[0] == "self"
+        me: Any = frame.f_locals.get("self") if method else None
         if described is None and hasattr(me, "_describe_wait"):
             described = f"at {me._describe_wait()}"
             # A pipeline stage waits on what it reads: the stages before it, or the cursor.
@@ -96,8 +99,8 @@ def wait_detail(
             else:
                 trio_part = f"in trio.{frame.f_code.co_name}()"
                 trio_on = "sleep" if frame.f_code.co_name.startswith("sleep") else trio_part[3:]
-        if trio_on == "sleep" and frame.f_code.co_name == "sleep_until":
-            deadline = f_locals.get("deadline")
+        if trio_on == "sleep" and code.co_name == "sleep_until":
+            deadline = frame.f_locals.get("deadline")
             if isinstance(deadline, (int, float)):
                 trio_part = f"in trio.sleep until {deadline - t0:.3f}"
     if described is not None:

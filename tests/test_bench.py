@@ -103,9 +103,9 @@ def test_each_fair_peer_is_present_with_a_target(quick_run):
 def test_scaling_rows_cover_every_dimension_at_three_sizes(quick_run):
     _, data = quick_run
     scaling = [r for r in data["results"] if r["kind"] == "scaling"]
-    assert {r["group"] for r in scaling} >= SCALING_GROUPS
+    assert {r["group"] for r in scaling if r["target"] == 1.5} >= SCALING_GROUPS
     for r in scaling:
-        assert len(r["points"]) == 3 and r["target"] == 1.5
+        assert len(r["points"]) == 3 and r["target"] in (1.5, None)
         sizes = sorted(int(n) for n in r["points"])
         assert r["peer"] == f"n={sizes[0]:,}"
         assert r["seqlab"] == r["points"][str(sizes[-1])]

@@ -235,18 +235,14 @@ def traced(quick: bool) -> float:
     return timed_trio(main)
 
 
-@scaling("barrier", "parties, cost per wait", unit="wait")
-def many_parties(n: int, quick: bool) -> tuple[float, int]:
-    """``n`` parties, phases chosen so every size does about as many waits (at least 10
-    phases). Timed from the first release to the last party's last wait: spawning and
-    ending the tasks is not barrier work."""
+def _many_parties(make: Any, n: int, quick: bool) -> tuple[float, int]:
     total = 20_000 if quick else 200_000
     phases = max(10, total // n)
     start = end = 0.0
 
     async def main() -> None:
         nonlocal start, end
-        barrier = Barrier(n)
+        barrier = make(n)
 
         async def party() -> None:
             nonlocal start, end
@@ -263,3 +259,18 @@ def many_parties(n: int, quick: bool) -> tuple[float, int]:
 
     trio.run(main)
     return end - start, phases * n
+
+
+@scaling("barrier", "parties, cost per wait", unit="wait")
+def many_parties(n: int, quick: bool) -> tuple[float, int]:
+    """``n`` parties, phases chosen so every size does about as many waits (at least 10
+    phases). Timed from the first release to the last party's last wait: spawning and
+    ending the tasks is not barrier work."""
+    return _many_parties(Barrier, n, quick)
+
+
+@scaling("barrier", "parties, raw floor's cost per wait (trio itself)", unit="wait", target=None)
+def many_parties_floor(n: int, quick: bool) -> tuple[float, int]:
+    """The same for the raw floor: how much of the growth is trio's (and the CPU cache's)
+    with that many tasks, whatever the barrier."""
+    return _many_parties(RawBarrier, n, quick)

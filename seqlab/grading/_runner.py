@@ -249,12 +249,39 @@ def _death(status: int) -> str:
     return "it stopped unexpectedly"
 
 
+class _NoShell:
+    """What ``get_ipython()`` returns while grading: magics, shell commands and displays in a
+    learner's cell do nothing (the grader turned ``%magic`` lines into calls on this)."""
+
+    def run_line_magic(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def run_cell_magic(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def system(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def getoutput(self, *args: Any, **kwargs: Any) -> list[str]:
+        return []
+
+
+def _no_display(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
 class Runner:
     def __init__(self, job: Job, inp: int, out: int) -> None:
         self.job = job
         self.inp = inp
         self.out = out
-        self.ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+        shell = _NoShell()
+        self.ns: dict[str, Any] = {
+            "__name__": "__main__",
+            "__builtins__": builtins,
+            "get_ipython": lambda: shell,
+            "display": _no_display,
+        }
 
     def send(self, message: dict[str, Any]) -> None:
         data = (json.dumps(message, separators=(",", ":")) + "\n").encode()

@@ -136,7 +136,13 @@ def grade_command(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-    batch = grade_many(args.submissions, lessons, settings, jobs=args.jobs, progress=progress)
+    from .checkplan import LessonError
+
+    try:
+        batch = grade_many(args.submissions, lessons, settings, jobs=args.jobs, progress=progress)
+    except LessonError as error:
+        print(f"seqlab grade: the lesson cannot be graded: {error}", file=sys.stderr)
+        return 2
     data: Any
     if fmt == "gradescope":
         _write(json.dumps(batch.results[0].to_gradescope(), indent=2) + "\n", args.out)

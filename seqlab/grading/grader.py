@@ -288,7 +288,7 @@ def rebuild(lesson: Lesson, submission: Any) -> _Plan:
                 )
                 text = source_text(released.cells[index])
             else:
-                text = source_text(mine)
+                text = _python(source_text(mine))
             steps.append(Step(number, "solution", gid, text))
             solutions[number] = gid
         elif index in tests:
@@ -313,6 +313,22 @@ def rebuild(lesson: Lesson, submission: Any) -> _Plan:
             + ", ".join(sorted(duplicates))
         )
     return _Plan(steps, checks, solutions, notes)
+
+
+def _python(text: str) -> str:
+    """A cell's IPython syntax (``%magic``, ``!shell``) as plain Python calls on
+    ``get_ipython()``, which the runner answers with no-ops: magics and shell commands are
+    for the learner's own notebook and are ignored when grading."""
+    if not any(line.lstrip().startswith(("%", "!")) for line in text.splitlines()) and (
+        "= %" not in text and "=%" not in text
+    ):
+        return text
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        return str(TransformerManager().transform_cell(text))
+    except Exception:
+        return text
 
 
 def _names(source: str) -> tuple[set[str], set[str]] | None:

@@ -114,14 +114,20 @@ def detect() -> Sandbox:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return Sandbox("none", unsandboxed, None, "bubblewrap (bwrap) is not installed")
-    probe = [bwrap, *_namespace_args(), "--ro-bind", "/", "/", "true"]
+    # The probe is a real sandbox (same mounts, same user switch) importing seqlab: a machine
+    # where bwrap exists but, say, cannot mount /proc in a new PID namespace falls back here.
+    candidate = Sandbox("bubblewrap", cgroup_missing, bwrap)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": _sandbox_path(), "HOME": "/tmp"}
+    probe = _bwrap_argv(candidate, sys.executable, env)[:-2]
+    become = "os.setgroups([]); os.setgid(61999); os.setuid(61999); " if os.geteuid() == 0 else ""
+    probe += ["-c", f"import os; {become}import seqlab; os.makedirs('/tmp/work'); print('ok')"]
     try:
-        proc = subprocess.run(probe, capture_output=True, text=True, timeout=20)
-        ok, why = proc.returncode == 0, proc.stderr.strip()[-300:]
+        proc = subprocess.run(probe, capture_output=True, text=True, timeout=60)
+        ok, why = proc.stdout.strip() == "ok", proc.stderr.strip()[-300:]
     except (OSError, subprocess.TimeoutExpired) as exc:
         ok, why = False, str(exc)
     if not ok:
-        return Sandbox("none", unsandboxed, None, f"bwrap cannot create namespaces here: {why}")
+        return Sandbox("none", unsandboxed, None, f"bwrap cannot build the sandbox here: {why}")
     return Sandbox("bubblewrap", cgroup_missing, bwrap)
 
 
@@ -169,8 +175,22 @@ def _bwrap_argv(sandbox: Sandbox, python: str, env: dict[str, str]) -> list[str]
     argv += ["--chdir", "/tmp", "--clearenv"]
     for key, value in env.items():
         argv += ["--setenv", key, value]
-    argv += [python, "-m", "seqlab.grading._runner"]
+    # -S: no site module (its .pth processing costs ~80 ms a submission); the package and
+    # this Python's site-packages are on PYTHONPATH instead.
+    argv += [python, "-S", "-m", "seqlab.grading._runner"]
     return argv
+
+
+def _sandbox_path() -> str:
+    """PYTHONPATH inside the sandbox: the package, then this Python's site-packages."""
+    import sysconfig
+
+    paths = ["/opt/seqlab"]
+    for key in ("purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path and path not in paths:
+            paths.append(path)
+    return ":".join(paths)
 
 
 def _source_of(dest: str, binds: list[tuple[str, str]]) -> str:
@@ -295,7 +315,7 @@ def launch(
     }
     if sandbox.mode == "bubblewrap":
         env.update(HOME="/tmp/home", IPYTHONDIR="/tmp/home/.ipython", TMPDIR="/tmp")
-        env["PYTHONPATH"] = "/opt/seqlab"
+        env["PYTHONPATH"] = _sandbox_path()
         if os.geteuid() == 0:
             env["SEQLAB_SANDBOX_UID"] = str(uid if uid is not None else NOBODY)
         argv = _bwrap_argv(sandbox, python, env)
@@ -314,14 +334,19 @@ def launch(
         if cgroup is not None:
             cgroup.join()
 
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=run_env,
-        cwd=cwd,
-        start_new_session=True,
-        preexec_fn=prepare,  # writes this child's pid into its cgroup
-    )
-    return proc, cgroup
+    options: dict[str, Any] = {
+        "stdin": subprocess.PIPE,
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.DEVNULL,
+        "env": run_env,
+        "cwd": cwd,
+        "start_new_session": True,
+    }
+    if cgroup is None:
+        return subprocess.Popen(argv, **options), None
+    try:
+        # prepare() writes the child's pid into its cgroup before bwrap starts.
+        return subprocess.Popen(argv, preexec_fn=prepare, **options), cgroup
+    except subprocess.SubprocessError:  # the cgroup refused the process: run without it
+        cgroup.remove()
+        return subprocess.Popen(argv, **options), None

@@ -39,8 +39,15 @@ def safe_repr(value: Any) -> str:
     return _ADDRESS.sub("", pretty(value, max_width=sys.maxsize))
 
 
+#: describe_error reports this many leaves of an exception group in full, then counts the rest.
+LEAF_LIMIT = 3
+
+
 def describe_error(error: BaseException) -> str:
     """Each leaf exception of ``error`` with the user's own frames, one line each.
+
+    Past :data:`LEAF_LIMIT` leaves (a group from a nursery of a thousand failing tasks), one
+    line counts the rest by type.
 
     Example::
 
@@ -53,7 +60,8 @@ def describe_error(error: BaseException) -> str:
     if isinstance(error, Deadlock):
         return f"{error}\n"
     lines: list[str] = []
-    for leaf in leaves(error):
+    found = leaves(error)
+    for leaf in found[:LEAF_LIMIT]:
         message = str(leaf)
         name = type(leaf).__name__
         lines.append(f"{name}: {_ADDRESS.sub('', message)}" if message else name)
@@ -66,6 +74,13 @@ def describe_error(error: BaseException) -> str:
             name = "scenario" if filename.startswith(SCENARIO_FILE_PREFIX) else frame.name
             code = f": {frame.line.strip()}" if frame.line else ""
             lines.append(f"  in {name}, line {frame.lineno}{code}")
+    rest = found[LEAF_LIMIT:]
+    if rest:
+        counts: dict[str, int] = {}
+        for leaf in rest:
+            counts[type(leaf).__name__] = counts.get(type(leaf).__name__, 0) + 1
+        kinds = ", ".join(f"{name} x{n}" for name, n in sorted(counts.items()))
+        lines.append(f"... and {len(rest)} more error{'s' * (len(rest) > 1)} ({kinds})")
     return "\n".join(lines) + "\n"
 
 

@@ -640,7 +640,7 @@ class SeqlabMagics(Magics):
                 f"{explored.runs}, {found}"
             )
             if failures:
-                print("failing seeds so far: " + ", ".join(str(f.seed) for f in failures))
+                print("failing seeds so far: " + _seed_list([f.seed for f in failures]))
                 first_failure = failures[0]
                 self.last_recorder = first_failure.trace
                 print(f"first failure, seed {first_failure.seed} ({first_failure.strategy}):")
@@ -686,7 +686,7 @@ class SeqlabMagics(Magics):
             return
         failures = result.failures
         print(f"explored {count} schedules ({span}; {distinct}): {len(failures)} failed")
-        print("failing seeds: " + ", ".join(str(f.seed) for f in failures))
+        print("failing seeds: " + _seed_list([f.seed for f in failures]))
         found = failures[0]
         # Shrink it: the fewest decisive choices, said in words, are what a learner can follow.
         first_failure = found.shrink()
@@ -705,6 +705,12 @@ class SeqlabMagics(Magics):
 
 #: Lines of the partial trace an interrupted run's summary ends with.
 INTERRUPT_TAIL = 5
+
+
+def _seed_list(seeds: list[int], limit: int = 20) -> str:
+    """``seeds`` comma-separated, the first ``limit`` of them and a count of the rest."""
+    shown = ", ".join(str(seed) for seed in seeds[:limit])
+    return shown + (f", ... ({len(seeds) - limit} more)" if len(seeds) > limit else "")
 
 
 def _interrupted(error: BaseException) -> bool:

@@ -683,6 +683,7 @@ class BarrierModel(_Model):
     kind = "barrier"
     reads = frozenset(
         {("Barrier", k) for k in ("arrive", "leave", "action", "release", "broken", "reset")}
+        | {("Phaser", k) for k in ("register", "arrive", "deregister", "advance")}
         | {("runtime", "deadlock")}
     )
 
@@ -712,6 +713,7 @@ class BarrierModel(_Model):
                 "broken": False,
                 "reason": None,
                 "deadlock": None,
+                "unit": "generation",
                 "generations": deque(maxlen=self.max_generations),
                 "hidden_generations": 0,
                 "counts": {},
@@ -755,6 +757,9 @@ class BarrierModel(_Model):
             return
         kind, data = event.kind, event.data
         b["counts"][kind] = b["counts"].get(kind, 0) + 1
+        if family(event.primitive) == "Phaser":
+            self._phaser(b, event)
+            return
         if isinstance(data.get("parties"), int):
             b["parties"] = data["parties"]
         if kind == "reset":
@@ -796,6 +801,30 @@ class BarrierModel(_Model):
             if record["outcome"] == "open":
                 self._end(record, "broken", event)
 
+    def _phaser(self, b: dict[str, Any], event: TraceEvent) -> None:
+        """A Phaser's phases drawn as generations: its registered parties, who arrived (or
+        arrived and left), and which task's arrival advanced the phase."""
+        b["unit"] = "phase"
+        kind, data = event.kind, event.data
+        if isinstance(data.get("registered"), int):
+            b["parties"] = data["registered"]
+        if kind == "register":
+            return
+        if kind == "advance":
+            phase = data.get("phase")
+            if isinstance(phase, int):
+                record = self._generation(b, phase - 1, kind)
+                if record["outcome"] == "open":
+                    self._end(record, "released", event)
+                    record["by"] = event.task
+                b["generation"] = max(b["generation"], phase)
+            if data.get("terminated"):
+                b["reason"] = "terminated"
+            return
+        record = self._generation(b, data.get("phase"), "arrive")
+        status = "waiting" if kind == "arrive" else "left"
+        record["arrivals"].append([event.task, None, _t(event.time), None, status])
+
     @staticmethod
     def _end(record: dict[str, Any], outcome: str, event: TraceEvent) -> None:
         record["outcome"] = outcome
@@ -836,6 +865,7 @@ class BarrierModel(_Model):
                     "broken": b["broken"],
                     "reason": b["reason"],
                     "deadlock": b["deadlock"],
+                    "unit": b["unit"],
                     "waiting": self.waiting(name),
                     "arrived": self.arrived_text(name),
                     "generations": [
@@ -859,20 +889,20 @@ class BarrierModel(_Model):
             parties = "?" if b["parties"] is None else b["parties"]
             waiting = self.waiting(name)
             head = (
-                f"  {name}: parties={parties} generation={b['generation']} "
+                f"  {name}: parties={parties} {b['unit']}={b['generation']} "
                 f"{'BROKEN ' if b['broken'] else ''}waiting={len(waiting)}"
             )
             if waiting:
                 head += f" ({', '.join(waiting)}): {self.arrived_text(name)}"
             if b["deadlock"] is not None:
                 head += f", DEADLOCKED at {b['deadlock']:.3f}"
-            if b["broken"] and b["reason"]:
+            if b["reason"] and (b["broken"] or b["unit"] == "phase"):
                 head += f" ({b['reason']})"
             lines.append(head)
             if b["hidden_generations"]:
                 lines.append(f"    ({b['hidden_generations']} older generations summarised)")
             for g in b["generations"]:
-                lines.append("    " + _generation_text(g))
+                lines.append("    " + _generation_text(g, b["unit"]))
         if self.hidden_events:
             lines.append(f"  ({self.hidden_events} events on further barriers not shown)")
         return "\n".join(lines)
@@ -885,7 +915,7 @@ class BarrierModel(_Model):
         y = top
         for name, b in self.barriers.items():
             parties = "?" if b["parties"] is None else b["parties"]
-            head = f"{name}  parties {parties}  generation {b['generation']}"
+            head = f"{name}  parties {parties}  {b['unit']} {b['generation']}"
             if self.waiting(name):
                 head += f"  {self.arrived_text(name)}"
             if b["deadlock"] is not None:
@@ -896,7 +926,8 @@ class BarrierModel(_Model):
             parts.append(_text_el(4, y + 14, head, "failed" if bad else "text"))
             y += row_h
             for g in b["generations"]:
-                parts.append(_text_el(14, y + 14, f"gen {g['generation']}", "muted"))
+                short = "gen" if b["unit"] == "generation" else "phase"
+                parts.append(_text_el(14, y + 14, f"{short} {g['generation']}", "muted"))
                 cx = 70
                 for task, index, t, waited, status in g["arrivals"]:
                     if cx > width - 170:
@@ -942,7 +973,7 @@ def _generation_end(g: dict[str, Any]) -> str:
     return text
 
 
-def _generation_text(g: dict[str, Any]) -> str:
+def _generation_text(g: dict[str, Any], unit: str = "generation") -> str:
     arrivals = []
     for task, index, t, waited, status in g["arrivals"]:
         text = f"{task}#{'?' if index is None else index} at {t:.3f}"
@@ -952,7 +983,8 @@ def _generation_text(g: dict[str, Any]) -> str:
             text += f" ({status})"
         arrivals.append(text)
     action = f", action by {g['action']}" if g["action"] else ""
-    return f"gen {g['generation']}: {_generation_end(g)}{action}: {', '.join(arrivals)}"
+    short = "gen" if unit == "generation" else "phase"
+    return f"{short} {g['generation']}: {_generation_end(g)}{action}: {', '.join(arrivals)}"
 
 
 # ----------------------------------------------------------------------------------- convoy

@@ -268,3 +268,27 @@ def test_only_demo_cells_that_nothing_reads_are_left_out(tmp_path: Path) -> None
     plan = rebuild(Lesson("demo", tmp_path / "demo.ipynb", nb), nb)
     kept = [s.source.splitlines()[0] for s in plan.steps if s.kind == "setup"]
     assert kept == ["def helper():"]
+
+
+def test_magics_and_displays_in_a_solution_cell_are_ignored_not_fatal(tmp_path: Path) -> None:
+    cell = "%seqlab check double\n!echo hi\n" + DOUBLE + "\ndisplay(double(1))\n"
+    sub = make_submission(tmp_path, "magics", {"double": cell})
+    result = grade(sub, load_lesson(SOURCE), GradeSettings(cell_timeout=20))
+    assert {t.grade_id: t.score for t in result.tests}["double-check"] == 1, result.to_text()
+
+
+def test_a_lesson_whose_checks_cannot_be_split_is_refused_before_grading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from seqlab.cli import main
+
+    nb = nbformat.read(str(TINY), as_version=4)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade"):
+            cell.source += "\ncheck_equal(triple(3), 9, what=f'{triple}')"
+    lesson = tmp_path / "bad-lesson.ipynb"
+    nbformat.write(nb, str(lesson))
+    sub = tmp_path / "sub.ipynb"
+    shutil.copy(TINY, sub)
+    assert main(["grade", str(sub), "--lesson", str(lesson)]) == 2
+    assert "what= must be a string literal" in capsys.readouterr().err

@@ -310,6 +310,24 @@ def test_status_tells_how_the_last_run_ended(sh: Shell):
     )
 
 
+def test_many_errors_and_failing_seeds_are_counted_not_listed(sh: Shell):
+    out, _ = sh.cell(
+        "%%seqlab run --seed 1 --view none\n"
+        "async def fail(i):\n"
+        "    raise ValueError(i)\n"
+        "async with trio.open_nursery() as nursery:\n"
+        "    for i in range(50):\n"
+        "        nursery.start_soon(fail, i)"
+    )
+    assert out.count("ValueError: ") == 3
+    assert "\n... and 47 more errors (ValueError x47)\nreplay: %seqlab replay 1\n" in out
+    out, _ = sh.cell("%%seqlab run --explore 30 --view none\nraise KeyError('always')")
+    assert out.splitlines()[:2] == [
+        "explored 30 schedules (seeds 0-29): 30 failed",
+        "failing seeds: " + ", ".join(str(s) for s in range(20)) + ", ... (10 more)",
+    ]
+
+
 def test_status_outside_the_seqlab_kernel(sh: Shell):
     out, _ = sh.cell("%seqlab")
     assert out.splitlines()[1] == "loop: none (not the seqlab kernel: no persistent trio loop)"

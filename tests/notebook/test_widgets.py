@@ -128,6 +128,7 @@ def test_barrier_view_state_for_known_trace() -> None:
             "broken": False,
             "reason": None,
             "deadlock": None,
+            "unit": "generation",
             "waiting": [],
             "arrived": "0 of 2 arrived",
             "generations": [
@@ -831,3 +832,38 @@ def test_text_and_svg_carry_the_same_facts_deterministically() -> None:
         "producer WAITING since 2.000: ring full, wants 16, gated by deliver at -1",
     ):
         assert fact in ring.text() and fact in _svg_text(ring.svg()), fact
+
+
+def test_barrier_view_draws_a_phasers_phases() -> None:
+    async def main() -> None:
+        ph = seqlab.Phaser(1, name="ph")
+
+        async def party() -> None:
+            ph.register()
+            await ph.arrive_and_wait()
+            ph.arrive_and_deregister()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(party)
+            await trio.sleep(1)
+            await ph.arrive_and_wait()
+            ph.arrive_and_deregister()
+
+    rec = seqlab.Recorder()
+    seqlab.run(main, seed=3, recorder=rec)
+    model = BarrierModel()
+    model.feed_all(rec.events)
+    (b,) = model.state()["barriers"]
+    assert (b["name"], b["unit"], b["generation"], b["reason"]) == (
+        "Phaser 'ph'",
+        "phase",
+        2,
+        "terminated",
+    )
+    first, second = b["generations"]
+    assert [a[0] for a in first["arrivals"]] == ["party", "main"]
+    assert (first["outcome"], first["time"], first["by"]) == ("released", 1.0, "main")
+    assert [a[4] for a in second["arrivals"]] == ["left", "left"]  # arrived and deregistered
+    assert model.text().splitlines()[1] == "  Phaser 'ph': parties=0 phase=2 waiting=0 (terminated)"
+    svg = model.svg()
+    assert ">phase 0<" in svg and ">released at 1.000 by main<" in svg

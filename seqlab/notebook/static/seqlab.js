@@ -294,8 +294,10 @@ function renderBarrier(model, body, tooltip) {
     const stuck = b.deadlock !== null && b.deadlock !== undefined;
     const box = el("div", { class: `seqlab-barrier${b.broken ? " broken" : ""}${stuck ? " deadlocked" : ""}`, "data-name": b.name });
     const parties = b.parties === null ? "?" : b.parties;
-    let head = `${b.name}: ${parties} parties, generation ${b.generation}`;
+    const unit = b.unit || "generation";
+    let head = `${b.name}: ${parties} parties, ${unit} ${b.generation}`;
     if (b.broken) head += `, BROKEN${b.reason ? " (" + b.reason + ")" : ""}`;
+    else if (b.reason) head += ` (${b.reason})`;
     box.appendChild(el("div", { class: "seqlab-heading", text: head }));
     const waiting = b.waiting || [];
     let status = waiting.length ? `${b.arrived}: ${waiting.join(", ")} waiting` : "nobody waiting";
@@ -306,7 +308,7 @@ function renderBarrier(model, body, tooltip) {
     }
     for (const g of b.generations) {
       const row = el("div", { class: `seqlab-generation outcome-${g.outcome}` });
-      row.appendChild(el("span", { class: "seqlab-gen-label", text: `gen ${g.generation}` }));
+      row.appendChild(el("span", { class: "seqlab-gen-label", text: `${unit === "phase" ? "phase" : "gen"} ${g.generation}` }));
       for (const [task, index, t, waited, st] of g.arrivals) {
         const label = index === null ? task : `${task} #${index}`;
         const chip = el("span", { class: `seqlab-chip arrival-${st}`, "data-task": task, text: waited === null ? label : `${label} \u00b7 ${Number(waited).toFixed(2)} s` });
