@@ -323,7 +323,7 @@ def test_many_errors_and_failing_seeds_are_counted_not_listed(sh: Shell):
     assert "\n... and 47 more errors (ValueError x47)\nreplay: %seqlab replay 1\n" in out
     out, _ = sh.cell("%%seqlab run --explore 30 --view none\nraise KeyError('always')")
     assert out.splitlines()[:2] == [
-        "explored 30 schedules (seeds 0-29): 30 failed",
+        "explored 30 schedules (seeds 0-29; 1 distinct, auto): 30 failed",
         "failing seeds: " + ", ".join(str(s) for s in range(20)) + ", ... (10 more)",
     ]
 
