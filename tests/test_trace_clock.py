@@ -56,7 +56,7 @@ def test_import_and_tracing_survive_a_trio_without_system_clock():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["2", "True"]
+    assert done.stdout.split() == ["4", "True"]  # spawn, block (the sleep), wake, exit
 
 
 def test_a_recorder_outside_seqlab_run_uses_the_system_clock():

@@ -1420,7 +1420,10 @@ class RingModel(_Model):
     def svg(self, width: int = 720) -> str:
         size = self.ring_size()
         shown = min(size, 64)
-        height = max(260, 40 + 18 * (len(self.stages) + 2))
+        columns = self._stage_columns()
+        graph_h = 44 * max([len(c) for c in columns] + [1]) + 16 if self.stages else 0
+        # The ring at the top left, its stage graph beside it, one line per stage below both.
+        height = max(260, graph_h + 16) + 18 * (len(self.stages) + 2) + 8
         cx, cy, r = 130, 130, 95
         parts = [_svg_open(width, height, "seqlab-ring")]
         low = min((s["sequence"] for s in self.stages.values()), default=self.cursor)
@@ -1455,14 +1458,77 @@ class RingModel(_Model):
             )
         parts.append(_text_el(cx, cy - 4, f"cursor {self.cursor}", "text", "middle"))
         parts.append(_text_el(cx, cy + 12, f"size {size}", "muted", "middle"))
-        y = 30
-        parts.append(_text_el(260, 16, "stage: sequence, lag, batches, after", "muted"))
+        y = max(260, graph_h + 16) + 14
         for s in self.stages.values():
-            parts.append(_text_el(260, y, _stage_text(s, self.cursor)))
+            parts.append(_text_el(4, y, _stage_text(s, self.cursor)))
             y += 18
         color = "failed" if self.producer["waiting"] else "muted"
-        parts.append(_text_el(260, y + 4, self.producer_text(), color))
+        parts.append(_text_el(4, y + 4, self.producer_text(), color))
+        if self.stages:
+            parts.append(self._graph_svg(columns, top=8, left=250))
         parts.append("</svg>")
+        return "".join(parts)
+
+    def _stage_columns(self) -> list[list[str]]:
+        """The stages by depth: first those that read the producer's cursor, then the rest."""
+        depth: dict[str, int] = {}
+
+        def depth_of(name: str, seen: frozenset[str] = frozenset()) -> int:
+            if name not in depth:
+                after = [a for a in self.stages[name]["after"] if a in self.stages]
+                if name in seen or not after:
+                    return depth.setdefault(name, 1)
+                depth[name] = 1 + max(depth_of(a, seen | {name}) for a in after)
+            return depth[name]
+
+        columns: dict[int, list[str]] = {}
+        for name in self.stages:
+            columns.setdefault(depth_of(name), []).append(name)
+        return [columns[d] for d in sorted(columns)]
+
+    def _graph_svg(self, columns: list[list[str]], top: float, left: float) -> str:
+        """Producer -> stages -> the stages after them: boxes and arrows (the static graph)."""
+        box_w, box_h, gap = 112, 30, 28
+        rows = max(len(c) for c in columns)
+        at: dict[str, tuple[float, float]] = {}
+
+        def place(name: str, col: int, row: int, n: int) -> None:
+            span = 44 * rows
+            at[name] = (left + col * (box_w + gap), top + span * (row + 0.5) / n - box_h / 2)
+
+        place("producer", 0, 0, 1)
+        for c, names in enumerate(columns, start=1):
+            for r, name in enumerate(names):
+                place(name, c, r, len(names))
+        parts = ['<g class="seqlab-stage-graph" transform="translate(0 8)">']
+        for name, s in self.stages.items():
+            sources = [a for a in s["after"] if a in at] or ["producer"]
+            for src in sources:
+                (x0, y0), (x1, y1) = at[src], at[name]
+                parts.append(
+                    f'<line class="seqlab-stage-edge" x1="{x0 + box_w:.1f}" '
+                    f'y1="{y0 + box_h / 2:.1f}" x2="{x1:.1f}" y2="{y1 + box_h / 2:.1f}" '
+                    f'stroke-width="1.2" {_paint("link", "stroke")}>'
+                    f"<title>{escape(f'{src} -> {name}')}</title></line>"
+                )
+        gates = set(self.gating())
+        for name, (x, y) in at.items():
+            if name == "producer":
+                label = (
+                    "WAITING: ring full" if self.producer["waiting"] else f"cursor {self.cursor}"
+                )
+                color = "failed" if self.producer["waiting"] else "muted"
+            else:
+                s = self.stages[name]
+                label = f"at {s['sequence']}" + ("  gates producer" if name in gates else "")
+                color = "muted"
+            parts.append(
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{box_w}" height="{box_h}" rx="4" '
+                f'fill-opacity="0.2" {_paint("slot")}/>'
+            )
+            parts.append(_text_el(x + 4, y + 12, shorten(name, 20)))
+            parts.append(_text_el(x + 4, y + 25, label, color))
+        parts.append("</g>")
         return "".join(parts)
 
 
