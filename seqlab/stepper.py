@@ -26,12 +26,23 @@ from typing import Any
 import outcome
 import trio
 
-from .runtime import _MAIN_CODE, _callable_name, _check_async_fn, _Run, _Session
-from .schedule import Controller, Order, Policy, Schedule
+from .runtime import (
+    _MAIN_CODE,
+    Deadlock,
+    _callable_name,
+    _check_async_fn,
+    _Run,
+    _Session,
+    run,
+)
+from .schedule import Controller, Order, Policy, Schedule, ScheduleMismatch
 from .trace import Recorder
 from .waits import describe_wait
 
-__all__ = ["Stepper", "TaskState"]
+__all__ = ["Stepper", "TaskState", "GOALS", "goal_reached", "level_reached"]
+
+#: The goals a level can name in words; a goal can also be a callable on the :class:`Stepper`.
+GOALS = ("fail", "deadlock")
 
 
 @dataclass(frozen=True)
@@ -253,6 +264,28 @@ class Stepper:
         self.close()
         self._start([])
 
+    def follow(self, schedule: str, *, steps: int | None = None) -> list[str]:
+        """Start again and take the steps ``schedule`` takes; return who took each, by name.
+
+        ``schedule`` may come from anywhere a schedule string does: this stepper, or a
+        failure :func:`seqlab.explore` found (its batches become one task per step, in the
+        order the batch ran them). ``steps`` stops after that many steps (``None``: the whole
+        run). The stepper is left where the path ends, so :attr:`path` lists it and
+        :meth:`undo` walks it back.
+        """
+        if not isinstance(schedule, str):
+            raise TypeError(f"schedule must be a schedule string, got {type(schedule).__name__}")
+        if steps is not None and (
+            isinstance(steps, bool) or not isinstance(steps, int) or steps < 0
+        ):
+            raise ValueError(f"steps must be an int >= 0 or None, got {steps!r}")
+        order = _task_order(self._fn, self._args, Schedule.parse(schedule))
+        if steps is not None:
+            order = order[:steps]
+        self.close()
+        self._start(order)
+        return self.path
+
     def close(self) -> None:
         """Abandon the run: cancel the program's tasks and wait for its thread to end."""
         if self._done:
@@ -277,6 +310,122 @@ class Stepper:
             how = "failed" if self.error is not None else "finished"
             return f"<Stepper {how} after {self.steps} steps>"
         return f"<Stepper at step {self.steps}: can step {', '.join(self.runnable)}>"
+
+
+class _Tracing(Policy):
+    """Replays a schedule and notes which task ran, one per step, in the order it ran."""
+
+    every_step = True
+
+    def __init__(self, decisions: tuple[Any, ...]) -> None:
+        super().__init__(decisions, strict=True)
+        self.ran: list[int] = []
+
+    def decide(self, step: int, present: list[int]) -> list[int]:
+        order = super().decide(step, present)
+        self.ran.extend(order)
+        return order
+
+
+def _task_order(
+    fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], schedule: Schedule
+) -> list[int]:
+    """The ids of the tasks that ``schedule`` runs, one per stepper step."""
+    policy = _Tracing(schedule.decisions)
+    controller = Controller(0, policy, _MAIN_CODE)
+    state = _Run(fn, args, 0, True, None, controller)
+    with _Session() as session:
+        session._run_here(state)
+    if policy.mismatch is not None:
+        raise ScheduleMismatch(policy.mismatch)
+    return policy.ran
+
+
+def goal_reached(stepper: Stepper, goal: str | Callable[[Stepper], Any]) -> bool:
+    """Whether ``stepper`` has reached ``goal``.
+
+    ``"fail"``: the program ended with an exception (an ``AssertionError`` that caught a lost
+    update, say) other than a deadlock; ``"deadlock"``: it ended in a :class:`seqlab.Deadlock`;
+    a callable is asked ``goal(stepper)`` (between steps, so it may look at ``stepper.tasks``).
+    """
+    _check_goal(goal)
+    if goal == "fail":
+        return (
+            stepper.finished
+            and stepper.error is not None
+            and not isinstance(stepper.error, Deadlock)
+        )
+    if goal == "deadlock":
+        return stepper.finished and isinstance(stepper.error, Deadlock)
+    assert callable(goal)
+    return bool(goal(stepper))
+
+
+def _check_goal(goal: Any) -> None:
+    if isinstance(goal, str):
+        if goal not in GOALS:
+            raise ValueError(f"goal must be one of {', '.join(GOALS)} or a callable, got {goal!r}")
+    elif not callable(goal):
+        raise TypeError(f"goal must be 'fail', 'deadlock' or a callable, got {type(goal).__name__}")
+
+
+def level_reached(
+    async_fn: Callable[..., Awaitable[Any]],
+    *args: Any,
+    schedule: str,
+    goal: str | Callable[[Stepper], Any] = "fail",
+) -> bool:
+    """Whether the path stored as ``schedule`` reaches ``goal`` on ``async_fn(*args)``: the
+    grade of a "be the scheduler" level.
+
+    For ``"fail"`` and ``"deadlock"`` the schedule must be a whole run (a finished stepper's
+    :attr:`Stepper.schedule`, which ends with ``|steps``); it is replayed with
+    :func:`seqlab.run` and the ending decides. A path that stops early, does not fit the
+    program, or ends otherwise is ``False``. For a callable goal the path is followed step
+    by step (up to the schedule's step count) and the goal asked after each step.
+    """
+    _check_async_fn(async_fn)
+    _check_goal(goal)
+    if not isinstance(schedule, str):
+        raise TypeError(f"schedule must be a schedule string, got {type(schedule).__name__}")
+    parsed = Schedule.parse(schedule)
+    if parsed.steps is None:
+        return False  # a path that stopped before the program ended
+    if not callable(goal):
+        recorder = Recorder()
+        try:
+            run(async_fn, *args, schedule=schedule, recorder=recorder)
+        except ScheduleMismatch:
+            return False
+        except Deadlock:
+            reached = goal == "deadlock"
+        except Exception:
+            reached = goal == "fail"
+        else:
+            return False
+        # The ending must come where the path ends: a prefix with a step count glued on would
+        # otherwise finish in lockstep and might fail without the learner's doing.
+        return reached and Schedule.parse(recorder.schedule or "s1:").steps == parsed.steps
+    try:
+        order = _task_order(async_fn, args, parsed)[: parsed.steps]
+    except ScheduleMismatch:
+        return False
+    stepper = Stepper(async_fn, *args)
+    try:
+        if goal(stepper):
+            return True
+        for task_id in order:
+            if stepper.finished:
+                break
+            present = stepper._present or []
+            if task_id not in present:
+                return False
+            stepper.step(stepper.runnable[present.index(task_id)])
+            if goal(stepper):
+                return True
+        return False
+    finally:
+        stepper.close()
 
 
 def _context(task: trio.lowlevel.Task, around: int = 2) -> tuple[str, ...]:

@@ -109,3 +109,118 @@ def test_bad_choices_are_named():
     stepper.close()
     with pytest.raises(TypeError, match="async_fn"):
         Stepper(print)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- follow, goals, levels
+
+LOSING = ["two_tellers", "teller-0", "teller-1", "teller-0", "teller-1", "two_tellers"]
+SAFE = ["two_tellers", "teller-0", "teller-0", "teller-1", "teller-1", "two_tellers"]
+
+
+def walk(path: list[str]) -> Stepper:
+    stepper = Stepper(two_tellers)
+    for name in path:
+        stepper.step(name)
+    return stepper
+
+
+def test_follow_replays_a_stepper_schedule_and_leaves_the_path():
+    losing = walk(LOSING)
+    again = Stepper(two_tellers)
+    assert again.follow(losing.schedule) == LOSING
+    assert again.finished and isinstance(again.error, AssertionError)
+    assert again.schedule == losing.schedule
+    again.undo()
+    assert again.path == LOSING[:-1] and not again.finished
+    assert again.follow(losing.schedule, steps=3) == LOSING[:3]
+    assert again.runnable == ["teller-0", "teller-1"]
+    again.close()
+
+
+def test_follow_turns_an_explorer_failure_into_single_steps():
+    found = seqlab.explore(two_tellers, seeds=range(20), strategy="auto").failures[0].shrink()
+    stepper = Stepper(two_tellers)
+    path = stepper.follow(found.schedule)
+    assert stepper.finished and "lost update" in str(stepper.error)
+    # Both tellers read before either writes: the two reads come first.
+    assert path[1:3] in (["teller-0", "teller-1"], ["teller-1", "teller-0"])
+    # and the stepper's own schedule replays it too
+    with pytest.raises(AssertionError, match="lost update"):
+        seqlab.run(two_tellers, schedule=stepper.schedule)
+
+
+def test_follow_refuses_a_schedule_for_other_code():
+    stepper = Stepper(two_tellers)
+    with pytest.raises(seqlab.ScheduleMismatch):
+        stepper.follow("s1:P40.7|50")
+    with pytest.raises(TypeError, match="schedule"):
+        stepper.follow(3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="steps"):
+        stepper.follow(walk(SAFE).schedule, steps=-1)
+    stepper.close()
+
+
+def test_goal_reached_tells_fail_from_deadlock_and_success():
+    from seqlab.stepper import goal_reached
+
+    losing, safe = walk(LOSING), walk(SAFE)
+    assert goal_reached(losing, "fail") and not goal_reached(losing, "deadlock")
+    assert not goal_reached(safe, "fail") and not goal_reached(safe, "deadlock")
+    unfinished = Stepper(two_tellers)
+    assert not goal_reached(unfinished, "fail")
+    assert goal_reached(unfinished, lambda s: s.runnable == ["two_tellers"])
+    with pytest.raises(ValueError, match="goal"):
+        goal_reached(unfinished, "crash")
+    with pytest.raises(TypeError, match="goal"):
+        goal_reached(unfinished, 3)  # type: ignore[arg-type]
+    unfinished.close()
+
+
+def test_level_reached_grades_the_stored_path():
+    from seqlab.stepper import level_reached
+
+    losing, safe = walk(LOSING), walk(SAFE)
+    assert level_reached(two_tellers, schedule=losing.schedule, goal="fail")
+    assert not level_reached(two_tellers, schedule=safe.schedule, goal="fail")
+    assert not level_reached(two_tellers, schedule=losing.schedule, goal="deadlock")
+    # A path that stopped before the end scores 0, even with a step count glued on that
+    # would let lockstep finish the run.
+    partial = Stepper(two_tellers)
+    for name in LOSING[:3]:
+        partial.step(name)
+    assert not level_reached(two_tellers, schedule=partial.schedule, goal="fail")
+    glued = partial.schedule + f"|{partial.steps}"
+    assert not level_reached(two_tellers, schedule=glued, goal="fail")
+    partial.close()
+    # A path recorded for other code scores 0.
+    assert not level_reached(two_tellers, schedule="s1:P40.7|50", goal="fail")
+
+    def both_read(stepper: Stepper) -> bool:
+        lines = {t.name: t.line for t in stepper.tasks}
+        return all("sleep" in lines.get(n, "") for n in ("teller-0", "teller-1"))
+
+    reads = Stepper(two_tellers)
+    for name in LOSING[:3]:
+        reads.step(name)
+    assert both_read(reads)
+    stored = reads.schedule + f"|{reads.steps}"
+    reads.close()
+    assert level_reached(two_tellers, schedule=stored, goal=both_read)
+    one_read = walk(SAFE[:3]).schedule + "|3"
+    assert not level_reached(two_tellers, schedule=one_read, goal=both_read)
+
+
+def test_a_deadlock_level():
+    from seqlab.stepper import level_reached
+
+    async def three_of_four() -> None:
+        barrier = seqlab.Barrier(3, name="phase")
+        async with trio.open_nursery() as nursery:
+            for i in range(2):
+                nursery.start_soon(barrier.wait, name=f"player-{i}")
+
+    stepper = Stepper(three_of_four)
+    while not stepper.finished:
+        stepper.step(stepper.runnable[0])
+    assert level_reached(three_of_four, schedule=stepper.schedule, goal="deadlock")
+    assert not level_reached(three_of_four, schedule=stepper.schedule, goal="fail")
