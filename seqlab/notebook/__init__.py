@@ -12,7 +12,8 @@ from typing import Any
 
 _KERNEL = ("current_loop", "spawn")
 _WIDGETS = ("Timeline", "BarrierView", "ConvoyView", "RingView", "make_view", "live_view")
-__all__ = [*_KERNEL, *_WIDGETS]
+_STEPPER = ("StepperWidget",)
+__all__ = [*_KERNEL, *_WIDGETS, *_STEPPER]
 
 
 def __getattr__(name: str) -> Any:
@@ -22,6 +23,10 @@ def __getattr__(name: str) -> Any:
         from . import kernel
 
         return getattr(kernel, name)
+    if name in _STEPPER:
+        from . import stepper_widget
+
+        return getattr(stepper_widget, name)
     if name in _WIDGETS:
         from . import widgets
 
