@@ -279,6 +279,30 @@ def _check_parser() -> _Parser:
     return p
 
 
+def _step_parser() -> _Parser:
+    p = _Parser(
+        "step",
+        "You are the scheduler: the cell's body runs as async def scenario(), paused before "
+        "every step; a widget shows each task and its line, and its buttons choose who steps.",
+        cell=True,
+    )
+    p.add_argument(
+        "--watch",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated names (or expressions) to show between steps, read in the "
+        "scenario and then in the notebook",
+    )
+    p.add_argument(
+        "--goal",
+        choices=["fail", "deadlock"],
+        default=None,
+        metavar="fail|deadlock",
+        help="a level: make the program fail, or reach a deadlock",
+    )
+    return p
+
+
 def _help_parser() -> _Parser:
     return _Parser("help", "One usage line per subcommand.")
 
@@ -289,8 +313,12 @@ _PARSERS: dict[str, Callable[[], _Parser]] = {
     "replay": _replay_parser,
     "trace": _trace_parser,
     "check": _check_parser,
+    "step": _step_parser,
     "help": _help_parser,
 }
+
+#: The subcommands that take a cell body.
+_CELL_SUBCOMMANDS = ("run", "step")
 
 #: One usage line per subcommand, from its parser.
 USAGE = {name: factory().usage_line() for name, factory in _PARSERS.items()}
@@ -386,7 +414,7 @@ def _live_view(kind: str, recorder: Recorder) -> Any:
 
 @magics_class
 class SeqlabMagics(Magics):
-    """``%seqlab`` (status, replay, trace, help) and ``%%seqlab run``."""
+    """``%seqlab`` (status, replay, trace, check, help), ``%%seqlab run`` and ``%%seqlab step``."""
 
     def __init__(self, shell: Any = None) -> None:
         super().__init__(shell)
@@ -395,6 +423,8 @@ class SeqlabMagics(Magics):
         self.last_clock: str | None = None
         #: How the last %%seqlab run or replay ended, for %seqlab status.
         self.last_run: str | None = None
+        #: The widget of the last %%seqlab step cell (its .level holds the path taken).
+        self.last_stepper: Any = None
 
     @line_cell_magic
     def seqlab(self, line: str, cell: str | None = None) -> None:
@@ -407,6 +437,9 @@ class SeqlabMagics(Magics):
         shows a live widget instead of the text trace, ``--view none`` shows neither;
         ``--explore K`` runs seeds N .. N+K-1 with the strategy (default ``auto``, which also
         holds tasks back) and explains the simplest failing schedule it finds.
+        ``%%seqlab step [--watch NAMES] [--goal fail|deadlock]`` makes you the scheduler of the
+        cell's scenario: a widget shows every task and its line, and its buttons choose who
+        steps (see :class:`seqlab.notebook.StepperWidget`).
         ``%seqlab replay SEED|SCHEDULE`` reruns the last scenario with another seed, or exactly
         the schedule a failure reported.
         ``%seqlab trace [--json]`` prints the last trace (``--json``: what the widgets read);
@@ -442,13 +475,20 @@ class SeqlabMagics(Magics):
             ns = factory().parse(words[1:])
         except _HelpShown:
             return
-        if sub == "run" and cell is None:
-            raise UsageError("%seqlab run is a cell magic: put %%seqlab run on a cell's first line")
-        if sub != "run" and cell is not None:
-            raise UsageError(f"%%seqlab {sub} takes no cell body; only %%seqlab run does")
+        if sub in _CELL_SUBCOMMANDS and cell is None:
+            raise UsageError(
+                f"%seqlab {sub} is a cell magic: put %%seqlab {sub} on a cell's first line"
+            )
+        if sub not in _CELL_SUBCOMMANDS and cell is not None:
+            raise UsageError(
+                f"%%seqlab {sub} takes no cell body; only %%seqlab run and %%seqlab step do"
+            )
         if sub == "run":
             assert cell is not None
             self._run(ns, cell)
+        elif sub == "step":
+            assert cell is not None
+            self._step(ns, cell)
         elif sub == "status":
             self._status()
         elif sub == "replay":
@@ -503,6 +543,35 @@ class SeqlabMagics(Magics):
             self._run_once(scenario, seed)
         else:
             self._explore(scenario, ns.seed or 0, ns.explore)
+
+    def _step(self, ns: argparse.Namespace, cell: str) -> None:
+        source = cell
+        if self.shell is not None:
+            source = self.shell.transform_cell(cell)
+        namespace = self.shell.user_ns if self.shell is not None else {}
+        try:
+            fn = compile_scenario(source, namespace)
+        except SyntaxError as exc:
+            raise UsageError(f"scenario, line {exc.lineno}: SyntaxError: {exc.msg}") from None
+        try:
+            from .stepper_widget import StepperWidget
+        except ImportError as exc:
+            raise UsageError(
+                f"%%seqlab step needs anywidget and ipywidgets ({exc}); install them with "
+                "pip install 'seqlab[notebook]' and restart the kernel"
+            ) from None
+        watch = None if ns.watch is None else [w.strip() for w in ns.watch.split(",")]
+        for name in watch or ():
+            try:
+                compile(name, "<watch>", "eval")
+            except SyntaxError:
+                raise UsageError(
+                    f"%%seqlab step: --watch takes comma-separated names or expressions; "
+                    f"cannot read {name!r} in {ns.watch!r}"
+                ) from None
+        widget = StepperWidget(fn, watch=watch, namespace=namespace, goal=ns.goal)
+        self.last_stepper = widget
+        widget.show()
 
     def _replay(self, ns: argparse.Namespace) -> None:
         if self.last_scenario is None:

@@ -140,6 +140,7 @@ class StepperWidget(anywidget.AnyWidget):
         self._goal = goal
         self._explore_seeds = explore_seeds
         self._lock = threading.RLock()
+        self._display_handle: Any = None
         super().__init__(title=title or f"You are the scheduler: {stepper._name(0)}")
         self.goal = _goal_text(goal)
         self.on_msg(self._on_message)
@@ -236,6 +237,13 @@ class StepperWidget(anywidget.AnyWidget):
                 raise RuntimeError("the explorer's path is all replayed")
             self.stepper.step(plan[len(path)])
             self._sync()
+
+    def show(self) -> None:
+        """Display the widget and keep its output in step: after every action the cell's
+        saved output (text, HTML and the level in its metadata) shows the path so far."""
+        from IPython.display import display
+
+        self._display_handle = display(self, display_id=True)
 
     def close(self) -> None:
         stepper = getattr(self, "stepper", None)  # None: __init__ refused its arguments
@@ -351,6 +359,8 @@ class StepperWidget(anywidget.AnyWidget):
                 }
             if not keep_message:
                 self.message = "goal reached: " + self.goal if reached else ""
+        if self._display_handle is not None:
+            self._display_handle.update(self)
 
     # ------------------------------------------------------------------ static forms
 
@@ -403,4 +413,7 @@ class StepperWidget(anywidget.AnyWidget):
         data = dict(data)
         data["text/plain"] = repr(self)
         data["text/html"] = self.to_html()
+        if self.level:
+            # In the saved notebook, beside the output: what a grader replays.
+            metadata = {**dict(metadata or {}), "seqlab": {"level": dict(self.level)}}
         return data, metadata

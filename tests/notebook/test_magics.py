@@ -399,10 +399,17 @@ def test_real_time_runs_show_no_duration(sh: Shell):
             "%%seqlab run: argument --view: given twice",
         ),
         ("%seqlab run", "%seqlab run is a cell magic"),
+        ("%seqlab step", "%seqlab step is a cell magic"),
+        ("%%seqlab step --goal win\npass", "%%seqlab step: argument --goal: invalid choice"),
+        ("%%seqlab step --watch 'a,b c'\npass", "%%seqlab step: --watch takes comma-separated"),
+        ("%%seqlab step --watch a --watch b\npass", "%%seqlab step: argument --watch: given twice"),
         ("%seqlab trace --xml", "%seqlab trace: unrecognized arguments: --xml"),
         ("%seqlab status now", "%seqlab status: unrecognized arguments: now"),
         ("%seqlab check", "%seqlab check: the following arguments are required: EXERCISE_ID"),
-        ("%%seqlab trace\nbody", "%%seqlab trace takes no cell body; only %%seqlab run does"),
+        (
+            "%%seqlab trace\nbody",
+            "%%seqlab trace takes no cell body; only %%seqlab run and %%seqlab step do",
+        ),
         ("%seqlab replay 'unbalanced", "%seqlab: cannot split the arguments"),
         ("%seqlab frobnicate", "%seqlab: unknown subcommand 'frobnicate'; valid subcommands: "),
         ("%seqlab trase", "%seqlab: unknown subcommand 'trase'; did you mean 'trace'?"),
@@ -445,7 +452,8 @@ def test_usage_lines_come_from_the_parsers():
     assert USAGE["replay"] == (
         "%seqlab replay [-h] [--strategy auto|lockstep|random|delay|pct|exhaustive] SEED|SCHEDULE"
     )
-    assert list(USAGE) == ["status", "run", "replay", "trace", "check", "help"]
+    assert list(USAGE) == ["status", "run", "replay", "trace", "check", "step", "help"]
+    assert USAGE["step"] == "%%seqlab step [-h] [--watch NAMES] [--goal fail|deadlock]"
 
 
 def test_dash_h_explains_a_subcommand_and_runs_nothing(sh: Shell, ipython):
@@ -479,7 +487,7 @@ def test_unknown_subcommand_lists_the_valid_ones(sh: Shell):
     _, err, _ = sh.fail("%seqlab frobnicate")
     assert err == (
         "UsageError: %seqlab: unknown subcommand 'frobnicate'; valid subcommands: "
-        "status, run, replay, trace, check, help\n"
+        "status, run, replay, trace, check, step, help\n"
     )
     out, _ = sh.cell("%seqlab help")
     assert out.splitlines() == list(USAGE.values())
@@ -555,3 +563,47 @@ def test_check_runs_a_lessons_visible_checks_in_the_notebook(sh: Shell):
     )
     out, _ = sh.cell("%seqlab check ex0-alarms")
     assert "1 of 1 visible check(s) passed" in out
+
+
+# ---------------------------------------------------------------- %%seqlab step
+
+TELLERS = """\
+ledger = {"balance": 0}
+async def teller():
+    seen = ledger["balance"]
+    await trio.sleep(0)
+    ledger["balance"] = seen + 10
+async with trio.open_nursery() as nursery:
+    nursery.start_soon(teller, name="teller-0")
+    nursery.start_soon(teller, name="teller-1")
+assert ledger["balance"] == 20, f"lost update: balance is {ledger['balance']}"
+"""
+
+
+def test_step_shows_a_stepper_widget_on_the_scenario(sh: Shell, ipython):
+    with capture_output() as out:
+        result = ipython.run_cell("%%seqlab step --watch ledger --goal fail\n" + TELLERS)
+    assert result.error_in_exec is None, out.stderr
+    widget = ipython.magics_manager.registry["SeqlabMagics"].last_stepper
+    assert widget.runnable == ["scenario"]
+    shown = out.outputs[0].data["text/plain"]
+    assert shown.startswith("You are the scheduler: scenario: step 0; goal: make the program fail")
+    assert "  ledger = (not defined yet)" in shown
+    for name in ["scenario", "teller-0", "teller-1", "teller-0", "teller-1", "scenario"]:
+        widget.step(name)
+    # the scenario's own locals are watched, and the level is reached
+    assert widget.watched == [["ledger", "{'balance': 10}"]]
+    assert widget.goal_reached and widget.level["reached"]
+    tasks = {t["name"]: t for t in widget.tasks}
+    assert tasks["teller-0"]["state"] == "done"
+    # the line names no scenario counter (it changes with the cell order)
+    widget.reset()
+    widget.step("scenario")
+    line = {t["name"]: t for t in widget.tasks}["scenario"]["line"]
+    assert line.startswith("line ") and "seqlab scenario" not in line
+
+
+def test_step_reports_a_syntax_error_in_one_line(sh: Shell):
+    _, err, error = sh.fail("%%seqlab step\nawait = 3")
+    assert type(error) is UsageError
+    assert err.startswith("UsageError: scenario, line 1: SyntaxError")
