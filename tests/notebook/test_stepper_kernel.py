@@ -1,0 +1,148 @@
+"""The stepper widget in a real kernel: clicks arrive as widget messages over the comm.
+
+The cell that made the widget has returned; each click is a ``comm_msg`` the kernel answers
+while idle, by stepping the program (paused on the stepper's own thread) and sending the new
+state back. The level is then graded in a fresh kernel from the schedule the widget stored.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from typing import Any
+
+import pytest
+
+DEFINE = """\
+import trio
+ledger = {"balance": 0}
+
+async def two_tellers():
+    ledger["balance"] = 0
+    async def teller():
+        seen = ledger["balance"]
+        await trio.sleep(0)
+        ledger["balance"] = seen + 10
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(teller, name="teller-0")
+        nursery.start_soon(teller, name="teller-1")
+    assert ledger["balance"] == 20, f"lost update: balance is {ledger['balance']}"
+"""
+
+LOSING = ["scenario", "teller-0", "teller-1", "teller-0", "teller-1", "scenario"]
+SAFE = ["scenario", "teller-0", "teller-0", "teller-1", "teller-1", "scenario"]
+
+
+class Remote:
+    """The kernel side of one widget, seen from the client: its state and its displays."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+        self.comm_id: str | None = None
+        self.state: dict[str, Any] = {}
+        self.displays: list[dict[str, Any]] = []
+
+    def absorb(self, msg: dict[str, Any]) -> None:
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "comm_open" and content.get("target_name") == "jupyter.widget":
+            state = content["data"].get("state", {})
+            if "runnable" in state:  # the stepper's model (not a view another cell made)
+                self.comm_id = content["comm_id"]
+                self.state.update(state)
+        elif kind == "comm_msg" and content.get("comm_id") == self.comm_id:
+            data = content["data"]
+            if data.get("method") == "update":
+                self.state.update(data.get("state", {}))
+        elif (
+            kind in ("display_data", "update_display_data")
+            and "application/vnd.jupyter.widget-view+json" in content["data"]
+        ):
+            self.displays.append(content)
+
+    def pump(self, msg_id: str, timeout: float = 30) -> None:
+        """Absorb iopub messages until the kernel is idle after ``msg_id``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = self.kernel.client.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                continue
+            self.absorb(msg)
+            if (
+                msg["parent_header"].get("msg_id") == msg_id
+                and msg["msg_type"] == "status"
+                and msg["content"]["execution_state"] == "idle"
+            ):
+                return
+        raise TimeoutError(f"the kernel did not answer {msg_id}")
+
+    def execute(self, code: str) -> None:
+        self.pump(self.kernel.client.execute(code))
+
+    def click(self, action: str, task: str | None = None) -> None:
+        """What the front end sends when a button is clicked."""
+        content: dict[str, Any] = {"action": action}
+        if task is not None:
+            content["task"] = task
+        client = self.kernel.client
+        msg = client.session.msg(
+            "comm_msg",
+            {"comm_id": self.comm_id, "data": {"method": "custom", "content": content}},
+        )
+        client.shell_channel.send(msg)
+        self.pump(msg["header"]["msg_id"])
+
+
+@pytest.fixture
+def remote(fresh_seqlab_kernel: Any) -> Remote:
+    widget = Remote(fresh_seqlab_kernel)
+    widget.execute(DEFINE)
+    widget.execute("%%seqlab step --watch ledger --goal fail\nawait two_tellers()")
+    assert widget.comm_id is not None
+    assert widget.state["runnable"] == ["scenario"]
+    return widget
+
+
+def test_clicks_step_undo_reset_and_win_a_level_graded_in_a_fresh_kernel(
+    remote: Remote, start_kernel: Any
+):
+    remote.click("step", "teller-1")  # a stale click: that task cannot step (yet)
+    assert "must be one of the tasks that can step now" in remote.state["message"]
+    remote.click("run")  # run until something happens: the main task waits for its children
+    assert remote.state["path"] == ["scenario"]
+    for name in LOSING[1:3]:
+        remote.click("step", name)
+    assert remote.state["path"] == LOSING[:3]
+    states = {t["name"]: t["state"] for t in remote.state["tasks"]}
+    assert states == {"scenario": "waiting", "teller-0": "runnable", "teller-1": "runnable"}
+    remote.click("undo")
+    assert remote.state["path"] == LOSING[:2]
+    remote.click("reset")
+    assert remote.state["steps"] == 0 and remote.state["runnable"] == ["scenario"]
+    # the safe order first: a whole run that does not reach the goal
+    for name in SAFE:
+        remote.click("step", name)
+    assert remote.state["finished"] and not remote.state["goal_reached"]
+    safe_schedule = remote.state["level"]["schedule"]
+    remote.click("reset")
+    for name in LOSING:
+        remote.click("step", name)
+    assert remote.state["goal_reached"] and remote.state["level"]["reached"]
+    assert remote.state["watched"] == [["ledger", "{'balance': 10}"]]
+    assert remote.state["outcome"].startswith("failed: AssertionError: lost update")
+    schedule = remote.state["level"]["schedule"]
+    # the saved output follows the clicks: its text and metadata hold the path
+    last = remote.displays[-1]
+    assert f"schedule: {schedule}" in last["data"]["text/plain"]
+    assert last["metadata"]["seqlab"]["level"]["schedule"] == schedule
+    assert remote.kernel.run("print('still answering')").stdout == "still answering\n"
+
+    grader = start_kernel("seqlab")
+    grade = (
+        DEFINE
+        + "from seqlab.stepper import level_reached\n"
+        + f"print(level_reached(two_tellers, schedule={schedule!r}, goal='fail'),"
+        + f" level_reached(two_tellers, schedule={safe_schedule!r}, goal='fail'))"
+    )
+    result = grader.run(grade)
+    assert result.stdout == "True False\n", result.stderr + str(result.evalue)
