@@ -14,9 +14,9 @@ import seqlab
 from seqlab.notebook.views import READS
 from seqlab.trace_schema import SCHEMA, UndeclaredEventError, check_event, declared, family
 
-# Kinds declared for emitters outside this package's primitives: the controlled scheduler
-# (runtime.py) emits "scheduler decision" when it holds a task back.
-EMITTED_ELSEWHERE = {("scheduler", "decision")}
+# Kinds no scenario below emits, each with the reason. (None: the controlled scheduler's
+# "scheduler decision" comes from replaying a schedule, in the emitted() fixture.)
+EMITTED_ELSEWHERE: set[tuple[str, str]] = set()
 
 
 async def barrier_scenario() -> None:
@@ -190,6 +190,14 @@ def emitted() -> set[tuple[str, str]]:
     for fn in SCENARIOS.values():
         rec = run_strict(fn)  # strict: raises on an undeclared kind or key
         seen |= {(family(e.primitive), e.kind) for e in rec.events}
+    # The controlled scheduler marks the decisive choices when it replays a schedule.
+    from seqlab.examples.bank import checked_deposits
+
+    failure = seqlab.explore(checked_deposits, 3, seeds=range(20)).failures[0]
+    rec = seqlab.Recorder(strict=True)
+    with pytest.raises(AssertionError):
+        seqlab.run(checked_deposits, 3, schedule=failure.schedule, recorder=rec)
+    seen |= {(family(e.primitive), e.kind) for e in rec.events}
     return seen
 
 

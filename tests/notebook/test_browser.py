@@ -513,6 +513,13 @@ def test_convoy_view_tells_each_messages_fate(page: Any) -> None:
     tooltip = widget.locator(".seqlab-tooltip")
     tooltip.wait_for(state="visible")
     assert "attempt 2 by consumer" in tooltip.inner_text()
+    box, tip = widget.bounding_box(), tooltip.bounding_box()
+    assert box is not None and tip is not None  # the whole tooltip inside the widget
+    assert box["x"] <= tip["x"] and tip["x"] + tip["width"] <= box["x"] + box["width"] + 1
+    assert page.evaluate(
+        "() => { const t = document.querySelector('.seqlab-view .seqlab-tooltip:not([style*=none])');"
+        " return t.scrollWidth <= t.clientWidth + 1; }"
+    )  # and its text inside the tooltip
     shot(widget, "convoy.png")
 
 
