@@ -11,8 +11,11 @@ Memory is bounded whatever the number of events: lanes, spans per lane, markers,
 keys and stages are capped, and what falls beyond a cap is summarised (spans are merged pairwise,
 old markers are counted instead of kept).
 
-Models are robust to event kinds they do not know and to missing data keys: an unknown kind is
-drawn as a plain marker, a missing detail falls back to something sensible.
+What the events mean comes from :mod:`seqlab.trace_schema`: a model reads kinds through their
+declared roles (wait, release, fail, block, wake, exit, deadlock) and lists the (family, kind)
+pairs it reads in ``reads`` (collected in :data:`READS`; a test checks each is declared and
+emitted). Models are robust to event kinds they do not know and to missing data keys: an
+unknown kind is drawn as a plain marker, a missing detail falls back to something sensible.
 """
 
 from __future__ import annotations
@@ -124,13 +127,6 @@ def format_data(data: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={format_value(v)}" for k, v in data.items())
 
 
-def describe_event(event: TraceEvent) -> str:
-    """One line for a tooltip: ``1.000 worker-1 Barrier 'phase' release generation=0``."""
-    details = format_data(event.data)
-    head = f"{event.time:.3f} {event.task} {event.primitive} {event.kind}"
-    return f"{head} {details}" if details else head
-
-
 def _t(value: float) -> float:
     """Times rounded so that float noise never shows up in state or text."""
     return round(float(value), 9)
@@ -196,10 +192,6 @@ class _Model:
 
     def svg(self) -> str:
         raise NotImplementedError
-
-    def _counts_text(self, kinds: Iterable[str] | None = None) -> str:
-        names = sorted(self.counts) if kinds is None else [k for k in kinds if k in self.counts]
-        return " ".join(f"{k}={self.counts[k]}" for k in names)
 
 
 # --------------------------------------------------------------------------------- timeline
@@ -1541,14 +1533,14 @@ def _stage_text(s: dict[str, Any], cursor: int) -> str:
     return f"{s['name']}: sequence={s['sequence']} lag={cursor - s['sequence']} {batches}{after}{waits}"
 
 
-#: Every (family, kind) a view reads; the schema test checks each is declared and emitted.
-READS: dict[str, frozenset[tuple[str, str]]] = {}
-
-
+#: The model of each view kind.
 VIEW_MODELS: dict[str, type[_Model]] = {
     "timeline": TimelineModel,
     "barrier": BarrierModel,
     "convoy": ConvoyModel,
     "ring": RingModel,
 }
-READS.update({name: model.reads for name, model in VIEW_MODELS.items()})
+#: Every (family, kind) each view reads; the schema test checks each is declared and emitted.
+READS: dict[str, frozenset[tuple[str, str]]] = {
+    name: model.reads for name, model in VIEW_MODELS.items()
+}
