@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from .checks import CheckFailed
 from .lesson import Lesson, LessonNotFound, TestCell, installed_lessons, load_lesson
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["self_check", "find_checks"]
 
@@ -79,10 +83,20 @@ def self_check(exercise_id: str, user_ns: dict[str, Any], lesson: str | Path | N
         except CheckFailed as failure:
             lines.append(f"✗ {cell.grade_id}: not yet.\n{_indent(str(failure))}")
         except NotImplementedError:
-            lines.append(
-                f"✗ {cell.grade_id}: the exercise is not done yet (its placeholder still raises "
-                "NotImplementedError). Write your solution, run its cell, then check again."
-            )
+            lines.append(_NOT_DONE.format(cell.grade_id))
+        except BaseExceptionGroup as group:
+            # The placeholder raised inside tasks: trio gathers their errors in a group.
+            inner = _leaves(group)
+            if any(isinstance(leaf, NotImplementedError) for leaf in inner):
+                lines.append(_NOT_DONE.format(cell.grade_id))
+            elif not all(isinstance(leaf, Exception) for leaf in inner):
+                raise
+            else:
+                first = inner[0]
+                more = f" (and {len(inner) - 1} more)" if len(inner) > 1 else ""
+                lines.append(
+                    f"✗ {cell.grade_id}: your code raised {type(first).__name__}: {first}{more}"
+                )
         except NameError as error:
             lines.append(
                 f"✗ {cell.grade_id}: {error}. Did you run the exercise's cell (and the cells "
@@ -102,6 +116,18 @@ def self_check(exercise_id: str, user_ns: dict[str, Any], lesson: str | Path | N
         else ""
     )
     return "\n".join([head, *lines]) + tail
+
+
+_NOT_DONE = (
+    "✗ {}: the exercise is not done yet (its placeholder still raises NotImplementedError). "
+    "Write your solution, run its cell, then check again."
+)
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for e in error.exceptions for leaf in _leaves(e)]
+    return [error]
 
 
 def _indent(text: str) -> str:

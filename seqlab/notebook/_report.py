@@ -43,17 +43,20 @@ def safe_repr(value: Any) -> str:
 LEAF_LIMIT = 3
 
 
-def describe_error(error: BaseException) -> str:
+def describe_error(error: BaseException, recorder: Any = None) -> str:
     """Each leaf exception of ``error`` with the user's own frames, one line each.
 
+    An exception group (a nursery whose tasks failed) is never shown as itself: its leaves
+    are, each first. Given the run's ``recorder`` (a :class:`seqlab.Recorder`), a leaf that a
+    child task raised is named after that task, as the trace's exit event says.
     Past :data:`LEAF_LIMIT` leaves (a group from a nursery of a thousand failing tasks), one
     line counts the rest by type.
 
     Example::
 
-        ValueError: boom
-          in scenario, line 3: await worker()
-          in worker, line 2: raise ValueError("boom")
+        teller-2 raised NotImplementedError: exercise 1 is not done yet
+          in teller, line 3: deposit(account, 10)
+          in deposit, line 2: raise NotImplementedError("exercise 1 is not done yet")
     """
     from ..runtime import Deadlock
 
@@ -61,17 +64,21 @@ def describe_error(error: BaseException) -> str:
         return f"{error}\n"
     lines: list[str] = []
     found = leaves(error)
+    raisers = _raisers(recorder) if isinstance(error, BaseExceptionGroup) else []
     for leaf in found[:LEAF_LIMIT]:
         message = str(leaf)
         name = type(leaf).__name__
-        lines.append(f"{name}: {_ADDRESS.sub('', message)}" if message else name)
+        text = f"{name}: {_ADDRESS.sub('', message)}" if message else name
+        task = _take_raiser(raisers, text)
+        lines.append(f"{task} raised {text}" if task else text)
         for frame in traceback.extract_tb(leaf.__traceback__):
             filename = frame.filename
             if not filename.startswith("<"):
                 filename = os.path.abspath(filename)
                 if filename.startswith(_LIBRARY_DIRS) or "site-packages" in filename:
                     continue
-            name = "scenario" if filename.startswith(SCENARIO_FILE_PREFIX) else frame.name
+            # A function defined in the scenario keeps its own name; the body is "scenario".
+            name = frame.name
             code = f": {frame.line.strip()}" if frame.line else ""
             lines.append(f"  in {name}, line {frame.lineno}{code}")
     rest = found[LEAF_LIMIT:]
@@ -82,6 +89,29 @@ def describe_error(error: BaseException) -> str:
         kinds = ", ".join(f"{name} x{n}" for name, n in sorted(counts.items()))
         lines.append(f"... and {len(rest)} more error{'s' * (len(rest) > 1)} ({kinds})")
     return "\n".join(lines) + "\n"
+
+
+def _raisers(recorder: Any) -> list[tuple[str, str]]:
+    """(task, "Type: message") for each task the trace saw end by raising, in order."""
+    if recorder is None:
+        return []
+    return [
+        (event.task, str(event.data["error"]))
+        for event in recorder.events
+        if event.primitive == "task"
+        and event.kind == "exit"
+        and event.data.get("outcome") == "raised"
+        and event.data.get("error")
+    ]
+
+
+def _take_raiser(raisers: list[tuple[str, str]], text: str) -> str | None:
+    """The first task (not yet named) whose exit said ``text``; it is used up."""
+    for i, (task, error) in enumerate(raisers):
+        if error.removesuffix(": ") == text:
+            del raisers[i]
+            return task
+    return None
 
 
 def leaves(error: BaseException) -> list[BaseException]:

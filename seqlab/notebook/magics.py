@@ -684,7 +684,7 @@ class SeqlabMagics(Magics):
             _show_view("text", recorder)
         if error is not None:
             print()
-            print(describe_error(error), end="")
+            print(describe_error(error, recorder), end="")
             if schedule is None and scenario.strategy == "random":
                 print(f"replay: %seqlab replay {seed}")
             else:
@@ -714,7 +714,7 @@ class SeqlabMagics(Magics):
                 self.last_recorder = first_failure.trace
                 print(f"first failure, seed {first_failure.seed} ({first_failure.strategy}):")
                 if first_failure.error is not None:
-                    print(describe_error(first_failure.error), end="")
+                    print(describe_error(first_failure.error, first_failure.trace), end="")
                 print(f"replay: %seqlab replay {first_failure.schedule}")
         seed = getattr(exc, "seed", None)
         if seed is not None:
@@ -762,7 +762,7 @@ class SeqlabMagics(Magics):
         self.last_recorder = first_failure.trace
         print(f"\nfirst failure, seed {found.seed} ({found.strategy}), made as simple as it goes:")
         if first_failure.error is not None:
-            print(describe_error(first_failure.error), end="")
+            print(describe_error(first_failure.error, first_failure.trace), end="")
         print("\n".join(first_failure.explain().splitlines()[:-1]))
         if scenario.view != "none":
             print()

@@ -339,7 +339,7 @@ class StepperWidget(anywidget.AnyWidget):
             elif isinstance(error, Deadlock):
                 outcome = "deadlock: " + str(error).splitlines()[0]
             else:
-                outcome = "failed: " + describe_error(error).rstrip()
+                outcome = "failed: " + describe_error(error, stepper.recorder).rstrip()
         with self.hold_sync():
             self.tasks = tasks
             self.runnable = stepper.runnable

@@ -607,3 +607,39 @@ def test_step_reports_a_syntax_error_in_one_line(sh: Shell):
     _, err, error = sh.fail("%%seqlab step\nawait = 3")
     assert type(error) is UsageError
     assert err.startswith("UsageError: scenario, line 1: SyntaxError")
+
+
+def test_errors_from_child_tasks_name_the_task_and_trim_to_the_learners_frames(sh: Shell):
+    sh.cell(
+        "def deposit(account, amount):\n"
+        "    raise NotImplementedError('exercise 1 is not done yet')\n"
+    )
+    out, _ = sh.cell(
+        "%%seqlab run --seed 0 --view none\n"
+        "async def teller(i):\n"
+        "    await trio.sleep(i)\n"
+        "    if i == 2:\n"
+        "        deposit(None, 10)\n"
+        "async with trio.open_nursery() as nursery:\n"
+        "    for i in range(3):\n"
+        "        nursery.start_soon(teller, i, name=f'teller-{i}')\n"
+    )
+    report = out.split("\n\n", 1)[1]
+    assert report == (
+        "teller-2 raised NotImplementedError: exercise 1 is not done yet\n"
+        "  in teller, line 4: deposit(None, 10)\n"
+        "  in deposit, line 2: raise NotImplementedError('exercise 1 is not done yet')\n"
+        "replay: %seqlab replay 0\n"
+    )
+    assert "ExceptionGroup" not in out and "trio" not in report
+
+
+def test_errors_in_an_exploration_name_their_tasks_too(sh: Shell):
+    out, _ = sh.cell(
+        "%%seqlab run --explore 2 --view none\n"
+        "async def teller(i):\n"
+        "    raise KeyError(i)\n"
+        "async with trio.open_nursery() as nursery:\n"
+        "    nursery.start_soon(teller, 7, name='clerk')\n"
+    )
+    assert "clerk raised KeyError: 7\n  in teller, line 2: raise KeyError(i)\n" in out
