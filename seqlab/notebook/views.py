@@ -562,7 +562,9 @@ class TimelineModel(_Model):
             label = self.states[sid]
             if sid in (DONE, CANCELLED):
                 paint, h, dy = _paint(label), 4, 8
-            elif sid in (FAILED, DEADLOCKED):
+            elif sid == FAILED:
+                paint, h, dy = _paint(label), 5, 2  # at the top: the exception goes below
+            elif sid == DEADLOCKED:
                 paint, h, dy = _paint(label), 6, 7
             elif sid == RUNNING:
                 paint, h, dy = _paint("running"), 12, 4
@@ -576,6 +578,16 @@ class TimelineModel(_Model):
                 f'x="{x0:.1f}" y="{y + dy}" width="{max(x1 - x0, 0.8):.1f}" height="{h}" {paint}>'
                 f"<title>{escape(tip)}</title></rect>"
             )
+            if sid == FAILED and note:
+                # The exception, written on the lane where the task ended.
+                failure_x = max(
+                    label_w, min(x0 + 4, width - 12 - band_w - 6.2 * min(len(note), 40))
+                )
+                parts.append(
+                    f'<text x="{failure_x:.1f}" y="{y + 18}" font-weight="bold" font-size="10" '
+                    f'stroke="#ffffff" stroke-width="3" paint-order="stroke" {_paint("failed")}>'
+                    f"{escape(shorten(note, 40))}</text>"
+                )
         for src, tf, sf, dst, tt, st, text in self.links:
             x0, x1 = x(tf, sf), x(tt, st)
             y0, y1 = top + src * lane_h + 11, top + dst * lane_h + 11

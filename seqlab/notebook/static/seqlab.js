@@ -178,7 +178,8 @@ function renderTimeline(model, body, tooltip, view) {
       "data-t1": t1,
       "data-note": note || "",
       x: x0,
-      y: y + (laneH - h) / 2,
+      // A failed lane's bar runs along the top, so the exception written below stays clear.
+      y: cls === "state-failed" ? y + 3 : y + (laneH - h) / 2,
       width: Math.max(0.8, x1 - x0),
       height: h,
       rx: h > 6 ? 2 : 0,
@@ -189,7 +190,7 @@ function renderTimeline(model, body, tooltip, view) {
     g.appendChild(rect);
     if ((cls === "state-failed") && note) {
       // The exception, written where the lane ended.
-      g.appendChild(el("svg:text", { class: "seqlab-failure", x: Math.min(x1 + 4, width - 160), y: y + 16, text: shorten(note, 40) }));
+      g.appendChild(el("svg:text", { class: "seqlab-failure", x: Math.max(labelW, Math.min(x0 + 4, width - bandW - 250)), y: y + 20, text: shorten(note, 40) }));
     }
   }
 
