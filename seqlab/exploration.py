@@ -47,28 +47,42 @@ def explore_program(
         return _search(program, strategy, budget=len(seeds))
     done: list[_Outcome] = []
     failures: list[Failure] = []
+
+    def each_schedule(session: _Session) -> None:
+        probe, rest = None, seeds
+        if strategy.needs_probe:
+            if strategy.lockstep_at(seeds[0]):
+                # The first schedule is the plain lockstep one: it measures the program too.
+                log: list[tuple[int, ...]] = []
+                attempt = program.attempt(session, seeds[0], Policy(), record=True, present_log=log)
+                probe, rest = Probe.of(log), seeds[1:]
+                _keep(seeds[0], attempt)
+            else:
+                probe = _probe(program, session)
+        if rest and (workers > 1 or executor is not None):
+            found = _in_processes(program, rest, strategy, probe, workers, executor)
+            for o in found:
+                done.append(o)
+                if o.failed:
+                    # Found in another process: run it here to keep its error and schedule.
+                    policy = strategy.policy(o.seed, probe or Probe())
+                    attempt = program.attempt(session, o.seed, policy, record=True)
+                    failures.append(_failure(program, strategy, o.seed, attempt))
+            return
+        for seed in rest:
+            attempt = program.attempt(
+                session, seed, strategy.policy(seed, probe or Probe()), record=True
+            )
+            _keep(seed, attempt)
+
+    def _keep(seed: int, attempt: _Attempt) -> None:
+        done.append(_summary(seed, strategy, attempt))
+        if attempt.failed:
+            failures.append(_failure(program, strategy, seed, attempt))
+
     with _Session() as session:
         try:
-            probe = _probe(program, session) if strategy.needs_probe else None
-            if workers > 1 or executor is not None:
-                done = _in_processes(program, seeds, strategy, probe, workers, executor)
-
-            def each_schedule() -> None:
-                for seed in [] if done else seeds:
-                    policy = strategy.policy(seed, probe or Probe())
-                    attempt = program.attempt(session, seed, policy, record=True)
-                    done.append(_summary(seed, strategy, attempt))
-                    if attempt.failed:
-                        failures.append(_failure(program, strategy, seed, attempt))
-                if len(failures) < sum(o.failed for o in done):
-                    # Found in other processes: run each here to keep its error and schedule.
-                    for o in done:
-                        if o.failed:
-                            policy = strategy.policy(o.seed, probe or Probe())
-                            attempt = program.attempt(session, o.seed, policy, record=True)
-                            failures.append(_failure(program, strategy, o.seed, attempt))
-
-            session.call(each_schedule)
+            session.call(lambda: each_schedule(session))
         except Interrupted as stop:
             partial = _result(done, [], strategy)
             raise Interrupted(

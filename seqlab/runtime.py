@@ -667,7 +667,7 @@ def _probe(program: _Program, session: _Session) -> Probe:
     """A lockstep run, measured, for strategies that size their choices by the program."""
     log: list[tuple[int, ...]] = []
     program.attempt(session, 0, Policy(), present_log=log)
-    return Probe(len(log), sum(len(p) for p in log))
+    return Probe.of(log)
 
 
 def _policy_for(

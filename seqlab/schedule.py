@@ -189,6 +189,11 @@ class Probe:
     steps: int = 0  # steps with a user task
     task_steps: int = 0  # user task steps (a strategy that runs one task per step needs this many)
 
+    @classmethod
+    def of(cls, present_log: list[tuple[int, ...]]) -> Probe:
+        """Measure a run from the tasks present at each of its steps."""
+        return cls(len(present_log), sum(len(p) for p in present_log))
+
 
 class Policy:
     """Decides one run. The base class replays decisions; strategies add their own online.
@@ -452,6 +457,11 @@ class Strategy:
         """The strategy that actually chose seed ``seed``'s run (a portfolio names its member)."""
         return self.name
 
+    def lockstep_at(self, seed: int) -> bool:
+        """Whether seed ``seed``'s run is the plain lockstep schedule (it can then measure the
+        program for strategies that need a probe, instead of an extra run)."""
+        return False
+
     def __repr__(self) -> str:
         bound = "" if self.bound is None else f", bound={self.bound}"
         return f"{type(self).__name__}({self.name!r}{bound})"
@@ -617,6 +627,9 @@ class AutoStrategy(Strategy):
 
     def member(self, seed: int) -> Strategy:
         return self.members[seed % len(self.members)]
+
+    def lockstep_at(self, seed: int) -> bool:
+        return isinstance(self.member(seed), Lockstep)
 
     def policy(self, seed: int, probe: Probe) -> Policy | None:
         return self.member(seed).policy(seed, probe)

@@ -173,20 +173,28 @@ def test_delay_race_explanation_says_who_was_held_where():
     assert "AssertionError: stale cache" in text
 
 
-def test_shrunk_schedule_fails_again_in_a_fresh_process():
-    from seqlab.examples.races import lock_order_inversion
-
-    small = seqlab.explore(lock_order_inversion, seeds=range(100)).failures[0].shrink()
+def test_every_shrunk_schedule_fails_again_in_a_fresh_process():
+    schedules = {
+        race.__name__: seqlab.explore(race, seeds=range(100)).failures[0].shrink().schedule
+        for race in RACES
+    }
     code = (
-        "import seqlab\n"
-        "from seqlab.examples.races import lock_order_inversion as race\n"
-        "try:\n"
-        f"    seqlab.run(race, schedule={small.schedule!r})\n"
-        "except seqlab.Deadlock as e:\n"
-        "    print('DEADLOCK', len(e.tasks))\n"
+        "import sys, seqlab\n"
+        "from seqlab.examples import races\n"
+        "for name, schedule in eval(sys.argv[1]).items():\n"
+        "    try:\n"
+        "        seqlab.run(getattr(races, name), schedule=schedule)\n"
+        "        print(name, 'passed')\n"
+        "    except Exception as error:\n"
+        "        print(name, type(error).__name__)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.stdout.strip().startswith("DEADLOCK"), done.stderr
+    done = subprocess.run(
+        [sys.executable, "-c", code, repr(schedules)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    outcomes = dict(line.split() for line in done.stdout.splitlines())
+    assert set(outcomes) == set(schedules)
+    assert "passed" not in outcomes.values(), outcomes
 
 
 # --------------------------------------------------------------------------- schedules

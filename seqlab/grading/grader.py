@@ -705,7 +705,9 @@ def _judge_exploration(compiled: CompiledCheck, site: Site, ex: Exploration | No
         text += f"\nIts schedule: {run.schedule}"
     if run.trace:
         text += f"\nEnd of the trace for seed {run.seed}:\n{_excerpt(TraceView(run.trace))}"
-    text += f"\nReplay it: seqlab.run({site.replay}, seed={run.seed}, recorder=seqlab.Recorder())"
+    # explore's default strategy is not trio's plain shuffle: a schedule replays exactly.
+    how = f"schedule={run.schedule!r}" if run.schedule else f"seed={run.seed}"
+    text += f"\nReplay it: seqlab.run({site.replay}, {how}, recorder=seqlab.Recorder())"
     return text
 
 
