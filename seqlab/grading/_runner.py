@@ -127,7 +127,13 @@ class Observer:
 
         @functools.wraps(fn)
         async def scenario(*a: Any) -> Any:
-            run: dict[str, Any] = {"seed": current_seed(), "observations": [], "error": None}
+            try:
+                seed = current_seed()
+            except Exception:
+                seed = -1
+            run: dict[str, Any] = {"seed": seed, "observations": [], "error": None}
+            # The run's scheduler, to read its schedule (a replayable string) afterwards.
+            run["controller"] = getattr(getattr(seqlab.runtime, "_local", None), "rng", None)
             runs[id(current_recorder())] = run
             order.append(run)
             self._run = run["observations"]
@@ -139,11 +145,21 @@ class Observer:
             finally:
                 self._run = None
 
+        def schedule_of(run: dict[str, Any]) -> str | None:
+            controller = run.get("controller")
+            try:
+                return clip(str(controller.schedule())) if controller is not None else None
+            except Exception:
+                return None
+
         def keep(recorder: Any) -> bool:
             run = runs.get(id(recorder))
-            if run is not None:
-                run["trace"] = _trace(recorder, full=trace)
-            return True if run is None else check_run(run)
+            if run is None:
+                return True
+            run["seen"] = True  # a run explore counts (not its probe, not a later replay)
+            run["trace"] = _trace(recorder, full=trace)
+            run["schedule"] = schedule_of(run)
+            return check_run(run)
 
         try:
             result = seqlab.explore(scenario, *args, seeds=seeds, check=keep)
@@ -151,21 +167,31 @@ class Observer:
             self.explorations.append(Exploration(site, [], _error_info(exc)))
             return
         for failure in result.failures:
-            run = runs.get(id(failure.trace))
+            recorder = getattr(failure, "_trace", None) or failure.trace
+            run = runs.get(id(recorder))
             if run is None:
                 run = {"seed": failure.seed, "observations": [], "error": None}
                 order.append(run)
+            run["seen"] = True
             if run["error"] is None and failure.error is not None:
                 run["error"] = _error_info(failure.error)
-            run["trace"] = _trace(failure.trace, full=trace)
+            run["trace"] = _trace(recorder, full=trace)
             schedule = getattr(failure, "schedule", None)
-            run["schedule"] = clip(str(schedule)) if schedule is not None else None
-            explain = getattr(failure, "explain", None)
-            shrink = getattr(failure, "shrink", None)
-            if callable(explain) and failure is result.failures[0]:  # shrinking re-runs: once
+            run["schedule"] = clip(str(schedule)) if schedule else schedule_of(run)
+        counted = [r for r in order if r.get("seen")]
+        if result.failures:  # shrinking re-runs the program: once, for the first failure
+            first = result.failures[0]
+            recorder = getattr(first, "_trace", None) or first.trace
+            run = runs.get(id(recorder))
+            explain = getattr(first, "explain", None)
+            shrink = getattr(first, "shrink", None)
+            if run is not None and callable(explain):
                 try:
-                    target: Any = shrink() if callable(shrink) else failure
+                    target: Any = shrink() if callable(shrink) else first
                     run["explanation"] = clip(str(target.explain()))
+                    shrunk = getattr(target, "schedule", None)
+                    if shrunk:
+                        run["schedule"] = clip(str(shrunk))
                 except Exception:
                     pass
         self.explorations.append(
@@ -180,7 +206,7 @@ class Observer:
                         r.get("schedule"),
                         r.get("explanation"),
                     )
-                    for r in order
+                    for r in counted
                 ],
             )
         )

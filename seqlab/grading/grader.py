@@ -574,7 +574,7 @@ def _explain_request(compiled: CompiledCheck, report: StepReport) -> dict[str, A
                 return None
             if not problem:
                 continue
-            if run.error is not None or run.schedule or run.explanation:
+            if run.error is not None or run.explanation:
                 return None  # exploration has explained it (or had nothing to say) already
             for obs in run.observations:
                 target = compiled.sites.get(obs.site)
@@ -591,10 +591,8 @@ def _explain_request(compiled: CompiledCheck, report: StepReport) -> dict[str, A
 
 def _with_explanation(report: StepReport, exploration: Exploration) -> StepReport:
     """``report`` with the replayed run's schedule and explanation copied onto the same run."""
-    if not exploration.runs:
-        return report
-    replay = exploration.runs[0]
-    if not (replay.schedule or replay.explanation):
+    replay = next((r for r in exploration.runs if r.explanation), None)
+    if replay is None:
         return report
     explorations = []
     for ex in report.explorations:
@@ -781,19 +779,20 @@ def _judge_exploration(compiled: CompiledCheck, site: Site, ex: Exploration | No
     if not failing:
         return ""
     run, problem = failing[0]
-    text = (
-        f"{site.what} failed on {len(failing)} of {len(ex.runs)} schedules. "
-        f"With seed {run.seed}, {problem}"
-    )
+    text = f"{site.what} failed on {len(failing)} of {len(ex.runs)} schedules. "
     if site.hidden:
-        return "A hidden check failed: " + text
+        return "A hidden check failed: " + text + f"In one of them, {problem}"
     if run.explanation:
-        text += f"\nWhat happened: {run.explanation}"
-    if run.schedule:
-        text += f"\nIts schedule: {run.schedule}"
+        story = "\n".join(run.explanation.splitlines()[:-1])  # its replay line is given below
+        text += f"In the simplest failing schedule found, {problem}\n{story}"
+    elif run.schedule:
+        text += f"In one of them, {problem}"
+    else:
+        text += f"With seed {run.seed}, {problem}"
     if run.trace:
-        text += f"\nEnd of the trace for seed {run.seed}:\n{_excerpt(TraceView(run.trace))}"
-    text += f"\nReplay it: seqlab.run({site.replay}, seed={run.seed}, recorder=seqlab.Recorder())"
+        text += f"\nEnd of its trace:\n{_excerpt(TraceView(run.trace))}"
+    how = f"schedule={run.schedule!r}" if run.schedule else f"seed={run.seed}"
+    text += f"\nReplay it: seqlab.run({site.replay}, {how}, recorder=seqlab.Recorder())"
     return text
 
 

@@ -321,12 +321,15 @@ def test_a_wrong_value_in_an_explored_run_is_sent_back_for_replay_and_explanatio
         "value": {"dict": [["secret", 1]]},
     }
     assert "4242" not in json.dumps(request)  # the expected value never goes back in
-    replay = Exploration(explore_site.id, [Run(1, schedule="a1 b0 a1", explanation="b overtook a")])
+    story = "b overtook a\nReplay: seqlab.run(..., schedule='a1 b0 a1')"
+    replay = Exploration(explore_site.id, [Run(1, schedule="a1 b0 a1", explanation=story)])
     explained = _with_explanation(report, replay)
     (ex,) = explained.explorations
-    assert [r.explanation for r in ex.runs] == [None, "b overtook a"]
+    assert [r.explanation for r in ex.runs] == [None, story]
     problem = judge(compiled, explained, GradeSettings())
-    assert "What happened: b overtook a" in problem and "Its schedule: a1 b0 a1" in problem
+    assert "In the simplest failing schedule found, thing(7) should be" in problem
+    assert "\nb overtook a\n" in problem
+    assert "Replay it: seqlab.run(scenario, schedule='a1 b0 a1'" in problem
     # A run that failed with an error was explained by exploration itself: nothing to replay.
     erred = Run(1, error=ErrorInfo("ValueError", "boom"))
     assert (
