@@ -77,10 +77,12 @@ def _error_info(error: BaseException, filename: str | None = None) -> ErrorInfo:
 class Observer:
     """``__seqlab_observe__`` in a check cell: records what learner code produced."""
 
-    def __init__(self) -> None:
+    def __init__(self, target: dict[str, Any] | None = None) -> None:
         self.observations: list[Observation] = []
         self.explorations: list[Exploration] = []
         self._run: list[Observation] | None = None
+        # Explain mode: replay one failing run of one exploration (see Runner.explain).
+        self.target = target
 
     def _record(self, site: int, value: Any) -> None:
         try:
@@ -108,12 +110,30 @@ class Observer:
         from seqlab.runtime import current_seed
         from seqlab.trace import current_recorder
 
+        bad: tuple[int, Any] | None = None
+        if self.target is not None:
+            if site != self.target["site"]:
+                return
+            seeds = [self.target["seed"]]
+            # The replay "fails" (for explore, so that it can shrink and explain it) when it
+            # gives the same wrong value again: no expected value is needed in here for that.
+            bad = (self.target["obs_site"], self.target["value"])
+
+        def check_run(run: dict[str, Any]) -> bool:
+            return bad is None or not any((o.site, o.value) == bad for o in run["observations"])
+
         runs: dict[int, dict[str, Any]] = {}
         order: list[dict[str, Any]] = []
 
         @functools.wraps(fn)
         async def scenario(*a: Any) -> Any:
-            run: dict[str, Any] = {"seed": current_seed(), "observations": [], "error": None}
+            try:
+                seed = current_seed()
+            except Exception:
+                seed = -1
+            run: dict[str, Any] = {"seed": seed, "observations": [], "error": None}
+            # The run's scheduler, to read its schedule (a replayable string) afterwards.
+            run["controller"] = getattr(getattr(seqlab.runtime, "_local", None), "rng", None)
             runs[id(current_recorder())] = run
             order.append(run)
             self._run = run["observations"]
@@ -125,11 +145,21 @@ class Observer:
             finally:
                 self._run = None
 
+        def schedule_of(run: dict[str, Any]) -> str | None:
+            controller = run.get("controller")
+            try:
+                return clip(str(controller.schedule())) if controller is not None else None
+            except Exception:
+                return None
+
         def keep(recorder: Any) -> bool:
             run = runs.get(id(recorder))
-            if run is not None:
-                run["trace"] = _trace(recorder, full=trace)
-            return True
+            if run is None:
+                return True
+            run["seen"] = True  # a run explore counts (not its probe, not a later replay)
+            run["trace"] = _trace(recorder, full=trace)
+            run["schedule"] = schedule_of(run)
+            return check_run(run)
 
         try:
             result = seqlab.explore(scenario, *args, seeds=seeds, check=keep)
@@ -137,21 +167,31 @@ class Observer:
             self.explorations.append(Exploration(site, [], _error_info(exc)))
             return
         for failure in result.failures:
-            run = runs.get(id(failure.trace))
+            recorder = getattr(failure, "_trace", None) or failure.trace
+            run = runs.get(id(recorder))
             if run is None:
                 run = {"seed": failure.seed, "observations": [], "error": None}
                 order.append(run)
+            run["seen"] = True
             if run["error"] is None and failure.error is not None:
                 run["error"] = _error_info(failure.error)
-            run["trace"] = _trace(failure.trace, full=trace)
+            run["trace"] = _trace(recorder, full=trace)
             schedule = getattr(failure, "schedule", None)
-            run["schedule"] = clip(str(schedule)) if schedule is not None else None
-            explain = getattr(failure, "explain", None)
-            shrink = getattr(failure, "shrink", None)
-            if callable(explain) and failure is result.failures[0]:  # shrinking re-runs: once
+            run["schedule"] = clip(str(schedule)) if schedule else schedule_of(run)
+        counted = [r for r in order if r.get("seen")]
+        if result.failures:  # shrinking re-runs the program: once, for the first failure
+            first = result.failures[0]
+            recorder = getattr(first, "_trace", None) or first.trace
+            run = runs.get(id(recorder))
+            explain = getattr(first, "explain", None)
+            shrink = getattr(first, "shrink", None)
+            if run is not None and callable(explain):
                 try:
-                    target: Any = shrink() if callable(shrink) else failure
+                    target: Any = shrink() if callable(shrink) else first
                     run["explanation"] = clip(str(target.explain()))
+                    shrunk = getattr(target, "schedule", None)
+                    if shrunk:
+                        run["schedule"] = clip(str(shrunk))
                 except Exception:
                     pass
         self.explorations.append(
@@ -166,7 +206,7 @@ class Observer:
                         r.get("schedule"),
                         r.get("explanation"),
                     )
-                    for r in order
+                    for r in counted
                 ],
             )
         )
@@ -296,7 +336,7 @@ class Runner:
             if step.kind == "check" and step.deferred:
                 snapshots.append(self.snapshot(step.index, step.grade_id))
             elif step.kind == "check":
-                self.check(step.index, step.grade_id)
+                self.check(step.index, step.grade_id, explainable=True)
             else:
                 self.carry(step.index, step.kind, step.source)
         for go, finished in snapshots:
@@ -358,8 +398,9 @@ class Runner:
             )
         self.send({"report": report.to_json()})
 
-    def check(self, index: int, grade_id: str) -> None:
-        """Run a check step in a throwaway child; forward its report."""
+    def check(self, index: int, grade_id: str, explainable: bool = False) -> None:
+        """Run a check step in a throwaway child; forward its report. When ``explainable``, the
+        grader then answers whether one failing run should be replayed and explained."""
         self.send({"need": index})
         line = _read_line(self.inp, self.job.max_report_bytes)
         try:
@@ -426,6 +467,56 @@ class Runner:
                     index, "crashed", ErrorInfo("Crash", _death(status)), seconds=seconds
                 ).to_json()
         self.send({"report": message})
+        if explainable:
+            self.explain(index, grade_id, source)
+
+    def explain(self, index: int, grade_id: str, source: str) -> None:
+        """Wait for the grader's answer to a check's report; when it names a failing run (an
+        exploration site, its seed, and the wrong value it produced), replay that run in a
+        throwaway child so that exploration can give its schedule and explanation."""
+        ready, _, _ = select.select([self.inp], [], [], 10.0)
+        if not ready:
+            return
+        try:
+            target = json.loads(_read_line(self.inp, 1 << 20))["explain"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if not isinstance(target, dict):
+            return
+        read_end, write_end = os.pipe()
+        began = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            os.close(self.inp)
+            os.close(self.out)
+            os.setpgid(0, 0)
+            observer = Observer(target)
+            self.ns["__seqlab_observe__"] = observer
+            try:
+                _run_code(source, f"<check {grade_id}>", self.ns)
+            except BaseException:
+                pass
+            found = [e.to_json() for e in observer.explorations if e.site == target.get("site")]
+            data = json.dumps(found[:1], separators=(",", ":")).encode()
+            view = memoryview(data[: self.job.max_report_bytes])
+            while view:
+                view = view[os.write(write_end, view) :]
+            os._exit(0)
+        os.close(write_end)
+        data, problem = _read_all(
+            read_end, self.job.max_report_bytes, began + self.job.cell_timeout
+        )
+        os.close(read_end)
+        if problem:
+            _kill(pid)
+        os.waitpid(pid, 0)
+        try:
+            found = json.loads(data) if not problem else []
+        except ValueError:
+            found = []
+        if found:
+            self.send({"explained": {"index": index, "exploration": found[0]}})
 
 
 _MIB = 1024 * 1024

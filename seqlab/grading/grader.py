@@ -455,6 +455,8 @@ def _run_in(
 ) -> tuple[dict[int, StepReport], str, bool]:
     reports: dict[int, StepReport] = {}
     indexes = {s.index for s in plan.steps}
+    explainable = {s.index for s in plan.steps if s.kind == "check" and not s.deferred}
+    explained: dict[int, Exploration] = {}
     state: dict[str, Any] = {"done": False, "sent": set()}
     with tempfile.TemporaryDirectory(prefix="seqlab-grade-") as scratch:
         proc, cgroup = launch(sandbox, Path(scratch), settings.memory_mb, settings.processes, uid)
@@ -489,12 +491,27 @@ def _run_in(
                     if "need" in message and isinstance(message["need"], int):
                         answer(message["need"])
                     elif "report" in message:
-                        report = StepReport.from_json(message["report"])
-                        if report.index in indexes:
+                        try:
+                            report: StepReport | None = StepReport.from_json(message["report"])
+                        except ProtocolError:
+                            report = None
+                        index = message["report"].get("index") if report is None else report.index
+                        if report is not None and report.index in indexes:
                             reports[report.index] = report
+                        if isinstance(index, int) and index in explainable:
+                            explainable.discard(index)
+                            request = None
+                            if report is not None:
+                                request = _explain_request(plan.checks[index][1], report)
+                            stdin.write((json.dumps({"explain": request}) + "\n").encode())
+                            stdin.flush()
+                    elif "explained" in message:
+                        body = message["explained"]
+                        if isinstance(body, dict) and body.get("index") in plan.checks:
+                            explained[body["index"]] = Exploration.from_json(body["exploration"])
                     elif message.get("done") is True:
                         state["done"] = True
-                except (ValueError, ProtocolError, OSError, RecursionError):
+                except Exception:  # a malformed or forged message: ignore it
                     continue
 
         reader = threading.Thread(target=read, daemon=True)
@@ -533,7 +550,76 @@ def _run_in(
         reason = "The grading runner stopped before the end of the notebook; checks after that point were not run."
     else:
         reason = ""
+    for index, exploration in explained.items():
+        report = reports.get(index)
+        if report is not None:
+            reports[index] = _with_explanation(report, exploration)
     return reports, reason, limited
+
+
+def _explain_request(compiled: CompiledCheck, report: StepReport) -> dict[str, Any] | None:
+    """For a visible exploration whose first failing run produced a wrong value (no error):
+    which run to replay and the wrong value it gave (so the replay can recognise it)."""
+    if report.status != "ok":
+        return None
+    explorations = {e.site: e for e in report.explorations}
+    for site in compiled.sites.values():
+        ex = explorations.get(site.id)
+        if site.kind != "explore" or site.hidden or ex is None or ex.error is not None:
+            continue
+        for run in ex.runs:
+            try:
+                problem = _run_problem(compiled, site, run)
+            except _NotDone:
+                return None
+            if not problem:
+                continue
+            if run.error is not None or run.explanation:
+                return None  # exploration has explained it (or had nothing to say) already
+            for obs in run.observations:
+                target = compiled.sites.get(obs.site)
+                if target is not None and target.kind != "explore" and _compare(target, obs):
+                    return {
+                        "site": site.id,
+                        "seed": run.seed,
+                        "obs_site": obs.site,
+                        "value": obs.value,
+                    }
+            return None
+    return None
+
+
+def _with_explanation(report: StepReport, exploration: Exploration) -> StepReport:
+    """``report`` with the replayed run's schedule and explanation copied onto the same run."""
+    replay = next((r for r in exploration.runs if r.explanation), None)
+    if replay is None:
+        return report
+    explorations = []
+    for ex in report.explorations:
+        if ex.site == exploration.site:
+            runs = [
+                Run(
+                    r.seed,
+                    r.observations,
+                    r.error,
+                    r.trace,
+                    replay.schedule,
+                    replay.explanation,
+                )
+                if r.seed == replay.seed and r.error is None
+                else r
+                for r in ex.runs
+            ]
+            ex = Exploration(ex.site, runs, ex.error)
+        explorations.append(ex)
+    return StepReport(
+        report.index,
+        report.status,
+        report.error,
+        report.observations,
+        explorations,
+        report.seconds,
+    )
 
 
 # --------------------------------------------------------------------------- judging
@@ -693,19 +779,18 @@ def _judge_exploration(compiled: CompiledCheck, site: Site, ex: Exploration | No
     if not failing:
         return ""
     run, problem = failing[0]
-    text = (
-        f"{site.what} failed on {len(failing)} of {len(ex.runs)} schedules. "
-        f"With seed {run.seed}, {problem}"
-    )
+    text = f"{site.what} failed on {len(failing)} of {len(ex.runs)} schedules. "
     if site.hidden:
-        return "A hidden check failed: " + text
+        return "A hidden check failed: " + text + f"In one of them, {problem}"
     if run.explanation:
-        text += f"\nWhat happened: {run.explanation}"
-    if run.schedule:
-        text += f"\nIts schedule: {run.schedule}"
+        story = "\n".join(run.explanation.splitlines()[:-1])  # its replay line is given below
+        text += f"In the simplest failing schedule found, {problem}\n{story}"
+    elif run.schedule:
+        text += f"In one of them, {problem}"
+    else:
+        text += f"With seed {run.seed}, {problem}"
     if run.trace:
-        text += f"\nEnd of the trace for seed {run.seed}:\n{_excerpt(TraceView(run.trace))}"
-    # explore's default strategy is not trio's plain shuffle: a schedule replays exactly.
+        text += f"\nEnd of its trace:\n{_excerpt(TraceView(run.trace))}"
     how = f"schedule={run.schedule!r}" if run.schedule else f"seed={run.seed}"
     text += f"\nReplay it: seqlab.run({site.replay}, {how}, recorder=seqlab.Recorder())"
     return text

@@ -292,12 +292,25 @@ class StepperWidget(anywidget.AnyWidget):
             return []
         main = stepper._controller.tasks[0] if stepper._controller.tasks else None
         if main is not None and not stepper.finished:
+            # The program's own frames, outermost first: a name in a function the program
+            # awaits (``account`` inside ``deposits``) shadows the same name further out.
+            from ..explain import _EXAMPLES_DIR, _SEQLAB_DIR, _TRIO_DIR
+
+            seen: dict[str, Any] = {}
+            inside = False
             try:
                 for frame, _ in main.iter_await_frames():
-                    if frame.f_code is getattr(stepper._fn, "__code__", None):
-                        self._locals = dict(frame.f_locals)
+                    inside = inside or frame.f_code is getattr(stepper._fn, "__code__", None)
+                    filename = frame.f_code.co_filename
+                    internal = filename.startswith(_TRIO_DIR) or (
+                        filename.startswith(_SEQLAB_DIR) and not filename.startswith(_EXAMPLES_DIR)
+                    )
+                    if inside and not internal:
+                        seen.update(frame.f_locals)
             except Exception:
-                pass
+                seen = {}
+            if seen:
+                self._locals = seen
         rows = []
         for name in self._names:
             try:

@@ -87,7 +87,8 @@ def test_run_autograder_grades_the_submission(bundle: Path, tmp_path: Path) -> N
     tests = data["tests"]
     assert isinstance(tests, list)
     assert [t["status"] for t in tests] == ["passed", "failed"]
-    assert "With seed" in tests[1]["output"]
+    assert "In the simplest failing schedule found" in tests[1]["output"]
+    assert "Replay it: seqlab.run(three_deposits, schedule=" in tests[1]["output"]
 
 
 def test_run_autograder_without_a_notebook_still_writes_results(

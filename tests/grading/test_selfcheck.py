@@ -45,7 +45,7 @@ def test_unfinished_exercise_says_so() -> None:
     assert "not done yet" in report
 
 
-def test_racy_solution_gets_the_failing_seed_and_replay_line() -> None:
+def test_racy_solution_gets_the_failing_schedule_and_replay_line() -> None:
     report = self_check("deposit", _namespace(DEPOSIT_RACY), lesson=SOURCE)
     assert "0 of 1" in report and "In the simplest failing schedule found" in report
     assert "seqlab.run(three_deposits, schedule='s1:" in report

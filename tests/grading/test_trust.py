@@ -15,9 +15,10 @@ import pytest
 from grading_support import DOUBLE, FIXTURES, SOURCE, TINY, make_submission
 
 from seqlab.grading.checkplan import LessonError, compile_check
-from seqlab.grading.grader import GradeSettings, grade, same
+from seqlab.grading.grader import GradeSettings, grade, judge, same
 from seqlab.grading.lesson import load_lesson
 from seqlab.grading.protocol import (
+    ErrorInfo,
     NotPlain,
     Observation,
     ProtocolError,
@@ -292,3 +293,48 @@ def test_a_lesson_whose_checks_cannot_be_split_is_refused_before_grading(
     shutil.copy(TINY, sub)
     assert main(["grade", str(sub), "--lesson", str(lesson)]) == 2
     assert "what= must be a string literal" in capsys.readouterr().err
+
+
+def test_a_wrong_value_in_an_explored_run_is_sent_back_for_replay_and_explanation() -> None:
+    from seqlab.grading.grader import _explain_request, _with_explanation
+    from seqlab.grading.protocol import Exploration, Run
+
+    compiled = compile_check(CELL, "c")
+    explore_site = next(s for s in compiled.sites.values() if s.kind == "explore")
+    inner = next(s for s in compiled.sites.values() if s.inside == "scenario")
+    good = Run(0, [Observation(inner.id, encode_value({"secret": 4242}))], trace=[{"time": 9.0}])
+    wrong = Run(1, [Observation(inner.id, encode_value({"secret": 1}))], trace=[{"time": 9.0}])
+    report = StepReport(
+        5,
+        "ok",
+        observations=[
+            Observation(s.id, encode_value(True if s.kind == "truth" else s.expected))
+            for s in compiled.top_level_sites
+        ],
+        explorations=[Exploration(explore_site.id, [good, wrong])],
+    )
+    request = _explain_request(compiled, report)
+    assert request == {
+        "site": explore_site.id,
+        "seed": 1,
+        "obs_site": inner.id,
+        "value": {"dict": [["secret", 1]]},
+    }
+    assert "4242" not in json.dumps(request)  # the expected value never goes back in
+    story = "b overtook a\nReplay: seqlab.run(..., schedule='a1 b0 a1')"
+    replay = Exploration(explore_site.id, [Run(1, schedule="a1 b0 a1", explanation=story)])
+    explained = _with_explanation(report, replay)
+    (ex,) = explained.explorations
+    assert [r.explanation for r in ex.runs] == [None, story]
+    problem = judge(compiled, explained, GradeSettings())
+    assert "In the simplest failing schedule found, thing(7) should be" in problem
+    assert "\nb overtook a\n" in problem
+    assert "Replay it: seqlab.run(scenario, schedule='a1 b0 a1'" in problem
+    # A run that failed with an error was explained by exploration itself: nothing to replay.
+    erred = Run(1, error=ErrorInfo("ValueError", "boom"))
+    assert (
+        _explain_request(
+            compiled, StepReport(5, "ok", explorations=[Exploration(explore_site.id, [erred])])
+        )
+        is None
+    )

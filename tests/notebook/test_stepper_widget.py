@@ -158,3 +158,20 @@ def test_a_deadlock_goal():
         widget.run_until()
     assert widget.goal_reached and widget.outcome.startswith("deadlock: ")
     assert level_reached(three_of_four, schedule=widget.level["schedule"], goal="deadlock")
+
+
+def test_watch_reads_names_in_the_functions_the_program_awaits():
+    from seqlab.examples.bank import checked_deposits
+
+    async def scenario() -> None:
+        await checked_deposits(2)
+
+    widget = StepperWidget(scenario, watch="account.balance", goal="fail")
+    assert widget.watched == [["account.balance", "(not defined yet)"]]
+    seen = []
+    for name in ["scenario", "teller-0", "teller-1", "teller-1", "teller-0", "teller-1"]:
+        widget.step(name)
+        seen.append(widget.watched[0][1])
+    assert seen == ["0", "0", "0", "0", "1", "1"]  # teller-1 wrote 0 + 1 over teller-0's 1
+    widget.step("scenario")
+    assert widget.goal_reached and widget.watched == [["account.balance", "1"]]
