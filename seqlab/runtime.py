@@ -91,7 +91,13 @@ def check_trio_hooks() -> None:
         if not hasattr(_trio_run, name)
     ]
     task_fields = {a.name for a in getattr(trio.lowlevel.Task, "__attrs_attrs__", ())}
-    missing += [f"Task.{name}" for name in ("_next_send_fn", "_counter") if name not in task_fields]
+    missing += [
+        f"Task.{name}"
+        for name in ("_next_send_fn", "_counter", "_abort_func")
+        if name not in task_fields
+    ]
+    if not hasattr(trio.lowlevel.Task, "_attempt_delivery_of_any_pending_cancel"):
+        missing.append("Task._attempt_delivery_of_any_pending_cancel")
     if missing:
         raise RuntimeError(
             f"trio {trio.__version__} has no {', '.join(missing)} in trio._core._run: seqlab's "
@@ -310,13 +316,34 @@ class _Run:
             self.deadlock = Deadlock(blocked, elapsed, self.seed)
             if self.recorder is not None and self.main_task is not None:
                 record_deadlock(self.recorder, _user_tasks(self.main_task))
-            self.scope.cancel()
+            self.cancel_in_creation_order()
         else:
             # Still stuck after cancelling everything (a wait shielded from cancellation):
             # throw an error into each stuck wait so the run can end.
             for task in self.stuck:
                 trio.lowlevel.reschedule(task, outcome.Error(_Abandoned()))
         return True
+
+    def cancel_in_creation_order(self) -> None:
+        """Cancel the run, delivering the cancellation to blocked tasks oldest first.
+
+        trio delivers a cancellation to a scope's tasks in the order of a set, which changes
+        from run to run; a primitive's abort callback records events (a barrier's ``leave``),
+        so the trace after a deadlock would too. The blocked tasks' abort callbacks are
+        stood aside while the scope is cancelled, then given back and run in creation order.
+        """
+        assert self.main_task is not None
+        waiting = sorted(
+            (t for t in _user_tasks(self.main_task) if t._abort_func is not None),
+            key=lambda t: t._counter,
+        )
+        aborts = [task._abort_func for task in waiting]
+        for task in waiting:
+            task._abort_func = None
+        self.scope.cancel()
+        for task, abort in zip(waiting, aborts, strict=True):
+            task._abort_func = abort
+            task._attempt_delivery_of_any_pending_cancel()
 
     def someone_scheduled(self) -> bool:
         """Whether a task woken in the watcher's own batch has not run yet.

@@ -465,3 +465,25 @@ def test_property_a_runs_schedule_replays_byte_identically(tasks, seed, strategy
     assert again.schedule == third.schedule == first.schedule
     # The replay is the same run: the same events, plus marks at its decisive choices.
     assert [e for e in again.events if e.primitive != "scheduler"] == list(first.events)
+
+
+def test_the_trace_after_a_deadlock_is_the_same_every_time():
+    # trio cancels a scope's tasks in set order, which follows memory addresses; a barrier
+    # records 'leave' as each waiter is cancelled. The deadlock cancels oldest first instead.
+    async def eight_of_nine() -> None:
+        barrier = seqlab.Barrier(9, name="phase")
+        async with trio.open_nursery() as nursery:
+            for i in range(8):
+                nursery.start_soon(barrier.wait, name=f"player-{i}")
+
+    traces = set()
+    ballast = []
+    for n in range(12):
+        ballast.append([object() for _ in range(n * 41)])  # shift where new tasks live
+        rec = seqlab.Recorder()
+        with pytest.raises(seqlab.Deadlock):
+            seqlab.run(eight_of_nine, seed=3, recorder=rec)
+        traces.add(rec.to_text())
+    assert len(traces) == 1
+    leaves = [e.task for e in rec.events if e.kind == "leave"]
+    assert leaves == [f"player-{i}" for i in range(8)]
