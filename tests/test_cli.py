@@ -86,3 +86,38 @@ def test_seqlab_lab_working_folder_is_ignored_by_git():
         ["git", "check-ignore", "-q", "seqlab-lessons/01-sequencer.ipynb"], cwd=root
     )
     assert done.returncode == 0
+
+
+def test_explore_finds_shrinks_and_prints_the_schedule(capsys):
+    assert main(["explore", "seqlab.examples.races:stale_cache", "--runs", "60"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("explored 60 schedules")
+    assert "writer was held back for" in out
+    schedule = out.strip().splitlines()[-1].removeprefix("schedule: ")
+    with pytest.raises(AssertionError, match="stale cache"):
+        from seqlab.examples.races import stale_cache
+
+        seqlab.run(stale_cache, schedule=schedule)
+
+
+def test_explore_passing_code_exits_0_and_reports_coverage(capsys):
+    target = "seqlab.examples.races:stale_cache"
+    assert main(["explore", target, "--strategy", "random", "--runs", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "explored 20 schedules" in out and "all passed" in out
+    assert "  random: 20 runs, " in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["explore", "no_colon"], "expected MODULE:FUNCTION"),
+        (["explore", "seqlab.nope:fn"], "cannot find seqlab.nope:fn"),
+        (["explore", "seqlab.examples.races:nope"], "cannot find"),
+        (["explore", "seqlab.examples.races:stale_cache", "--strategy", "chaos"], "--strategy"),
+        (["explore", "seqlab.examples.races:DELAY_RACES"], "async_fn"),
+    ],
+)
+def test_explore_bad_targets_are_named(capsys, argv, message):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

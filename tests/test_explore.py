@@ -487,3 +487,13 @@ def test_the_trace_after_a_deadlock_is_the_same_every_time():
     assert len(traces) == 1
     leaves = [e.task for e in rec.events if e.kind == "leave"]
     assert leaves == [f"player-{i}" for i in range(8)]
+
+
+def test_a_scenario_that_cannot_travel_runs_here_with_a_warning(monkeypatch):
+    import seqlab.exploration as exploration
+    from seqlab.examples.races import use_before_init
+
+    monkeypatch.setattr(exploration, "_pack", lambda value: None)  # as without cloudpickle
+    with pytest.warns(RuntimeWarning, match="cannot be sent to other processes"):
+        result = seqlab.explore(use_before_init, seeds=range(12), workers=2)
+    assert result.failing_seeds == seqlab.explore(use_before_init, seeds=range(12)).failing_seeds
