@@ -43,6 +43,7 @@ if sys.version_info < (3, 11):
 from ._callables import is_async_callable
 from .schedule import (
     Controller,
+    ExhaustiveStrategy,
     Policy,
     Probe,
     Schedule,
@@ -760,6 +761,11 @@ def run(
     """
     _check_async_fn(async_fn)
     chosen = make_strategy(strategy, bound)
+    if isinstance(chosen, ExhaustiveStrategy):
+        raise ValueError(
+            "strategy 'exhaustive' is a search over many runs: use it with seqlab.explore, and "
+            "replay one of its failures with schedule=failure.schedule"
+        )
     parsed = None
     if schedule is not None:
         if seed is not None:

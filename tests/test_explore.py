@@ -338,6 +338,7 @@ async def _fine() -> None:
     ("call", "error", "argument"),
     [
         (lambda: seqlab.explore(_fine, strategy="chaos"), ValueError, "strategy"),
+        (lambda: seqlab.run(_fine, strategy="exhaustive"), ValueError, "strategy 'exhaustive'"),
         (lambda: seqlab.explore(_fine, strategy=3), TypeError, "strategy"),
         (lambda: seqlab.explore(_fine, strategy="pct", bound=-1), ValueError, "bound"),
         (lambda: seqlab.explore(_fine, strategy="pct", bound=1.5), TypeError, "bound"),
