@@ -179,6 +179,11 @@ class Observer:
             schedule = getattr(failure, "schedule", None)
             run["schedule"] = clip(str(schedule)) if schedule else schedule_of(run)
         counted = [r for r in order if r.get("seen")]
+        total = getattr(result, "runs", len(counted))
+        if isinstance(total, int) and 0 < total < len(counted):
+            # Runs explore made before its schedules (a lockstep probe sizing the strategy)
+            # are not among the schedules it reports: leave them out too.
+            counted = counted[len(counted) - total :]
         if result.failures:  # shrinking re-runs the program: once, for the first failure
             first = result.failures[0]
             recorder = getattr(first, "_trace", None) or first.trace
