@@ -1,6 +1,6 @@
 """Be the scheduler in a real browser: JupyterLab, the seqlab kernel, Debian's chromium.
 
-A lesson-00-like level: two tellers, one shared balance, the goal "make the program fail".
+Lesson 00's level (its own cells): two tellers, one account, the goal "make the program fail".
 Playwright clicks the task buttons in an order that loses an update; the widget reports the
 goal; the notebook is saved, and the schedule stored in it replays to the same failure in a
 fresh kernel. Every wait is on the page's state, never on the clock.
@@ -27,24 +27,22 @@ pytestmark = pytest.mark.skipif(
     reason="Debian's chromium is not installed (run .ci/install-browser: apt-get install chromium)",
 )
 
-DEFINE = """\
-import trio
-ledger = {"balance": 0}
+# Lesson 00's own cells, from the student copy the package ships.
+LESSON = ROOT / "seqlab" / "lessons" / "00-welcome.ipynb"
 
-async def two_tellers():
-    ledger["balance"] = 0
-    async def teller():
-        seen = ledger["balance"]
-        await trio.sleep(0)
-        ledger["balance"] = seen + 10
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(teller, name="teller-0")
-        nursery.start_soon(teller, name="teller-1")
-    assert ledger["balance"] == 20, f"lost update: balance is {ledger['balance']}"
-"""
 
-LEVEL = "%%seqlab step --watch ledger --goal fail\nawait two_tellers()"
-LOSING = ["scenario", "teller-0", "teller-1", "teller-0", "teller-1", "scenario"]
+def lesson_cell(cell_id: str) -> str:
+    nb = json.loads(LESSON.read_text())
+    sources = [c["source"] for c in nb["cells"] if c.get("id") == cell_id]
+    assert sources, f"lesson 00 has no cell {cell_id!r}"
+    source = sources[0]
+    return source if isinstance(source, str) else "".join(source)
+
+
+IMPORTS = lesson_cell("lesson0-imports")
+LEVEL = lesson_cell("00-level")
+# teller-1 starts one checkpoint later; both read 0 before either writes: a lost update.
+LOSING = ["scenario", "teller-0", "teller-1", "teller-1", "teller-0", "teller-1", "scenario"]
 
 
 def make_notebook(path: Path) -> None:
@@ -58,7 +56,7 @@ def make_notebook(path: Path) -> None:
                 "outputs": [],
                 "source": source,
             }
-            for cell_id, source in (("define", DEFINE), ("level", LEVEL))
+            for cell_id, source in (("lesson0-imports", IMPORTS), ("00-level", LEVEL))
         ],
         "metadata": {
             "kernelspec": {"display_name": "seqlab", "language": "python", "name": "seqlab"},
@@ -197,8 +195,9 @@ def test_a_level_won_by_clicking_steps_is_stored_and_replays(
             widget.locator('[data-goal="reached"]').wait_for(timeout=30_000)
             assert widget.get_attribute("data-finished") == "1"
             text = widget.inner_text()
-            assert "Goal reached" in text and "lost update: balance is 10" in text
-            assert "{'balance': 10}" in text
+            assert "Goal reached" in text and "lost update: balance is 1, expected 2" in text
+            watched = widget.locator('[data-watch="account.balance"] td').nth(1).inner_text()
+            assert watched == "1"
             assert " \u2192 ".join(LOSING) in text
             page.screenshot(path=str(ARTIFACTS / "stepper-level.png"))
             shown = widget.locator(".seqlab-stepper-schedule").inner_text()
@@ -222,7 +221,6 @@ def test_a_level_won_by_clicking_steps_is_stored_and_replays(
             context.close()
     assert errors == [], errors
     fresh = start_kernel("seqlab")
-    replay = fresh.run(
-        DEFINE + "import seqlab\n" + f"seqlab.run(two_tellers, schedule={schedule!r})"
-    )
-    assert replay.ename == "AssertionError" and "lost update: balance is 10" in str(replay.evalue)
+    replay = fresh.run(IMPORTS + f"\nseqlab.run(checked_deposits, 2, schedule={schedule!r})")
+    assert replay.ename == "AssertionError", replay.stderr
+    assert "lost update: balance is 1, expected 2" in str(replay.evalue)
