@@ -291,14 +291,18 @@ def measure(
 def _in_child(c: Scaling, n: int, quick: bool, timeout: float) -> float | None:
     """Cost per unit of ``c`` at size ``n``, measured in a forked process (its memory and
     its garbage go with it); ``None`` if it took longer than ``timeout`` seconds."""
-    context = multiprocessing.get_context("fork")
+
+    def one() -> float:
+        seconds, units = c.measure(n, quick)
+        return seconds / units
+
+    try:
+        context = multiprocessing.get_context("fork")
+    except ValueError:  # no fork on this platform: measure here, without a time limit
+        return _isolated(one)
     receive, send = context.Pipe(duplex=False)
 
     def child() -> None:
-        def one() -> float:
-            seconds, units = c.measure(n, quick)
-            return seconds / units
-
         send.send(_isolated(one))
 
     process = context.Process(target=child, daemon=True)
