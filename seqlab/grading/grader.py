@@ -300,7 +300,7 @@ def rebuild(lesson: Lesson, submission: Any) -> _Plan:
                 steps.append(Step(number + 1, "check", gid, deferred=True))
                 checks[number + 1] = (test, full)
         else:
-            steps.append(Step(number, "setup", gid, source_text(cell)))
+            steps.append(Step(number, "setup", gid, _python(source_text(cell))))
     steps = _without_unused_demos(steps, plan_checks=checks)
     if extra:
         notes.append(

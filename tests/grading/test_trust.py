@@ -338,3 +338,24 @@ def test_a_wrong_value_in_an_explored_run_is_sent_back_for_replay_and_explanatio
         )
         is None
     )
+
+
+def test_a_lesson_cell_with_a_cell_magic_is_neither_an_error_nor_a_reason_to_run_every_demo(
+    tmp_path: Path,
+) -> None:
+    from seqlab.grading.grader import rebuild
+    from seqlab.grading.lesson import Lesson
+
+    new = nbformat.v4.new_code_cell
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        new("print('a slow demo')\nshown = 1"),
+        new("%%seqlab step --goal fail\nawait something()"),
+        new(
+            "def answer():\n    ### BEGIN SOLUTION\n    return 42\n    ### END SOLUTION",
+            metadata={"nbgrader": {"grade_id": "ex", "solution": True, "grade": False}},
+        ),
+    ]
+    plan = rebuild(Lesson("demo", tmp_path / "demo.ipynb", nb), nb)
+    setups = [s.source for s in plan.steps if s.kind == "setup"]
+    assert setups == []  # both demos dropped: nothing reads what they define
