@@ -119,3 +119,30 @@ def leaves(error: BaseException) -> list[BaseException]:
     if isinstance(error, BaseExceptionGroup):
         return [leaf for e in error.exceptions for leaf in leaves(e)]
     return [error]
+
+
+def show_group(
+    shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None
+) -> Any:
+    """IPython's handler for an exception group raised by a cell (a nursery whose tasks failed).
+
+    The learner sees the leaf exceptions first, each with their own frames only (see
+    :func:`describe_error`), instead of trio's nested group traceback of library frames.
+    ``%tb`` still prints the whole traceback. A group holding a KeyboardInterrupt (or another
+    non-Exception) is shown the usual way.
+    """
+    found = leaves(value)
+    if not all(isinstance(leaf, Exception) for leaf in found):
+        shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+        return None
+    sys.last_type, sys.last_value, sys.last_traceback = etype, value, tb  # for %tb
+    if sys.version_info >= (3, 12):
+        sys.last_exc = value
+    count = len(found)
+    lines = describe_error(value).rstrip("\n").splitlines()
+    lines.append(
+        f"({type(value).__name__} of {count} error{'s' * (count != 1)} from tasks; "
+        "%tb prints the full traceback)"
+    )
+    shell._showtraceback(etype, value, lines)
+    return None

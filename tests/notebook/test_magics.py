@@ -643,3 +643,36 @@ def test_errors_in_an_exploration_name_their_tasks_too(sh: Shell):
         "    nursery.start_soon(teller, 7, name='clerk')\n"
     )
     assert "clerk raised KeyError: 7\n  in teller, line 2: raise KeyError(i)\n" in out
+
+
+def test_a_cell_raising_an_exception_group_shows_its_leaves_first(ipython):
+    code = (
+        "def deposit():\n"
+        "    raise NotImplementedError('exercise 1 is not done yet')\n"
+        "async def teller(i):\n"
+        "    await trio.sleep(i)\n"
+        "    deposit()\n"
+        "async def day():\n"
+        "    async with trio.open_nursery() as nursery:\n"
+        "        nursery.start_soon(teller, 0, name='teller-0')\n"
+        "trio.run(day)\n"
+    )
+    with capture_output() as out:
+        result = ipython.run_cell(code)
+    assert type(result.error_in_exec).__name__ == "ExceptionGroup"
+    shown = out.stdout + out.stderr
+    lines = [line for line in shown.splitlines() if line.strip()]
+    assert lines[0] == "NotImplementedError: exercise 1 is not done yet"
+    assert lines[1].startswith("  in teller, line 5: deposit()")
+    assert lines[2].startswith("  in deposit, line 2: raise NotImplementedError(")
+    assert "(ExceptionGroup of 1 error from tasks; %tb prints the full traceback)" in lines[3]
+    assert "trio/_core" not in shown and len(lines) == 4
+    with capture_output() as out:
+        ipython.run_line_magic("tb", "")
+    assert "ExceptionGroup" in out.stdout + out.stderr and "_core" in out.stdout + out.stderr
+
+
+def test_a_group_holding_a_keyboard_interrupt_is_shown_the_usual_way(ipython):
+    with capture_output() as out:
+        ipython.run_cell("raise BaseExceptionGroup('stop', [KeyboardInterrupt()])")
+    assert "Traceback" in out.stdout + out.stderr

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+from test_kernel import error_traceback
 
 DEFINE = """\
 import trio
@@ -136,6 +137,16 @@ def test_clicks_step_undo_reset_and_win_a_level_graded_in_a_fresh_kernel(
     assert f"schedule: {schedule}" in last["data"]["text/plain"]
     assert last["metadata"]["seqlab"]["level"]["schedule"] == schedule
     assert remote.kernel.run("print('still answering')").stdout == "still answering\n"
+    # A check cell whose placeholder raised inside tasks: the leaf first, no trio frames.
+    shown = error_traceback(
+        remote.kernel,
+        "async def teller():\n"
+        "    raise NotImplementedError('exercise 1 is not done yet')\n"
+        "async with trio.open_nursery() as nursery:\n"
+        "    nursery.start_soon(teller, name='teller-2')\n",
+    )
+    assert shown[0] == "NotImplementedError: exercise 1 is not done yet", shown
+    assert len(shown) == 3 and "trio" not in "".join(shown[1:2]), shown
 
     grader = start_kernel("seqlab")
     grade = (
@@ -146,3 +157,14 @@ def test_clicks_step_undo_reset_and_win_a_level_graded_in_a_fresh_kernel(
     )
     result = grader.run(grade)
     assert result.stdout == "True False\n", result.stderr + str(result.evalue)
+
+
+def test_a_plain_python_kernel_steps_too(start_kernel: Any):
+    # No persistent trio loop here: the stepper's own thread runs the program between clicks.
+    widget = Remote(start_kernel("python3"))
+    widget.execute("%load_ext seqlab\n" + DEFINE)
+    widget.execute("%%seqlab step --goal fail\nawait two_tellers()")
+    assert widget.comm_id is not None
+    for name in LOSING:
+        widget.click("step", name)
+    assert widget.state["goal_reached"] and widget.state["path"] == LOSING
