@@ -141,6 +141,8 @@ class StepperWidget(anywidget.AnyWidget):
         self._explore_seeds = explore_seeds
         self._lock = threading.RLock()
         self._display_handle: Any = None
+        self._timeline: Any = None
+        self._timeline_handle: Any = None
         super().__init__(title=title or f"You are the scheduler: {stepper._name(0)}")
         self.goal = _goal_text(goal)
         self.on_msg(self._on_message)
@@ -238,17 +240,39 @@ class StepperWidget(anywidget.AnyWidget):
             self.stepper.step(plan[len(path)])
             self._sync()
 
-    def show(self) -> None:
+    def show(self, timeline: bool = True) -> None:
         """Display the widget and keep its output in step: after every action the cell's
-        saved output (text, HTML and the level in its metadata) shows the path so far."""
+        saved output (text, HTML and the level in its metadata) shows the path so far.
+
+        With ``timeline``, a :class:`~seqlab.notebook.Timeline` of the run so far is shown
+        under it and redrawn after every action: the path, task by task, in event order.
+        """
         from IPython.display import display
 
         self._display_handle = display(self, display_id=True)
+        if timeline:
+            self._timeline = self._make_timeline()
+            self._timeline_handle = display(self._timeline, display_id=True)
+
+    def _make_timeline(self) -> Any:
+        from .widgets import Timeline
+
+        return Timeline(self.stepper.recorder, live=False, title="the path so far")
+
+    def _redraw_timeline(self) -> None:
+        if self._timeline_handle is None:
+            return
+        old, self._timeline = self._timeline, self._make_timeline()
+        self._timeline_handle.update(self._timeline)
+        if old is not None:
+            old.close()
 
     def close(self) -> None:
         stepper = getattr(self, "stepper", None)  # None: __init__ refused its arguments
         if stepper is not None:
             stepper.close()
+        if getattr(self, "_timeline", None) is not None:
+            self._timeline.close()
         super().close()
 
     # ------------------------------------------------------------------ the front end's clicks
@@ -374,6 +398,7 @@ class StepperWidget(anywidget.AnyWidget):
                 self.message = "goal reached: " + self.goal if reached else ""
         if self._display_handle is not None:
             self._display_handle.update(self)
+        self._redraw_timeline()
 
     # ------------------------------------------------------------------ static forms
 

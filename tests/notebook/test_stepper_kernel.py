@@ -133,8 +133,12 @@ def test_clicks_step_undo_reset_and_win_a_level_graded_in_a_fresh_kernel(
     assert remote.state["outcome"].startswith("failed: AssertionError: lost update")
     schedule = remote.state["level"]["schedule"]
     # the saved output follows the clicks: its text and metadata hold the path
-    last = remote.displays[-1]
+    last = [d for d in remote.displays if "seqlab" in d.get("metadata", {})][-1]
     assert f"schedule: {schedule}" in last["data"]["text/plain"]
+    # and the timeline under it shows the run so far, redrawn after the last click
+    timeline = [d for d in remote.displays if d["data"]["text/plain"].startswith("Timeline")][-1]
+    drawn = timeline["data"]["text/plain"]
+    assert "teller-1  done since 0.000" in drawn and "lost update: balance is 10" in drawn
     assert last["metadata"]["seqlab"]["level"]["schedule"] == schedule
     assert remote.kernel.run("print('still answering')").stdout == "still answering\n"
     # A check cell whose placeholder raised inside tasks: the leaf first, no trio frames.
