@@ -260,12 +260,21 @@ class StepperWidget(anywidget.AnyWidget):
         return Timeline(self.stepper.recorder, live=False, title="the path so far")
 
     def _redraw_timeline(self) -> None:
-        if self._timeline_handle is None:
+        """Redraw the same Timeline widget from the stepper's recorder (undo and reset give
+        the stepper a new one), so the browser keeps one view and only its state changes."""
+        timeline = self._timeline
+        if timeline is None:
             return
-        old, self._timeline = self._timeline, self._make_timeline()
-        self._timeline_handle.update(self._timeline)
-        if old is not None:
-            old.close()
+        recorder = self.stepper.recorder
+        with timeline._lock:
+            primitive, options = timeline._options
+            model = timeline._model_class(primitive, **options)
+            model.feed_all(list(recorder.events))
+            timeline._trace_model = model
+            timeline._source = recorder
+            timeline._push()
+        if self._timeline_handle is not None:
+            self._timeline_handle.update(timeline)  # the saved snapshot follows too
 
     def close(self) -> None:
         stepper = getattr(self, "stepper", None)  # None: __init__ refused its arguments

@@ -184,6 +184,7 @@ def test_a_level_won_by_clicking_steps_is_stored_and_replays(
                 page.screenshot(path=str(ARTIFACTS / "stepper-failure.png"))
                 raise
             assert widget.locator('[data-goal="open"]').count() == 1
+            page.screenshot(path=str(ARTIFACTS / "stepper-start.png"))
             for n, name in enumerate(LOSING, start=1):
                 stepper_view(page).locator(f'[data-action="step"][data-task="{name}"]').click()
                 page.wait_for_selector(f'.seqlab-stepper[data-steps="{n}"]', timeout=30_000)
@@ -199,6 +200,12 @@ def test_a_level_won_by_clicking_steps_is_stored_and_replays(
             watched = widget.locator('[data-watch="account.balance"] td').nth(1).inner_text()
             assert watched == "1"
             assert " \u2192 ".join(LOSING) in text
+            # the timeline under it drew the run: three lanes, the failed one named
+            timeline = page.locator(".seqlab-view").filter(
+                has=page.locator(".seqlab-title", has_text="the path so far")
+            )
+            timeline.locator('.seqlab-lane[data-task="teller-1"]').wait_for(timeout=30_000)
+            assert timeline.locator(".seqlab-lane").count() == 3
             page.screenshot(path=str(ARTIFACTS / "stepper-level.png"))
             shown = widget.locator(".seqlab-stepper-schedule").inner_text()
             schedule = shown.removeprefix("schedule: ").strip()
