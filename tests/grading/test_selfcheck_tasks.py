@@ -58,3 +58,23 @@ def test_a_finished_exercise_passes(lesson: Path) -> None:
     assert "1 of 1 visible check(s) passed" in self_check(
         "double", namespace("pass"), lesson=lesson
     )
+
+
+def test_lesson_00_names_every_exercise_id_and_each_one_checks() -> None:
+    import re
+
+    from seqlab.grading.selfcheck import find_checks
+
+    path = Path(__file__).resolve().parents[2] / "lessons" / "00-welcome.ipynb"
+    nb = nbformat.read(str(path), as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    named = set(re.findall(r"%seqlab check (ex0-[a-z]+)`", text))
+    solutions = {
+        nbgrader_meta(c)["grade_id"]
+        for c in nb.cells
+        if nbgrader_meta(c).get("solution") and nbgrader_meta(c).get("grade_id")
+    }
+    assert named == solutions and len(named) == 3
+    for exercise in named:
+        _, checks = find_checks(exercise, {}, lesson=path)
+        assert checks, exercise
