@@ -160,35 +160,25 @@ class _StoreTrueOnce(argparse._StoreTrueAction):
         super().__call__(parser, namespace, values, option)
 
 
-def _seed(text: str) -> int:
-    """A seed: an int >= 0 (``random.Random(-5)`` would silently be ``Random(5)``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a seed is an int >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a seed is an int >= 0, got {value}")
-    return value
+def _int_at_least(least: int, what: str = "an int") -> Callable[[str], int]:
+    """An argparse type: an int >= ``least``, refused with one line otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} >= {least}, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{what} >= {least}, got {value}")
+        return value
+
+    return parse
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value}")
-    return value
-
-
-def _bound(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {value}")
-    return value
+# A seed is >= 0: random.Random(-5) would silently be Random(5).
+_seed = _int_at_least(0, "a seed is an int")
+_positive = _int_at_least(1, "expected an int")
+_bound = _int_at_least(0, "expected an int")
 
 
 def _seed_or_schedule(text: str) -> int | str:
