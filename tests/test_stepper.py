@@ -6,21 +6,11 @@ import pytest
 import trio
 
 import seqlab
+from seqlab.examples.races import lost_update
 from seqlab.stepper import Stepper
 
-
-async def two_tellers() -> None:
-    account = {"balance": 0}
-
-    async def teller() -> None:
-        seen = account["balance"]
-        await trio.sleep(0)
-        account["balance"] = seen + 10
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(teller, name="teller-0")
-        nursery.start_soon(teller, name="teller-1")
-    assert account["balance"] == 20, f"lost update: balance is {account['balance']}"
+# Two tellers read, pause and write back: round-robin stepping loses a deposit.
+two_tellers = lost_update
 
 
 def round_robin(stepper: Stepper) -> None:
@@ -33,17 +23,17 @@ def round_robin(stepper: Stepper) -> None:
 
 def test_round_robin_loses_an_update_and_the_schedule_replays_it():
     stepper = Stepper(two_tellers)
-    assert stepper.runnable == ["two_tellers"]
+    assert stepper.runnable == ["lost_update"]
     round_robin(stepper)
     assert isinstance(stepper.error, AssertionError)
     assert "lost update: balance is 10" in str(stepper.error)
     assert stepper.path == [
-        "two_tellers",
+        "lost_update",
         "teller-0",
         "teller-1",
         "teller-0",
         "teller-1",
-        "two_tellers",
+        "lost_update",
     ]
     with pytest.raises(AssertionError, match="balance is 10"):
         seqlab.run(two_tellers, schedule=stepper.schedule)
@@ -60,10 +50,10 @@ def test_one_teller_at_a_time_is_correct():
 
 def test_tasks_show_state_line_and_what_they_wait_on():
     stepper = Stepper(two_tellers)
-    stepper.step("two_tellers")
+    stepper.step("lost_update")
     states = {t.name: t for t in stepper.tasks}
-    assert states["two_tellers"].state == "waiting"
-    assert states["two_tellers"].waits_on == "for its child tasks to finish"
+    assert states["lost_update"].state == "waiting"
+    assert states["lost_update"].waits_on == "for its child tasks to finish"
     assert states["teller-0"].state == "runnable"
     stepper.step("teller-0")
     teller = {t.name: t for t in stepper.tasks}["teller-0"]
@@ -76,13 +66,13 @@ def test_tasks_show_state_line_and_what_they_wait_on():
 
 def test_undo_and_reset_replay_the_path():
     stepper = Stepper(two_tellers)
-    for name in ("two_tellers", "teller-0", "teller-1"):
+    for name in ("lost_update", "teller-0", "teller-1"):
         stepper.step(name)
     stepper.undo()
-    assert stepper.path == ["two_tellers", "teller-0"]
+    assert stepper.path == ["lost_update", "teller-0"]
     assert stepper.runnable == ["teller-0", "teller-1"]
     stepper.reset()
-    assert stepper.steps == 0 and stepper.runnable == ["two_tellers"]
+    assert stepper.steps == 0 and stepper.runnable == ["lost_update"]
     stepper.close()
 
 
@@ -113,8 +103,8 @@ def test_bad_choices_are_named():
 
 # ---------------------------------------------------------------- follow, goals, levels
 
-LOSING = ["two_tellers", "teller-0", "teller-1", "teller-0", "teller-1", "two_tellers"]
-SAFE = ["two_tellers", "teller-0", "teller-0", "teller-1", "teller-1", "two_tellers"]
+LOSING = ["lost_update", "teller-0", "teller-1", "teller-0", "teller-1", "lost_update"]
+SAFE = ["lost_update", "teller-0", "teller-0", "teller-1", "teller-1", "lost_update"]
 
 
 def walk(path: list[str]) -> Stepper:
@@ -168,7 +158,7 @@ def test_goal_reached_tells_fail_from_deadlock_and_success():
     assert not goal_reached(safe, "fail") and not goal_reached(safe, "deadlock")
     unfinished = Stepper(two_tellers)
     assert not goal_reached(unfinished, "fail")
-    assert goal_reached(unfinished, lambda s: s.runnable == ["two_tellers"])
+    assert goal_reached(unfinished, lambda s: s.runnable == ["lost_update"])
     with pytest.raises(ValueError, match="goal"):
         goal_reached(unfinished, "crash")
     with pytest.raises(TypeError, match="goal"):
