@@ -670,6 +670,7 @@ class _Program:
             value = result.value
             if self.check is not None:
                 assert recorder is not None
+                recorder.schedule = str(controller.schedule())
                 try:
                     rejected = not self.check(recorder)
                 except Exception as exc:
@@ -951,7 +952,8 @@ def explore(
     """Run ``async_fn(*args)`` under many schedules and collect the runs that fail.
 
     A run fails when it raises (a deadlock included) or when ``check(recorder)`` returns a
-    false value or raises. Each :class:`Failure` keeps its seed, error, trace and schedule;
+    false value or raises; ``check`` gets the run's trace, with ``recorder.seed`` and
+    ``recorder.schedule`` (the string that replays this very run) filled in. Each :class:`Failure` keeps its seed, error, trace and schedule;
     replay one exactly with ``seqlab.run(async_fn, *args, schedule=failure.schedule)``.
 
     ``strategy`` chooses the schedules (``bound`` tunes it):

@@ -196,7 +196,8 @@ class Recorder:
         self.strict = strict
         #: The seed of the run that filled this recorder, when :func:`seqlab.run` did.
         self.seed: int | None = None
-        #: The schedule of that run (a string ``seqlab.run(..., schedule=...)`` replays).
+        #: The schedule of that run (a string ``seqlab.run(..., schedule=...)`` replays); set
+        #: by :func:`seqlab.run`, and by :func:`seqlab.explore` before it calls ``check``.
         self.schedule: str | None = None
         self._t0: float | None = None
         self._now: Callable[[], float] = _current_time

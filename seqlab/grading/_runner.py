@@ -132,8 +132,6 @@ class Observer:
             except Exception:
                 seed = -1
             run: dict[str, Any] = {"seed": seed, "observations": [], "error": None}
-            # The run's scheduler, to read its schedule (a replayable string) afterwards.
-            run["controller"] = getattr(getattr(seqlab.runtime, "_local", None), "rng", None)
             runs[id(current_recorder())] = run
             order.append(run)
             self._run = run["observations"]
@@ -145,20 +143,14 @@ class Observer:
             finally:
                 self._run = None
 
-        def schedule_of(run: dict[str, Any]) -> str | None:
-            controller = run.get("controller")
-            try:
-                return clip(str(controller.schedule())) if controller is not None else None
-            except Exception:
-                return None
-
         def keep(recorder: Any) -> bool:
             run = runs.get(id(recorder))
             if run is None:
                 return True
             run["seen"] = True  # a run explore counts (not its probe, not a later replay)
             run["trace"] = _trace(recorder, full=trace)
-            run["schedule"] = schedule_of(run)
+            # explore fills in the run's schedule before it calls its check (this function).
+            run["schedule"] = clip(str(recorder.schedule)) if recorder.schedule else None
             return check_run(run)
 
         try:
@@ -167,7 +159,7 @@ class Observer:
             self.explorations.append(Exploration(site, [], _error_info(exc)))
             return
         for failure in result.failures:
-            recorder = getattr(failure, "_trace", None) or failure.trace
+            recorder = failure.trace  # the run's own recorder (explore made one for check)
             run = runs.get(id(recorder))
             if run is None:
                 run = {"seed": failure.seed, "observations": [], "error": None}
@@ -176,8 +168,7 @@ class Observer:
             if run["error"] is None and failure.error is not None:
                 run["error"] = _error_info(failure.error)
             run["trace"] = _trace(recorder, full=trace)
-            schedule = getattr(failure, "schedule", None)
-            run["schedule"] = clip(str(schedule)) if schedule else schedule_of(run)
+            run["schedule"] = clip(failure.schedule) if failure.schedule else run.get("schedule")
         counted = [r for r in order if r.get("seen")]
         total = getattr(result, "runs", len(counted))
         if isinstance(total, int) and 0 < total < len(counted):
@@ -186,17 +177,13 @@ class Observer:
             counted = counted[len(counted) - total :]
         if result.failures:  # shrinking re-runs the program: once, for the first failure
             first = result.failures[0]
-            recorder = getattr(first, "_trace", None) or first.trace
-            run = runs.get(id(recorder))
-            explain = getattr(first, "explain", None)
-            shrink = getattr(first, "shrink", None)
-            if run is not None and callable(explain):
+            run = runs.get(id(first.trace))
+            if run is not None:
                 try:
-                    target: Any = shrink() if callable(shrink) else first
-                    run["explanation"] = clip(str(target.explain()))
-                    shrunk = getattr(target, "schedule", None)
-                    if shrunk:
-                        run["schedule"] = clip(str(shrunk))
+                    shrunk = first.shrink()
+                    run["explanation"] = clip(shrunk.explain())
+                    if shrunk.schedule:
+                        run["schedule"] = clip(shrunk.schedule)
                 except Exception:
                     pass
         self.explorations.append(
