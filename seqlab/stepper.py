@@ -39,10 +39,104 @@ from .schedule import Controller, Order, Policy, Schedule, ScheduleMismatch
 from .trace import Recorder
 from .waits import describe_wait
 
-__all__ = ["Stepper", "TaskState", "GOALS", "goal_reached", "level_reached"]
+__all__ = [
+    "Stepper",
+    "TaskState",
+    "StaleRead",
+    "GOALS",
+    "goal_reached",
+    "level_reached",
+    "parse_goal",
+]
 
-#: The goals a level can name in words; a goal can also be a callable on the :class:`Stepper`.
+#: The goals a level can name in words (and ``stale:TASK[@OBJECT]``, see :class:`StaleRead`);
+#: a goal can also be a callable on the :class:`Stepper`.
 GOALS = ("fail", "deadlock")
+
+#: How a stale-read goal is written, for error messages and help.
+STALE_SYNTAX = "stale:TASK[@OBJECT]"
+
+
+@dataclass(frozen=True)
+class StaleRead:
+    """A level's goal: make ``task`` act on a stale read of ``obj``.
+
+    A program's own objects show their reads and writes in the trace
+    (``seqlab.emit("account", "read", balance=...)`` and ``"write"``, as the lessons'
+    ``Account`` and ``Ledger`` do). The goal is reached when ``task`` **writes** an object
+    after reading it, while **another task wrote that object in between**: the value the
+    task read was stale by the time it wrote, and its write buries the other task's newer
+    value (a lost update, and you chose who loses it). ``obj`` names the object as the trace
+    does (``"account"``); ``None`` means any object. Written ``stale:TASK`` or
+    ``stale:TASK@OBJECT`` (:func:`parse_goal`); calling it with a stepper says whether the
+    stepper's run so far reached it, so it goes wherever a callable goal goes.
+    """
+
+    task: str
+    obj: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.task, str) or not self.task.strip():
+            raise ValueError(f"task must be a task's name, got {self.task!r}")
+        if self.obj is not None and (not isinstance(self.obj, str) or not self.obj.strip()):
+            raise ValueError(
+                f"obj must be an object's name as the trace shows it, got {self.obj!r}"
+            )
+
+    def __str__(self) -> str:
+        return f"stale:{self.task}" + ("" if self.obj is None else f"@{self.obj}")
+
+    def describe(self) -> str:
+        """The goal in words, as the widget shows it."""
+        what = "a value" if self.obj is None else self.obj
+        return f"make {self.task} write {what} from a stale read (another task wrote it in between)"
+
+    def found(self, events: Any) -> bool:
+        """Whether the trace ``events`` hold such a write."""
+        read: dict[str, bool] = {}  # object -> another task has written it since our read
+        for event in events:
+            if event.kind not in ("read", "write"):
+                continue
+            if self.obj is not None and event.primitive != self.obj:
+                continue
+            mine = event.task == self.task
+            if event.kind == "read" and mine:
+                read[event.primitive] = False
+            elif event.kind == "write" and not mine:
+                if event.primitive in read:
+                    read[event.primitive] = True
+            elif event.kind == "write" and read.pop(event.primitive, False):
+                return True  # our write, over a value another task wrote since our read
+        return False
+
+    def __call__(self, stepper: Stepper) -> bool:
+        return self.found(stepper.recorder.events)
+
+
+def parse_goal(goal: Any) -> Any:
+    """``goal`` as a level takes it: ``"fail"``, ``"deadlock"``, a callable (a
+    :class:`StaleRead` included), or the text ``"stale:TASK"`` / ``"stale:TASK@OBJECT"``,
+    which becomes a :class:`StaleRead`. Anything else is refused naming ``goal``."""
+    if isinstance(goal, str):
+        if goal in GOALS:
+            return goal
+        if goal.startswith("stale:"):
+            task, _, obj = goal.removeprefix("stale:").partition("@")
+            if task.strip() and (not _ or obj.strip()):
+                return StaleRead(task.strip(), obj.strip() if _ else None)
+            raise ValueError(
+                f"goal must be written {STALE_SYNTAX} (a task's name, and an object's "
+                f"name after @ if you give one), got {goal!r}"
+            )
+        raise ValueError(
+            f"goal must be one of {', '.join(GOALS)}, {STALE_SYNTAX} or a callable, got {goal!r}"
+        )
+    if not callable(goal):
+        raise TypeError(
+            f"goal must be 'fail', 'deadlock', '{STALE_SYNTAX}' or a callable, "
+            f"got {type(goal).__name__}"
+        )
+    return goal
 
 
 @dataclass(frozen=True)
@@ -346,9 +440,10 @@ def goal_reached(stepper: Stepper, goal: str | Callable[[Stepper], Any]) -> bool
 
     ``"fail"``: the program ended with an exception (an ``AssertionError`` that caught a lost
     update, say) other than a deadlock; ``"deadlock"``: it ended in a :class:`seqlab.Deadlock`;
+    ``"stale:TASK[@OBJECT]"``: TASK wrote from a stale read (:class:`StaleRead`), at any step;
     a callable is asked ``goal(stepper)`` (between steps, so it may look at ``stepper.tasks``).
     """
-    _check_goal(goal)
+    goal = parse_goal(goal)
     if goal == "fail":
         return (
             stepper.finished
@@ -362,11 +457,7 @@ def goal_reached(stepper: Stepper, goal: str | Callable[[Stepper], Any]) -> bool
 
 
 def _check_goal(goal: Any) -> None:
-    if isinstance(goal, str):
-        if goal not in GOALS:
-            raise ValueError(f"goal must be one of {', '.join(GOALS)} or a callable, got {goal!r}")
-    elif not callable(goal):
-        raise TypeError(f"goal must be 'fail', 'deadlock' or a callable, got {type(goal).__name__}")
+    parse_goal(goal)
 
 
 def level_reached(
@@ -381,11 +472,12 @@ def level_reached(
     For ``"fail"`` and ``"deadlock"`` the schedule must be a whole run (a finished stepper's
     :attr:`Stepper.schedule`, which ends with ``|steps``); it is replayed with
     :func:`seqlab.run` and the ending decides. A path that stops early, does not fit the
-    program, or ends otherwise is ``False``. For a callable goal the path is followed step
-    by step (up to the schedule's step count) and the goal asked after each step.
+    program, or ends otherwise is ``False``. For a callable goal (a stale read included) the
+    path is followed step by step (up to the schedule's step count) and the goal asked after
+    each step, so only what the learner's own steps did counts.
     """
     _check_async_fn(async_fn)
-    _check_goal(goal)
+    goal = parse_goal(goal)
     if not isinstance(schedule, str):
         raise TypeError(f"schedule must be a schedule string, got {type(schedule).__name__}")
     parsed = Schedule.parse(schedule)

@@ -214,3 +214,120 @@ def test_a_deadlock_level():
         stepper.step(stepper.runnable[0])
     assert level_reached(three_of_four, schedule=stepper.schedule, goal="deadlock")
     assert not level_reached(three_of_four, schedule=stepper.schedule, goal="fail")
+
+
+# ------------------------------------------------------------------ the stale-read goal
+
+
+async def traced_tellers() -> None:
+    """Two tellers deposit through a traced Account: a read, a pause, a write each."""
+    from seqlab.examples.bank import Account
+
+    account, ledger = Account(), Account()
+
+    async def teller(amount: int) -> None:
+        seen = account.read()
+        await trio.sleep(0)
+        account.write(seen + amount)
+        ledger.write(amount)  # a write with no read before it: never stale
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(teller, 1, name="teller-0")
+        nursery.start_soon(teller, 2, name="teller-1")
+
+
+def walk_traced(path: list[str]) -> Stepper:
+    stepper = Stepper(traced_tellers)
+    for name in path:
+        stepper.step(name)
+    return stepper
+
+
+# Both read 0; teller-0 writes first, so teller-1 writes from a stale read (and the reverse).
+TELLER_1_STALE = [
+    "traced_tellers",
+    "teller-0",
+    "teller-1",
+    "teller-0",
+    "teller-1",
+    "traced_tellers",
+]
+TELLER_0_STALE = [
+    "traced_tellers",
+    "teller-0",
+    "teller-1",
+    "teller-1",
+    "teller-0",
+    "traced_tellers",
+]
+# teller-0 runs to its end before teller-1 reads: nobody reads a stale value.
+IN_TURN = ["traced_tellers", "teller-0", "teller-0", "teller-1", "teller-1", "traced_tellers"]
+
+
+def test_parse_goal_reads_the_stale_form_and_names_bad_syntax():
+    from seqlab.stepper import StaleRead, parse_goal
+
+    assert parse_goal("stale:teller-1") == StaleRead("teller-1")
+    assert parse_goal("stale:teller-1@account") == StaleRead("teller-1", "account")
+    assert str(parse_goal("stale:teller-1@account")) == "stale:teller-1@account"
+    assert parse_goal("fail") == "fail"
+    for bad in ("stale:", "stale:@account", "stale:teller-1@", "stale: "):
+        with pytest.raises(ValueError, match=r"goal must be written stale:TASK\[@OBJECT\]"):
+            parse_goal(bad)
+    with pytest.raises(ValueError, match="goal must be one of fail, deadlock, stale:TASK"):
+        parse_goal("stail:teller-1")
+    with pytest.raises(TypeError, match="goal"):
+        parse_goal(3)
+    with pytest.raises(ValueError, match="task"):
+        StaleRead("")
+
+
+def test_a_stale_read_is_reached_when_the_task_writes_over_a_newer_value():
+    from seqlab.stepper import goal_reached
+
+    stepper = walk_traced(TELLER_1_STALE[:4])
+    # teller-0 has written, teller-1 holds a stale read but has not written it yet
+    assert not goal_reached(stepper, "stale:teller-1@account")
+    stepper.step("teller-1")
+    assert goal_reached(stepper, "stale:teller-1@account")
+    assert goal_reached(stepper, "stale:teller-1")  # any object
+    assert not goal_reached(stepper, "stale:teller-0@account")
+    # the wrong object, and an object written with no read before it, are not the goal
+    assert not goal_reached(stepper, "stale:teller-1@ledger")
+    stepper.close()
+    in_turn = walk_traced(IN_TURN)
+    assert in_turn.finished
+    for goal in ("stale:teller-0", "stale:teller-1"):
+        assert not goal_reached(in_turn, goal)
+
+
+def test_a_stale_read_level_is_graded_from_its_stored_path():
+    from seqlab.notebook import StepperWidget
+    from seqlab.stepper import level_reached
+
+    widget = StepperWidget(traced_tellers, goal="stale:teller-1@account")
+    assert widget.goal == (
+        "make teller-1 write account from a stale read (another task wrote it in between)"
+    )
+    for name in TELLER_1_STALE[:5]:
+        widget.step(name)
+    assert widget.goal_reached and not widget.stepper.finished
+    level = widget.level
+    assert level["reached"] and level["spec"] == "stale:teller-1@account"
+    assert level["schedule"].endswith("|5")  # where the path ends: the goal came mid-run
+    assert level_reached(traced_tellers, schedule=level["schedule"], goal=level["spec"])
+    widget.close()
+    # The other teller's stale write, a path in turn, and the winning path stopped one step
+    # short all score 0; so does the winning path graded against another task.
+    other = walk_traced(TELLER_0_STALE).schedule
+    assert not level_reached(traced_tellers, schedule=other, goal="stale:teller-1@account")
+    assert level_reached(traced_tellers, schedule=other, goal="stale:teller-0@account")
+    in_turn = walk_traced(IN_TURN).schedule
+    assert not level_reached(traced_tellers, schedule=in_turn, goal="stale:teller-1")
+    short = walk_traced(TELLER_1_STALE[:4])
+    short_schedule = short.schedule + "|4"
+    short.close()
+    # lockstep would go on to the stale write by itself; only the learner's 4 steps count
+    assert not level_reached(traced_tellers, schedule=short_schedule, goal="stale:teller-1")
+    whole = walk_traced(TELLER_1_STALE).schedule
+    assert level_reached(traced_tellers, schedule=whole, goal="stale:teller-1@account")

@@ -40,6 +40,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from .. import __version__
 from ..runtime import Deadlock, explore, last_seed, run
 from ..schedule import STRATEGIES, Schedule, make_strategy
+from ..stepper import STALE_SYNTAX
 from ..trace import Recorder
 from ._report import SCENARIO_FILE_PREFIX, describe_error, leaves, safe_repr
 from .kernel import current_loop
@@ -197,6 +198,18 @@ def _seed_or_schedule(text: str) -> int | str:
         ) from None
 
 
+def _goal(text: str) -> Any:
+    """A level's goal: fail, deadlock or stale:TASK[@OBJECT] (see seqlab.stepper.StaleRead)."""
+    from ..stepper import parse_goal
+
+    try:
+        return parse_goal(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected fail, deadlock or {STALE_SYNTAX}, got {text!r}"
+        ) from None
+
+
 def _strategy_option(p: _Parser, default: str | None) -> None:
     p.add_argument(
         "--strategy",
@@ -233,6 +246,12 @@ def _run_parser() -> _Parser:
         default="timeline",
         metavar="|".join(VIEWS),
         help="how to show the trace (timeline)",
+    )
+    p.add_argument(
+        "--static",
+        action="store_true",
+        help="draw the view once, after the run, instead of live (one output that nbval "
+        "compares and nbconvert keeps as it was)",
     )
     return p
 
@@ -285,10 +304,12 @@ def _step_parser() -> _Parser:
     )
     p.add_argument(
         "--goal",
-        choices=["fail", "deadlock"],
+        type=_goal,
         default=None,
-        metavar="fail|deadlock",
-        help="a level: make the program fail, or reach a deadlock",
+        metavar="fail|deadlock|" + STALE_SYNTAX,
+        help="a level: make the program fail, reach a deadlock, or make TASK write OBJECT "
+        "(a traced object, e.g. account) from a stale read: TASK read it, another task wrote "
+        "it, then TASK wrote over that",
     )
     return p
 
@@ -323,6 +344,7 @@ class Scenario:
     view: str
     strategy: str = "random"
     bound: int | None = None
+    static: bool = False  # draw the view after the run instead of live
 
 
 def compile_scenario(source: str, namespace: dict[str, Any]) -> Callable[[], Any]:
@@ -424,12 +446,15 @@ class SeqlabMagics(Magics):
         [--view KIND]`` runs the cell's body as ``async def scenario()`` under
         :func:`seqlab.run` (virtual time, seed 0 unless given) and prints the seed, the virtual
         duration, the tasks, the events and the trace; ``--view timeline|barrier|convoy|ring``
-        shows a live widget instead of the text trace, ``--view none`` shows neither;
+        shows a live widget instead of the text trace (``--static``: drawn once, after the
+        run, which is what a notebook checked with nbval needs), ``--view none`` neither;
         ``--explore K`` runs seeds N .. N+K-1 with the strategy (default ``auto``, which also
         holds tasks back) and explains the simplest failing schedule it finds.
-        ``%%seqlab step [--watch NAMES] [--goal fail|deadlock]`` makes you the scheduler of the
-        cell's scenario: a widget shows every task and its line, and its buttons choose who
-        steps (see :class:`seqlab.notebook.StepperWidget`).
+        ``%%seqlab step [--watch NAMES] [--goal fail|deadlock|stale:TASK[@OBJECT]]`` makes you
+        the scheduler of the cell's scenario: a widget shows every task and its line, and its
+        buttons choose who steps (see :class:`seqlab.notebook.StepperWidget`). ``--goal
+        stale:teller-1@account`` is reached when teller-1 writes ``account`` from a stale
+        read: it read it, another task wrote it, and teller-1 wrote over that.
         ``%seqlab replay SEED|SCHEDULE`` reruns the last scenario with another seed, or exactly
         the schedule a failure reported.
         ``%seqlab trace [--json]`` prints the last trace (``--json``: what the widgets read);
@@ -526,7 +551,7 @@ class SeqlabMagics(Magics):
             make_strategy(strategy, ns.bound)
         except ValueError as exc:
             raise UsageError(f"%%seqlab run: {exc}") from None
-        scenario = Scenario(fn, ns.real_time, ns.view, strategy, ns.bound)
+        scenario = Scenario(fn, ns.real_time, ns.view, strategy, ns.bound, ns.static)
         self.last_scenario = scenario
         if ns.explore is None:
             seed = 0 if ns.seed is None else ns.seed
@@ -619,7 +644,7 @@ class SeqlabMagics(Magics):
         self.last_recorder = recorder
         self.last_clock = "real time" if scenario.real_time else "virtual"
         self.last_run = f"seed {seed}: started, did not finish"
-        live = _live_view(scenario.view, recorder)
+        live = None if scenario.static else _live_view(scenario.view, recorder)
         how: dict[str, Any] = (
             {"schedule": schedule}
             if schedule is not None
@@ -672,6 +697,8 @@ class SeqlabMagics(Magics):
         if scenario.view == "text":
             print()
             _show_view("text", recorder)
+        elif scenario.static:
+            _show_view(scenario.view, recorder)
         if error is not None:
             print()
             print(describe_error(error, recorder), end="")

@@ -15,9 +15,10 @@ The buttons call the same methods you can call yourself (:meth:`StepperWidget.st
 stepper's own thread, so a click is answered even while the cell that made the widget has long
 returned, in any kernel.
 
-A level: give ``goal`` (``"fail"``, ``"deadlock"`` or a callable on the stepper). The widget
-says when it is reached and keeps the path in its state (``level``: the goal, whether it was
-reached, and the schedule string), which a saved notebook stores; a check cell grades it with
+A level: give ``goal`` (``"fail"``, ``"deadlock"``, ``"stale:TASK@OBJECT"`` or a callable on the
+stepper). The widget says when it is reached and keeps the path in its state (``level``: the
+goal in words and as written, whether it was reached, and the schedule string), which a saved
+notebook stores; a check cell grades it with
 :func:`seqlab.stepper.level_reached`, replaying that schedule.
 
 Like the other views, its output carries a deterministic ``text/plain`` form and static HTML
@@ -38,7 +39,7 @@ import traitlets
 
 from ..runtime import Deadlock
 from ..schedule import Schedule
-from ..stepper import Stepper, _check_goal, goal_reached
+from ..stepper import StaleRead, Stepper, goal_reached, parse_goal
 from ._report import describe_error, safe_repr
 
 __all__ = ["StepperWidget"]
@@ -58,8 +59,17 @@ def _goal_text(goal: Any) -> str:
         return "make the program fail"
     if goal == "deadlock":
         return "reach a deadlock"
+    if isinstance(goal, StaleRead):
+        return goal.describe()
     doc = (getattr(goal, "__doc__", None) or "").strip().splitlines()
     return doc[0] if doc else getattr(goal, "__name__", "the goal")
+
+
+def _goal_spec(goal: Any) -> str:
+    """The goal as ``level_reached(goal=...)`` takes it in writing ("" for a callable)."""
+    if isinstance(goal, (str, StaleRead)):
+        return str(goal)
+    return ""
 
 
 def _parse_watch(watch: Any) -> tuple[list[str], Watch | None]:
@@ -118,7 +128,7 @@ class StepperWidget(anywidget.AnyWidget):
         explore_seeds: int = 200,
     ) -> None:
         if goal is not None:
-            _check_goal(goal)
+            goal = parse_goal(goal)  # "stale:TASK@OBJECT" becomes a StaleRead
         if namespace is not None and not isinstance(namespace, dict):
             raise TypeError(f"namespace must be a dict, got {type(namespace).__name__}")
         if not isinstance(title, str):
@@ -399,6 +409,8 @@ class StepperWidget(anywidget.AnyWidget):
             if self._goal is not None:
                 self.level = {
                     "goal": self.goal,
+                    # what level_reached(goal=...) takes, when the goal has a written form
+                    "spec": _goal_spec(self._goal),
                     "reached": reached,
                     "schedule": schedule,
                     "path": stepper.path,

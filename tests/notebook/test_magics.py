@@ -400,7 +400,21 @@ def test_real_time_runs_show_no_duration(sh: Shell):
         ),
         ("%seqlab run", "%seqlab run is a cell magic"),
         ("%seqlab step", "%seqlab step is a cell magic"),
-        ("%%seqlab step --goal win\npass", "%%seqlab step: argument --goal: invalid choice"),
+        (
+            "%%seqlab step --goal win\npass",
+            "%%seqlab step: argument --goal: expected fail, deadlock or stale:TASK[@OBJECT], "
+            "got 'win'",
+        ),
+        (
+            "%%seqlab step --goal stale:\npass",
+            "%%seqlab step: argument --goal: expected fail, deadlock or stale:TASK[@OBJECT], "
+            "got 'stale:'",
+        ),
+        (
+            "%%seqlab step --goal stale:teller-1@\npass",
+            "%%seqlab step: argument --goal: expected fail, deadlock or stale:TASK[@OBJECT], "
+            "got 'stale:teller-1@'",
+        ),
         ("%%seqlab step --watch 'a,b c'\npass", "%%seqlab step: --watch takes comma-separated"),
         ("%%seqlab step --watch a --watch b\npass", "%%seqlab step: argument --watch: given twice"),
         ("%seqlab trace --xml", "%seqlab trace: unrecognized arguments: --xml"),
@@ -447,13 +461,15 @@ def test_usage_lines_come_from_the_parsers():
     assert USAGE["run"] == (
         "%%seqlab run [-h] [--seed N] [--real-time] [--explore K] "
         "[--strategy auto|lockstep|random|delay|pct|exhaustive] [--bound B] "
-        "[--view timeline|barrier|convoy|ring|text|none]"
+        "[--view timeline|barrier|convoy|ring|text|none] [--static]"
     )
     assert USAGE["replay"] == (
         "%seqlab replay [-h] [--strategy auto|lockstep|random|delay|pct|exhaustive] SEED|SCHEDULE"
     )
     assert list(USAGE) == ["status", "run", "replay", "trace", "check", "step", "help"]
-    assert USAGE["step"] == "%%seqlab step [-h] [--watch NAMES] [--goal fail|deadlock]"
+    assert USAGE["step"] == (
+        "%%seqlab step [-h] [--watch NAMES] [--goal fail|deadlock|stale:TASK[@OBJECT]]"
+    )
 
 
 def test_dash_h_explains_a_subcommand_and_runs_nothing(sh: Shell, ipython):
@@ -523,6 +539,39 @@ def test_widget_views_are_shown_before_the_run_and_follow_it(sh: Shell, monkeypa
     assert "scenario  task  spawn" in out and len(made) == 1
     out, _ = sh.cell("%%seqlab run --view none\nawait trio.sleep(1)")
     assert out.endswith("events: 4\n") and len(made) == 1
+
+
+def test_a_static_view_is_drawn_once_after_the_run(ipython, monkeypatch):
+    from IPython.display import DisplayHandle
+
+    from seqlab.notebook import widgets
+
+    made: list[tuple[str, int]] = []
+    real = widgets.make_view
+
+    def spy(kind: str, recorder: Any, **options: Any) -> Any:
+        made.append((kind, len(recorder)))
+        return real(kind, recorder, **options)
+
+    updates: list[Any] = []
+    monkeypatch.setattr(widgets, "make_view", spy)
+    monkeypatch.setattr(DisplayHandle, "update", lambda self, obj, **kw: updates.append(obj))
+    body = (
+        "await trio.sleep(1)\nasync with trio.open_nursery() as n:\n    n.start_soon(trio.sleep, 1)"
+    )
+    with capture_output() as out:
+        ipython.run_cell("%%seqlab run --static\n" + body)
+    # made after the run, from the whole trace, shown once and never updated: what nbval
+    # sees while the cell runs is what nbclient stores
+    assert made == [("timeline", 10)] and updates == []
+    assert out.stdout.startswith("seed: 0\nclock: virtual, 2.000 s\n")
+    shown = [o.data["text/plain"] for o in out.outputs]
+    assert len(shown) == 1 and shown[0].startswith("Timeline: 2 tasks, 10 events")
+    # live (the default): made before the run with no events, then updated
+    with capture_output() as out:
+        ipython.run_cell("%%seqlab run\n" + body)
+    assert made[-1] == ("timeline", 0) and len(updates) == 1
+    assert out.outputs[0].data["text/plain"].startswith("Timeline: 0 tasks, 0 events")
 
 
 def test_compile_scenario_returns_an_async_function_with_the_given_globals():
@@ -601,6 +650,31 @@ def test_step_shows_a_stepper_widget_on_the_scenario(sh: Shell, ipython):
     widget.step("scenario")
     line = {t["name"]: t for t in widget.tasks}["scenario"]["line"]
     assert line.startswith("line ") and "seqlab scenario" not in line
+
+
+def test_step_goal_stale_is_a_level_on_a_traced_object(sh: Shell, ipython):
+    traced = "from seqlab.examples.bank import Account\n" + TELLERS.replace(
+        'ledger = {"balance": 0}', "ledger = Account()"
+    ).replace('seen = ledger["balance"]', "seen = ledger.read()").replace(
+        'ledger["balance"] = seen + 10', "ledger.write(seen + 10)"
+    ).replace("ledger['balance']", "ledger.balance").replace('ledger["balance"]', "ledger.balance")
+    with capture_output() as out:
+        result = ipython.run_cell(
+            "%%seqlab step --watch ledger.balance --goal stale:teller-0@account\n" + traced
+        )
+    assert result.error_in_exec is None, out.stderr
+    widget = ipython.magics_manager.registry["SeqlabMagics"].last_stepper
+    assert widget.goal.startswith("make teller-0 write account from a stale read")
+    # teller-0 writes first: teller-1 is the stale one, not the goal
+    for name in ["scenario", "teller-0", "teller-1", "teller-0", "teller-1"]:
+        widget.step(name)
+    assert not widget.goal_reached and widget.watched == [["ledger.balance", "10"]]
+    widget.reset()
+    for name in ["scenario", "teller-0", "teller-1", "teller-1", "teller-0"]:
+        widget.step(name)
+    assert widget.goal_reached and widget.level["spec"] == "stale:teller-0@account"
+    assert "goal reached" in widget.message
+    widget.close()
 
 
 def test_step_reports_a_syntax_error_in_one_line(sh: Shell):
