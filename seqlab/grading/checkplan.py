@@ -12,7 +12,10 @@ For grading, :func:`compile_check` splits it, in the grading process, without ru
 learner code:
 
 - every ``check_equal(actual, expected, what=...)`` becomes ``__seqlab_observe__.equal(k,
-  actual)`` in the sandbox; ``expected`` is evaluated here and never sent;
+  actual)`` in the sandbox; ``expected`` is evaluated here and never sent. It may call
+  functions of the cell (they are defined here too, and still run in the sandbox): the
+  grader then works out the answer itself, e.g. by running a program of the cell that the
+  learner's code is pointed at;
 - ``check(condition, message)`` becomes ``__seqlab_observe__.truth(k, condition)``;
 - ``check_explore(fn, *args, seeds=..., check=rule, what=...)`` becomes
   ``__seqlab_observe__.explore(k, fn, *args, seeds=..., trace=True)``: the runner explores
@@ -141,6 +144,27 @@ def compile_check(source: str, grade_id: str, skip_visible_explores: bool = Fals
             for kw in node.keywords:
                 if kw.arg == "check":
                     rule_names |= {n.id for n in ast.walk(kw.value) if isinstance(n, ast.Name)}
+    # Functions an expected value is computed with (the grader's own answer, e.g. running
+    # a program of the cell under a seed): defined here too, and kept in the sandbox's copy.
+    defs = {s.name: s for s in tree.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    pending = [
+        n.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "check_equal"
+        and len(node.args) == 2
+        for n in ast.walk(node.args[1])
+        if isinstance(n, ast.Name) and n.id in defs
+    ]
+    answer_names: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name not in answer_names:
+            answer_names.add(name)
+            pending += [
+                n.id for n in ast.walk(defs[name]) if isinstance(n, ast.Name) and n.id in defs
+            ]
     grader_ns: dict[str, Any] = {"__builtins__": builtins, "__name__": f"seqlab_check_{grade_id}"}
     edits: list[tuple[int, int, str]] = []
     for stmt in tree.body:
@@ -150,6 +174,10 @@ def compile_check(source: str, grade_id: str, skip_visible_explores: bool = Fals
             exec(compile(ast.Module([stmt], []), f"<{label}>", "exec"), grader_ns)
             a, b = span(stmt.decorator_list[0] if stmt.decorator_list else stmt)
             edits.append((a, b, "\n" * source[a:b].count("\n") + "pass"))
+        elif (
+            isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name in answer_names
+        ):
+            exec(compile(ast.Module([stmt], []), f"<{label}>", "exec"), grader_ns)
 
     def grader_eval(node: ast.expr, role: str) -> Any:
         try:
@@ -158,7 +186,7 @@ def compile_check(source: str, grade_id: str, skip_visible_explores: bool = Fals
             raise LessonError(
                 f"{label}, line {node.lineno}: the grader cannot work out {role} "
                 f"{text(node)!r} by itself ({type(exc).__name__}: {exc}); it may use only "
-                "literals, builtins, imports and rule helpers of this cell"
+                "literals, builtins, imports and functions of this cell"
             ) from None
 
     def literal(node: ast.expr | None, role: str, default: str) -> str:

@@ -86,6 +86,17 @@ def first_lost_update(tellers):
 )
 mutant(
     "00-welcome",
+    "ex0-replay",
+    "first-seed-hard-coded",
+    # The targeted forgery of the visible check: seed 0 happens to lose a deposit for 3, 4 and
+    # 5 tellers of checked_deposits, so this explores nothing and still shows a failing seed.
+    """
+def first_lost_update(tellers):
+    return 0 if tellers > 1 else None
+""",
+)
+mutant(
+    "00-welcome",
     "ex0-careful",
     "no-slow-ledger-step",
     """
@@ -346,6 +357,51 @@ mutant(
     """
 async def meeting():
     await trio.sleep(100)
+    return {"early": "timeout", "prompt": "broken", "late": "broken"}
+""",
+)
+mutant(
+    "02-barrier",
+    "ex2-abort",
+    "forged-barrier-events",
+    # The targeted forgery of the visible check: the right outcome, and the Barrier events the
+    # visible rule reads (arrivals at t = 0 and 1, broken by abort at t = 5), emitted by hand.
+    """
+async def meeting():
+    from seqlab import emit
+
+    emit("Barrier 'meeting'", "arrive", generation=0, index=0, n_waiting=1, parties=3)
+    await trio.sleep(1)
+    emit("Barrier 'meeting'", "arrive", generation=0, index=1, n_waiting=2, parties=3)
+    await trio.sleep(4)
+    emit("Barrier 'meeting'", "broken", generation=0, reason="abort() was called")
+    await trio.sleep(95)
+    return {"early": "timeout", "prompt": "broken", "late": "broken"}
+""",
+)
+mutant(
+    "02-barrier",
+    "ex2-abort",
+    "party-tasks-forging-barrier-events",
+    # The same forgery made by real party tasks at the right times, but with no Barrier.
+    """
+async def meeting():
+    from seqlab import emit
+
+    async def early():
+        emit("Barrier 'meeting'", "arrive", generation=0, index=0, n_waiting=1, parties=3)
+        await trio.sleep(5)
+        emit("Barrier 'meeting'", "broken", generation=0, reason="abort() was called")
+
+    async def prompt():
+        await trio.sleep(1)
+        emit("Barrier 'meeting'", "arrive", generation=0, index=1, n_waiting=2, parties=3)
+        await trio.sleep(4)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(early)
+        nursery.start_soon(prompt)
+        nursery.start_soon(trio.sleep, 100)
     return {"early": "timeout", "prompt": "broken", "late": "broken"}
 """,
 )

@@ -116,6 +116,33 @@ def test_expected_values_and_rules_stay_in_the_grader_and_lines_are_kept() -> No
     compile(worker, "<worker>", "exec", flags=0x2000)  # PyCF_ALLOW_TOP_LEVEL_AWAIT
 
 
+ANSWERED = """from seqlab.grading import check_equal
+import seqlab
+
+
+async def program(n):
+    return n * 1000 + 7
+
+
+def graders_answer(n):
+    return seqlab.run(program, n, seed=0)
+
+
+check_equal(learner_function(program, 3), graders_answer(3), what="learner_function")
+"""
+
+
+def test_an_expected_value_may_be_the_graders_own_run_of_a_program_of_the_cell() -> None:
+    compiled = compile_check(ANSWERED, "c")
+    (site,) = compiled.sites.values()
+    assert site.expected == 3007  # worked out here, by running the cell's program
+    worker = compiled.worker_source
+    assert "3007" not in worker and "graders_answer(3)" not in worker
+    assert "async def program(n):" in worker  # the learner's code is pointed at it there
+    with pytest.raises(LessonError, match="functions of this cell"):
+        compile_check("check_equal(f(), helper(2))", "c")
+
+
 @pytest.mark.parametrize(
     ("cell", "message"),
     [
