@@ -313,8 +313,6 @@ async def _work(d: Dispatcher) -> None:
                     else:
                         await d._wait_for_work()
                         continue
-                    d._pending -= 1
-                    d._running += 1
                     busy[me] = ticket
                     ticket._state = _RUNNING
                     start = now()
@@ -352,9 +350,6 @@ async def _work(d: Dispatcher) -> None:
                                     _TICKET_DURATION,
                                     (ticket.number, now() - start),
                                 )
-                            d._running -= 1
-                            seq._completed += 1
-                            d._completed += 1
                             ticket._state = _DONE
                             ticket._value = value
                             ticket._fn = ticket._args = None
@@ -399,17 +394,16 @@ def _settle(
     value: Any,
     error: BaseException | None,
 ) -> None:
-    """Book a finished task, hand over its outcome, and put its sequencer back in line."""
-    d._running -= 1
-    if state == _DONE:
-        owner._completed += 1
-        if seq is not None:
-            d._completed += 1
-    elif state == _FAILED:
+    """Book a finished task, hand over its outcome, and put its sequencer back in line.
+
+    Completed tasks are not counted here: :meth:`Sequencer.statistics` and
+    :meth:`Dispatcher.statistics` derive that count from the others (see ``_counts``).
+    """
+    if state == _FAILED:
         owner._failed += 1
         if seq is not None:
             d._failed += 1
-    else:
+    elif state == _CANCELLED:
         owner._cancelled += 1
         if seq is not None:
             d._cancelled += 1
@@ -493,11 +487,11 @@ class Sequencer:
         "_cancel_reason",
         "_cancelled",
         "_closed",
-        "_completed",
         "_dispatcher",
         "_drained",
         "_failed",
         "_failures",
+        "_gate",
         "_key",
         "_label",
         "_limit",
@@ -517,6 +511,10 @@ class Sequencer:
         self._name = name
         self._max_pending = max_pending
         self._limit = sys.maxsize if max_pending is None else max_pending
+        # submit_nowait's one test: len(queue) >= _gate means "refuse" (full, or closed: then
+        # _gate is 0). Kept equal to _limit while open; close() and the dispatcher's close()
+        # set it to 0.
+        self._gate = self._limit
         self._label = label
         self._queue: deque[Ticket[Any]] = deque()
         self._running: Ticket[Any] | None = None
@@ -526,7 +524,6 @@ class Sequencer:
         self._blocked: list[tuple[trio.lowlevel.Task, Ticket[Any]]] = []
         self._closed = False
         self._next_number = 0
-        self._completed = 0
         self._failed = 0
         self._cancelled = 0
         self._max_delay = 0.0
@@ -566,11 +563,10 @@ class Sequencer:
         """
         if not callable(fn):
             _bad_fn(fn)
-        d = self._dispatcher
-        if self._closed or d._closed:
-            raise self._closed_error()
         queue = self._queue
-        if len(queue) >= self._limit:
+        if len(queue) >= self._gate:
+            if self._closed or self._dispatcher._closed:
+                raise self._closed_error()
             raise trio.WouldBlock
         rec = _RECORDER.get()
         if rec is not None:
@@ -578,6 +574,7 @@ class Sequencer:
             self._enqueue(ticket, _current_task())
             return ticket
         # _enqueue without the trace, and Ticket.__init__, inlined: this is the hot path.
+        d = self._dispatcher
         number = self._next_number
         self._next_number = number + 1
         stamp = d._stamp
@@ -593,7 +590,6 @@ class Sequencer:
         ticket._state = _QUEUED
         ticket._waiters = None
         queue.append(ticket)
-        d._pending += 1
         if self._running is None and len(queue) == 1:
             self._key = stamp
             d._ready.append(self)
@@ -649,6 +645,7 @@ class Sequencer:
         if self._closed:
             return
         self._closed = True
+        self._gate = 0
         while self._blocked:
             task, _ = self._blocked.pop(0)
             _reschedule(task, outcome.Error(self._closed_error()))
@@ -659,7 +656,7 @@ class Sequencer:
             name=self._name,
             pending=len(self._queue),
             running=0 if self._running is None else 1,
-            completed=self._completed,
+            completed=self._count_completed(),
             failed=self._failed,
             cancelled=self._cancelled,
             max_queue_delay=self._max_delay,
@@ -669,6 +666,12 @@ class Sequencer:
         )
 
     # -- internals
+
+    def _count_completed(self) -> int:
+        # Every numbered task is queued, running, failed, cancelled or completed: counting
+        # the completed ones this way keeps a counter update off the worker's hot path.
+        running = 0 if self._running is None else 1
+        return self._next_number - len(self._queue) - running - self._failed - self._cancelled
 
     def _closed_error(self) -> trio.ClosedResourceError:
         if self._closed:
@@ -686,7 +689,6 @@ class Sequencer:
         ticket._queued_at = d._now()
         queue = self._queue
         queue.append(ticket)
-        d._pending += 1
         if self._running is None and len(queue) == 1:
             # The newest stamp sorts after everything already in line.
             self._key = ticket._stamp
@@ -717,7 +719,6 @@ class Sequencer:
                 d._ready.remove(self)
             cancelled = list(queue)
             queue.clear()
-            d._pending -= len(cancelled)
             for ticket in cancelled:
                 _cancel_queued(d, self, ticket)
         running = self._running
@@ -852,9 +853,6 @@ class Dispatcher:
         self._open: dict[Sequencer, None] = {}
         self._stamp = 0
         self._next_number = 0
-        self._pending = 0
-        self._running = 0
-        self._completed = 0
         self._failed = 0
         self._cancelled = 0
         self._max_delay = 0.0
@@ -900,7 +898,6 @@ class Dispatcher:
         self._stamp += 1
         ticket._queued_at = self._now()
         self._jobs.append(ticket)
-        self._pending += 1
         if self._idle:
             self._wake_one()
         if rec is not None:
@@ -932,17 +929,21 @@ class Dispatcher:
     def close(self) -> None:
         """Refuse new tasks, direct or from sequencers; queued tasks still run. Idempotent."""
         self._closed = True
+        for seq in self._open:
+            seq._gate = 0
         while self._idle:
             _reschedule(self._idle.popleft())
 
     def statistics(self) -> DispatcherStatistics:
         """A snapshot covering every task this dispatcher runs."""
+        pending, running = self._counts()
         return DispatcherStatistics(
             name=self._name,
             workers=self._workers,
-            running=self._running,
-            pending=self._pending,
-            completed=self._completed,
+            running=running,
+            pending=pending,
+            # Every stamped task is pending, running, failed, cancelled or completed.
+            completed=self._stamp - pending - running - self._failed - self._cancelled,
             failed=self._failed,
             cancelled=self._cancelled,
             max_queue_delay=self._max_delay,
@@ -951,6 +952,15 @@ class Dispatcher:
         )
 
     # -- internals
+
+    def _counts(self) -> tuple[int, int]:
+        """(pending, running), counted from the queues and the workers rather than kept up to
+        date on every task: statistics are rare, tasks are not."""
+        pending = len(self._jobs) + sum(len(seq._queue) for seq in self._open)
+        running = sum(
+            1 for ticket in self._busy.values() if ticket is not None and ticket._state == _RUNNING
+        )
+        return pending, running
 
     def _interrupt(self, ticket: Ticket[Any]) -> None:
         for worker, running in self._busy.items():
@@ -979,7 +989,6 @@ class Dispatcher:
             seq._abort(reason)
         jobs = list(self._jobs)
         self._jobs.clear()
-        self._pending -= len(jobs)
         for ticket in jobs:
             _cancel_queued(self, self, ticket)
         for scope in self._scopes.values():
@@ -993,8 +1002,9 @@ class Dispatcher:
 
     def _describe(self, what: str = "") -> str:
         parts = [what] if what else []
-        parts.append(f"{self._running} of {self._workers} workers busy")
-        parts.append(f"{self._pending} pending")
+        pending, running = self._counts()
+        parts.append(f"{running} of {self._workers} workers busy")
+        parts.append(f"{pending} pending")
         if self._closed:
             parts.append("closed")
         return f"{self._label} ({', '.join(parts)})"

@@ -437,6 +437,25 @@ def test_closed_dispatcher_refuses_sequencers_and_direct_tasks():
     seqlab.run(main, seed=0)
 
 
+def test_a_full_queue_that_is_closed_says_closed_not_would_block():
+    async def main():
+        async with open_dispatcher() as d:
+            async with open_sequencer(dispatcher=d, max_pending=1) as seq:
+                seq.submit_nowait(int)
+                with pytest.raises(trio.WouldBlock):
+                    seq.submit_nowait(int)
+                d.close()
+                with pytest.raises(trio.ClosedResourceError, match="its dispatcher"):
+                    seq.submit_nowait(int)
+            async with open_sequencer(max_pending=1) as own:
+                own.submit_nowait(int)
+                own.close()
+                with pytest.raises(trio.ClosedResourceError, match="is closed"):
+                    own.submit_nowait(int)
+
+    seqlab.run(main, seed=0)
+
+
 def test_exit_drains_pending_tasks():
     async def main():
         log = []
@@ -692,6 +711,48 @@ def test_statistics_count_outcomes_and_exact_queue_delay():
             assert isinstance(d, Dispatcher) and d.workers == 1 and d.name == "pool"
 
     seqlab.run(main, seed=0)
+
+
+def test_statistics_add_up_at_every_step_on_a_shared_dispatcher():
+    # Completed (and the dispatcher's pending and running) are counted from the queues, the
+    # workers and the other outcomes; each is checked while tasks queue, run, fail, complete
+    # and are cancelled, including direct tasks, which count for the dispatcher only.
+    def counts(s):
+        return (s.pending, s.running, s.completed, s.failed, s.cancelled)
+
+    def boom():
+        raise ValueError("boom")
+
+    async def main():
+        async with open_dispatcher(workers=1) as d:
+            async with open_sequencer(dispatcher=d) as a:
+                a.submit_nowait(trio.sleep, 1)
+                failing = a.submit_nowait(boom)
+                d.submit_nowait(trio.sleep, 1)
+                a.submit_nowait(int)
+                assert counts(a.statistics()) == (3, 0, 0, 0, 0)
+                assert counts(d.statistics()) == (4, 0, 0, 0, 0)
+                await trio.sleep(0.5)  # a's sleep runs
+                assert counts(a.statistics()) == (2, 1, 0, 0, 0)
+                assert counts(d.statistics()) == (3, 1, 0, 0, 0)
+                await trio.sleep(1)  # a's boom failed at 1.0; the direct sleep runs
+                assert counts(a.statistics()) == (1, 0, 1, 1, 0)
+                assert counts(d.statistics()) == (1, 1, 1, 1, 0)
+                with pytest.raises(ValueError):
+                    await failing
+            assert counts(a.statistics()) == (0, 0, 2, 1, 0)
+            assert counts(d.statistics()) == (0, 0, 3, 1, 0)
+            with trio.move_on_after(1.5):
+                async with open_sequencer(dispatcher=d) as b:
+                    b.submit_nowait(trio.sleep, 1)
+                    b.submit_nowait(trio.sleep, 1)
+                    b.submit_nowait(int)
+                    await trio.sleep_forever()
+            assert counts(b.statistics()) == (0, 0, 1, 0, 2)
+            assert counts(d.statistics()) == (0, 0, 4, 1, 2)
+        assert d.statistics().sequencers == 0
+
+    explore_ok(main)
 
 
 def trace_main():
