@@ -105,21 +105,40 @@ class Observer:
         else:
             self._record(site, ("returned",))
 
-    def explore(self, site: int, fn: Any, *args: Any, seeds: Any = range(100), trace: bool) -> None:
+    def explore(
+        self,
+        site: int,
+        fn: Any,
+        *args: Any,
+        seeds: Any = range(100),
+        trace: bool,
+        rule: Any = None,
+    ) -> None:
         import seqlab
         from seqlab.runtime import current_seed
         from seqlab.trace import current_recorder
 
         bad: tuple[int, Any] | None = None
+        judge_trace: Any = None
         if self.target is not None:
             if site != self.target["site"]:
                 return
             seeds = [self.target["seed"]]
-            # The replay "fails" (for explore, so that it can shrink and explain it) when it
-            # gives the same wrong value again: no expected value is needed in here for that.
-            bad = (self.target["obs_site"], self.target["value"])
+            if self.target.get("rule"):
+                # Only the trace rule rejected the run: the replay fails when the rule (from
+                # the visible cell, which the learner has anyway) rejects it again.
+                judge_trace = rule if callable(rule) else None
+            else:
+                # The replay "fails" (for explore, so that it can shrink and explain it) when
+                # it gives the same wrong value again: no expected value is needed for that.
+                bad = (self.target["obs_site"], self.target["value"])
 
-        def check_run(run: dict[str, Any]) -> bool:
+        def check_run(run: dict[str, Any], recorder: Any) -> bool:
+            if judge_trace is not None:
+                try:
+                    return bool(judge_trace(recorder))
+                except Exception:
+                    return False
             return bad is None or not any((o.site, o.value) == bad for o in run["observations"])
 
         runs: dict[int, dict[str, Any]] = {}
@@ -151,7 +170,7 @@ class Observer:
             run["trace"] = _trace(recorder, full=trace)
             # explore fills in the run's schedule before it calls its check (this function).
             run["schedule"] = clip(str(recorder.schedule)) if recorder.schedule else None
-            return check_run(run)
+            return check_run(run, recorder)
 
         try:
             result = seqlab.explore(scenario, *args, seeds=seeds, check=keep)
@@ -184,6 +203,9 @@ class Observer:
                     run["explanation"] = clip(shrunk.explain())
                     if shrunk.schedule:
                         run["schedule"] = clip(shrunk.schedule)
+                    # The shrunk run's own trace, so that the excerpt shown is of the run the
+                    # explanation tells (the grader checks that it still fails).
+                    run["trace"] = _trace(shrunk.trace, full=trace)
                 except Exception:
                     pass
         self.explorations.append(
@@ -464,17 +486,25 @@ class Runner:
 
     def explain(self, index: int, grade_id: str, source: str) -> None:
         """Wait for the grader's answer to a check's report; when it names a failing run (an
-        exploration site, its seed, and the wrong value it produced), replay that run in a
-        throwaway child so that exploration can give its schedule and explanation."""
+        exploration site, its seed, and the wrong value it produced, or that its trace rule
+        rejected it), replay that run in a throwaway child so that exploration can shrink it
+        and give its schedule and explanation."""
         ready, _, _ = select.select([self.inp], [], [], 10.0)
         if not ready:
             return
         try:
-            target = json.loads(_read_line(self.inp, 1 << 20))["explain"]
+            answer = json.loads(_read_line(self.inp, self.job.max_report_bytes))
+            target = answer["explain"]
         except (ValueError, KeyError, TypeError):
             return
         if not isinstance(target, dict):
             return
+        if target.get("rule"):
+            # A run only a trace rule rejected: replay it from the visible cell's source with
+            # its rules kept (the grader sends it only now, and only for visible checks).
+            source = answer.get("source")
+            if not isinstance(source, str) or not source:
+                return
         read_end, write_end = os.pipe()
         began = time.monotonic()
         pid = os.fork()

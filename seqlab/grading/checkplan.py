@@ -71,6 +71,9 @@ class CompiledCheck:
     worker_source: str
     sites: dict[int, Site]
     hidden_lines: set[int] = field(default_factory=set)
+    # The sandbox's copy with its rules kept (see ``keep_rules``), to replay a run that only a
+    # rule rejected; "" when there is no such exploration (or it may not be sent: hidden).
+    explain_source: str = ""
 
     def scenario_sites(self, name: str | None) -> list[Site]:
         return [s for s in self.sites.values() if name is not None and s.inside == name]
@@ -109,11 +112,17 @@ def _char(source_lines: list[str], starts: list[int], line: int, byte_col: int) 
     return starts[line - 1] + len(text)
 
 
-def compile_check(source: str, grade_id: str, skip_visible_explores: bool = False) -> CompiledCheck:
+def compile_check(
+    source: str, grade_id: str, skip_visible_explores: bool = False, keep_rules: bool = False
+) -> CompiledCheck:
     """Split check cell ``source`` (see the module docstring); raises :class:`LessonError`.
 
     With ``skip_visible_explores``, explorations outside the hidden part are left out (the
-    grader has already run them from the visible part alone)."""
+    grader has already run them from the visible part alone).
+
+    With ``keep_rules`` (for visible parts only: their rules are in the learner's notebook
+    anyway), the rules stay in the sandbox's copy too and each exploration with a rule gets
+    it as ``rule=``: a failing run can then be replayed there, shrunk and explained."""
     label = f"check cell {grade_id!r}"
     try:
         tree = ast.parse(source)
@@ -172,8 +181,9 @@ def compile_check(source: str, grade_id: str, skip_visible_explores: bool = Fals
             exec(compile(ast.Module([stmt], []), f"<{label}>", "exec"), grader_ns)
         elif isinstance(stmt, ast.FunctionDef) and stmt.name in rule_names:
             exec(compile(ast.Module([stmt], []), f"<{label}>", "exec"), grader_ns)
-            a, b = span(stmt.decorator_list[0] if stmt.decorator_list else stmt)
-            edits.append((a, b, "\n" * source[a:b].count("\n") + "pass"))
+            if not keep_rules:
+                a, b = span(stmt.decorator_list[0] if stmt.decorator_list else stmt)
+                edits.append((a, b, "\n" * source[a:b].count("\n") + "pass"))
         elif (
             isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name in answer_names
         ):
@@ -268,7 +278,9 @@ def compile_check(source: str, grade_id: str, skip_visible_explores: bool = Fals
                 if not callable(rule):
                     raise LessonError(f"{label}, line {node.lineno}: check= must be a function")
                 site.rule = rule
-                site.rule_doc = " ".join((getattr(rule, "__doc__", None) or "").split())
+                site.rule_doc = " ".join((getattr(rule, "__doc__", None) or "").split()) or (
+                    f"the rule {text(keywords['check'])} (check=) accepts the trace"
+                )
             if skip_visible_explores and not site.hidden:
                 a, b = span(node)
                 edits.append((a, b, "None" + "\n" * source[a:b].count("\n")))
@@ -277,6 +289,8 @@ def compile_check(source: str, grade_id: str, skip_visible_explores: bool = Fals
             if "seeds" in keywords:
                 parts.append(f"seeds={text(keywords['seeds'])}")
             parts.append(f"trace={site.rule is not None}")
+            if keep_rules and site.rule is not None:
+                parts.append(f"rule={text(keywords['check'])}")
             call = f"{OBSERVER}.explore({k}, " + ", ".join(parts)
         a, b = span(node)
         pad = source[a:b].count("\n") - call.count("\n")

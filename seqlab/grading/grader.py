@@ -237,9 +237,15 @@ def _compiled(lesson: Lesson) -> dict[str, tuple[CompiledCheck, CompiledCheck | 
                 full.hidden_lines = set(range(1, t.source.count("\n") + 2))
                 for site in full.sites.values():
                     site.hidden = True
-                compiled[t.grade_id] = (compile_check(t.visible_source, t.grade_id), full)
+                visible = compile_check(t.visible_source, t.grade_id)
             else:
-                compiled[t.grade_id] = (compile_check(t.source, t.grade_id), None)
+                visible, full = compile_check(t.source, t.grade_id), None
+            if any(s.rule is not None for s in visible.sites.values()):
+                source = t.visible_source if t.has_hidden else t.source
+                visible.explain_source = compile_check(
+                    source, t.grade_id, keep_rules=True
+                ).worker_source
+            compiled[t.grade_id] = (visible, full)
         _COMPILED[key] = compiled
     return _COMPILED[key]
 
@@ -501,9 +507,13 @@ def _run_in(
                         if isinstance(index, int) and index in explainable:
                             explainable.discard(index)
                             request = None
+                            compiled = plan.checks[index][1]
                             if report is not None:
-                                request = _explain_request(plan.checks[index][1], report)
-                            stdin.write((json.dumps({"explain": request}) + "\n").encode())
+                                request = _explain_request(compiled, report)
+                            answer_line: dict[str, Any] = {"explain": request}
+                            if request is not None and request.get("rule"):
+                                answer_line["source"] = compiled.explain_source
+                            stdin.write((json.dumps(answer_line) + "\n").encode())
                             stdin.flush()
                     elif "explained" in message:
                         body = message["explained"]
@@ -553,13 +563,15 @@ def _run_in(
     for index, exploration in explained.items():
         report = reports.get(index)
         if report is not None:
-            reports[index] = _with_explanation(report, exploration)
+            reports[index] = _with_explanation(plan.checks[index][1], report, exploration)
     return reports, reason, limited
 
 
 def _explain_request(compiled: CompiledCheck, report: StepReport) -> dict[str, Any] | None:
     """For a visible exploration whose first failing run produced a wrong value (no error):
-    which run to replay and the wrong value it gave (so the replay can recognise it)."""
+    which run to replay and the wrong value it gave (so the replay can recognise it). For one
+    whose first failing run only its trace rule rejected: which run, and ``"rule": True`` (the
+    replay then runs the rule, from the visible cell's source, as explore's check)."""
     if report.status != "ok":
         return None
     explorations = {e.site: e for e in report.explorations}
@@ -585,32 +597,40 @@ def _explain_request(compiled: CompiledCheck, report: StepReport) -> dict[str, A
                         "obs_site": obs.site,
                         "value": obs.value,
                     }
+            if compiled.explain_source and problem.startswith(_RULE_REJECTED):
+                return {"site": site.id, "seed": run.seed, "rule": True}
             return None
     return None
 
 
-def _with_explanation(report: StepReport, exploration: Exploration) -> StepReport:
-    """``report`` with the replayed run's schedule and explanation copied onto the same run."""
+def _with_explanation(
+    compiled: CompiledCheck, report: StepReport, exploration: Exploration
+) -> StepReport:
+    """``report`` with the replayed run's shrunk schedule, explanation and trace copied onto
+    the same run, if that run still fails in this process's eyes with them (a replay is made
+    in the learner's process: what it sends is believed only when it is a failure too)."""
     replay = next((r for r in exploration.runs if r.explanation), None)
-    if replay is None:
+    site = compiled.sites.get(exploration.site)
+    if replay is None or site is None or site.kind != "explore":
         return report
+
+    def explained(r: Run) -> Run:
+        if r.seed != replay.seed or r.error is not None:
+            return r
+        shrunk = Run(
+            r.seed,
+            r.observations,
+            None,
+            replay.trace or r.trace,
+            replay.schedule,
+            replay.explanation,
+        )
+        return shrunk if _run_problem(compiled, site, shrunk) else r
+
     explorations = []
     for ex in report.explorations:
         if ex.site == exploration.site:
-            runs = [
-                Run(
-                    r.seed,
-                    r.observations,
-                    r.error,
-                    r.trace,
-                    replay.schedule,
-                    replay.explanation,
-                )
-                if r.seed == replay.seed and r.error is None
-                else r
-                for r in ex.runs
-            ]
-            ex = Exploration(ex.site, runs, ex.error)
+            ex = Exploration(ex.site, [explained(r) for r in ex.runs], ex.error)
         explorations.append(ex)
     return StepReport(
         report.index,
@@ -738,6 +758,9 @@ def _error_text(error: Any, secret: bool) -> str:
     return f"it raised {error.type}: {error.message}"
 
 
+_RULE_REJECTED = "its trace does not show what was required: "
+
+
 def _run_problem(compiled: CompiledCheck, site: Site, run: Run) -> str:
     if run.error is not None:
         return _error_text(run.error, site.hidden)
@@ -759,8 +782,7 @@ def _run_problem(compiled: CompiledCheck, site: Site, run: Run) -> str:
         except Exception:
             accepted = False
         if not accepted:
-            rule = site.rule_doc or "(the trace rule)"
-            return f"its trace does not show what was required: {rule}"
+            return f"{_RULE_REJECTED}{site.rule_doc or '(the trace rule)'}"
     return ""
 
 

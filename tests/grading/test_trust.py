@@ -350,7 +350,7 @@ def test_a_wrong_value_in_an_explored_run_is_sent_back_for_replay_and_explanatio
     assert "4242" not in json.dumps(request)  # the expected value never goes back in
     story = "b overtook a\nReplay: seqlab.run(..., schedule='a1 b0 a1')"
     replay = Exploration(explore_site.id, [Run(1, schedule="a1 b0 a1", explanation=story)])
-    explained = _with_explanation(report, replay)
+    explained = _with_explanation(compiled, report, replay)
     (ex,) = explained.explorations
     assert [r.explanation for r in ex.runs] == [None, story]
     problem = judge(compiled, explained, GradeSettings())
@@ -365,6 +365,55 @@ def test_a_wrong_value_in_an_explored_run_is_sent_back_for_replay_and_explanatio
         )
         is None
     )
+
+
+def test_a_run_only_the_trace_rule_rejected_is_replayed_with_the_visible_rule() -> None:
+    from seqlab.grading.grader import _explain_request, _with_explanation
+    from seqlab.grading.protocol import Exploration, Run
+
+    compiled = compile_check(CELL, "c")
+    keeping = compile_check(CELL, "c", keep_rules=True).worker_source
+    assert "def ends_at(t):" in keeping and "rule=ends_at(9)" in keeping
+    assert "4242" not in keeping and "hidden-answer-31337" not in keeping
+    assert keeping.count("\n") == CELL.count("\n")
+    compiled.explain_source = keeping
+    explore_site = next(s for s in compiled.sites.values() if s.kind == "explore")
+    inner = next(s for s in compiled.sites.values() if s.inside == "scenario")
+    right = [Observation(inner.id, encode_value({"secret": 4242}))]
+    rejected = Run(2, right, trace=[{"time": 3.0}])  # right value, but ends at 3, not 9
+    top = [
+        Observation(s.id, encode_value(True if s.kind == "truth" else s.expected))
+        for s in compiled.top_level_sites
+    ]
+    report = StepReport(
+        5, "ok", observations=top, explorations=[Exploration(explore_site.id, [rejected])]
+    )
+    assert _explain_request(compiled, report) == {"site": explore_site.id, "seed": 2, "rule": True}
+    # A replay whose trace still breaks the rule is believed: its shrunk story is shown.
+    told = Run(2, trace=[{"time": 4.0}], schedule="s1:H1.1*|4", explanation="a held\nReplay")
+    problem = judge(
+        compiled,
+        _with_explanation(compiled, report, Exploration(explore_site.id, [told])),
+        GradeSettings(),
+    )
+    assert (
+        "In the simplest failing schedule found, its trace does not show what was required: ends at the right time"
+        in problem
+    )
+    assert "\na held\n" in problem and "schedule='s1:H1.1*|4'" in problem
+    # One whose trace the rule accepts is not: the learner's process made it.
+    forged = Run(2, trace=[{"time": 9.0}], schedule="s1:", explanation="nothing wrong\nReplay")
+    problem = judge(
+        compiled,
+        _with_explanation(compiled, report, Exploration(explore_site.id, [forged])),
+        GradeSettings(),
+    )
+    assert (
+        "nothing wrong" not in problem and "s1:" not in problem and "ends at the right" in problem
+    )
+    # Without the rule-keeping source (a hidden check), nothing is replayed.
+    compiled.explain_source = ""
+    assert _explain_request(compiled, report) is None
 
 
 def test_a_lesson_cell_with_a_cell_magic_is_neither_an_error_nor_a_reason_to_run_every_demo(
