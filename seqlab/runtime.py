@@ -119,7 +119,11 @@ class _ThreadRandom:
 
     def shuffle(self, batch: list[Any]) -> None:
         # trio's per-batch call: a plain method, since __getattr__ on this path costs ~8%.
-        (getattr(_local, "rng", None) or self._fallback).shuffle(batch)
+        try:
+            shuffle = _local.shuffle
+        except AttributeError:  # a thread that never ran seqlab
+            shuffle = None
+        (shuffle or self._fallback.shuffle)(batch)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(getattr(_local, "rng", None) or self._fallback, name)
@@ -189,13 +193,6 @@ def _user_tasks(root: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
 
 
 # --------------------------------------------------------------------------- one run
-
-
-class _Control(trio.abc.Instrument):
-    """Numbers the run's user tasks for the controller as trio spawns them."""
-
-    def __init__(self, controller: Controller) -> None:
-        self.task_spawned = controller.spawned  # type: ignore[method-assign]
 
 
 @dataclass
@@ -592,8 +589,9 @@ def _wait_uninterrupted(wait: Callable[[], object]) -> None:
 
 def _run_in_thread(state: _Run) -> Any:
     _local.rng = state.controller
+    _local.shuffle = state.controller.shuffle
     _local.seed = state.seed
-    instruments: list[trio.abc.Instrument] = [_Control(state.controller)]
+    instruments: list[trio.abc.Instrument] = []
     if state.recorder is not None:
         instruments.append(state.recorder._lifecycle)
         state.recorder._lifecycle_users += 1
@@ -606,6 +604,7 @@ def _run_in_thread(state: _Run) -> Any:
         raise
     finally:
         _local.rng = None
+        _local.shuffle = None
         _local.seed = None
         state.controller.finish()
         if state.recorder is not None:

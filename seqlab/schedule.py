@@ -312,8 +312,10 @@ class Controller:
         ghost: bool = False,
     ) -> None:
         self.main_code = main_code
-        self.rng = random.Random(seed)
+        self.seed = seed
+        self._rng: random.Random | None = None
         self.policy = policy
+        # Every task seen in a batch: user tasks get their id (creation order), others -1.
         self.ids: dict[trio.lowlevel.Task, int] = {}
         self.tasks: list[trio.lowlevel.Task] = []
         if policy is not None:
@@ -330,17 +332,28 @@ class Controller:
         # its place there, so that seeds give the very schedules they always gave.
         self.ghost = _GHOST_WAITING if ghost and policy is None else None
 
+    @property
+    def rng(self) -> random.Random:
+        """The run's seeded RNG, made when first used (most policies never use it)."""
+        if self._rng is None:
+            self._rng = random.Random(self.seed)
+        return self._rng
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.rng, name)
 
-    # trio calls this from its task_spawned instrument hook (see runtime).
-    def spawned(self, task: trio.lowlevel.Task) -> None:
+    def _register(self, task: trio.lowlevel.Task) -> int:
+        """Number a task the first time a batch holds it: a new task is runnable at once, so
+        its first batch comes before any later task's, and ids follow creation order."""
         parent = task.parent_nursery
-        if (
-            parent is not None and parent.parent_task in self.ids
-        ) or task.coro.cr_code is self.main_code:
-            self.ids[task] = len(self.tasks)
+        if (parent is not None and self.ids.get(parent.parent_task, -1) >= 0) or (
+            task.coro.cr_code is self.main_code
+        ):
+            self.ids[task] = i = len(self.tasks)
             self.tasks.append(task)
+        else:
+            self.ids[task] = i = -1  # trio's or seqlab's own
+        return i
 
     def shuffle(self, batch: list[trio.lowlevel.Task]) -> None:
         self.batch = batch
@@ -349,10 +362,26 @@ class Controller:
             self.ghost = _GHOST_NOW
         if len(batch) == 1 and self.ghost is None:
             # The common case: one task can run, so there is nothing to decide.
-            if batch[0] in ids:
-                self._alone(ids[batch[0]])
+            i = ids.get(batch[0])
+            if i is None:
+                i = self._register(batch[0])
+            if i < 0:
+                return
+            step = self.step
+            self.step = step + 1
+            if self.present_log is not None:
+                self.present_log.append((i,))
+            policy = self.policy
+            if policy is not None and (policy.holds or step in policy.pending or policy.every_step):
+                policy.decide(step, [i])  # ends holds; a decision here must fit (strict replay)
             return
-        present = [ids[t] for t in batch if t in ids]
+        present = []
+        for task in batch:
+            i = ids.get(task)
+            if i is None:
+                i = self._register(task)
+            if i >= 0:
+                present.append(i)
         if self.ghost is not None:
             self._ghost_step(present)
         if not present:
@@ -368,7 +397,7 @@ class Controller:
             # trio's own seeded shuffle, exactly as before seqlab controlled anything.
             self._random_shuffle(batch)
             if len(present) > 1:
-                ran = tuple(ids[t] for t in reversed(batch) if t in ids)
+                ran = tuple(i for i in map(ids.__getitem__, reversed(batch)) if i >= 0)
                 self.signature = hash((self.signature, step, ran))
                 if self.record and list(ran) != present:
                     self.orders.append(Order(step, ran))
@@ -390,31 +419,23 @@ class Controller:
             for i in present:
                 if i not in chosen:
                     runq.append(tasks[i])
-        batch[:] = users + [t for t in batch if t not in ids]
+        batch[:] = users + [t for t in batch if ids[t] < 0]
 
     def _random_shuffle(self, batch: list[trio.lowlevel.Task]) -> None:
+        rng = self.rng
         if self.ghost is _GHOST_NOW:
             self.ghost = None
             main = self.tasks[0]._counter
             at = sum(1 for t in batch if t._counter <= main)  # sorted: spawned after main
             batch.insert(at, _GHOST)  # type: ignore[arg-type]
-            self.rng.shuffle(batch)
+            rng.shuffle(batch)
             batch.remove(_GHOST)  # type: ignore[arg-type]
         else:
-            self.rng.shuffle(batch)
+            rng.shuffle(batch)
 
     def _ghost_step(self, present: list[int]) -> None:
         if self.ghost is _GHOST_WAITING and 0 in present:
             self.ghost = _GHOST_ARMED  # the main task takes its first step in this batch
-
-    def _alone(self, task: int) -> None:
-        step = self.step
-        self.step = step + 1
-        if self.present_log is not None:
-            self.present_log.append((task,))
-        policy = self.policy
-        if policy is not None and (policy.holds or step in policy.pending or policy.every_step):
-            policy.decide(step, [task])  # ends holds; a decision here must fit (strict replay)
 
     def schedule(self) -> Schedule:
         """The decisions this run made, as a replayable schedule."""
@@ -556,7 +577,10 @@ class _PCTPolicy(Policy):
         if only is not None and only.task == chosen and only.last < step:
             # Extend the running range instead of adding a decision.
             extended = Only(only.step, step, chosen)
-            self.applied[self.applied.index(only)] = extended
+            applied = self.applied
+            # Only PCT's own decisions are applied, so the running range is the last one.
+            at = len(applied) - 1 if applied[-1] is only else applied.index(only)
+            applied[at] = extended
             self.only = extended
         else:
             self.add(Only(step, step, chosen))
