@@ -127,12 +127,12 @@ _DELIVERY = ("key", "sequence", "attempt", "consumer")
 
 def _pop_head(state: _Key) -> None:
     """Drop the key's settled head message (amortised O(1): the list is cut now and then)."""
-    head = state.head + 1
+    head = state.head + 2
     backlog = state.backlog
     if head == len(backlog):
         backlog.clear()
         state.head = 0
-    elif head >= 32 and 2 * head >= len(backlog):
+    elif head >= 64 and 2 * head >= len(backlog):
         del backlog[:head]
         state.head = 0
     else:
@@ -160,10 +160,12 @@ class _Key:
 
     def __init__(self, key: Any) -> None:
         self.key = key
-        # (message, sequence, send time) from ``head`` on; the head stays while it is in
-        # flight. A list with a moving head, not a deque: an empty deque alone is 624 bytes,
-        # and most keys hold a message or two.
-        self.backlog: list[tuple[Any, int, float]] = []
+        # message, send time, message, send time, ... from ``head`` on, flat (no tuple per
+        # message); the head stays while it is in flight. The head message's sequence number
+        # is ``settled`` (messages settle in order), the next one's ``settled + 1``, and so
+        # on. A list with a moving head, not a deque: an empty deque alone is 624 bytes, and
+        # most keys hold a message or two.
+        self.backlog: list[Any] = []
         self.head = 0
         self.next_sequence = 0
         self.settled = 0
@@ -287,9 +289,7 @@ class Convoy:
         self._dedup_expiry: deque[tuple[float, Any]] = deque()
         self._closed = False
         self._unsettled = 0
-        self._in_flight = 0
         self._sent = 0
-        self._delivered = 0
         self._retried = 0
         self._dead_count = 0
         self._deduplicated = 0
@@ -302,7 +302,7 @@ class Convoy:
 
     def __repr__(self) -> str:
         return (
-            f"<{self._label}: {self._unsettled} unsettled, {self._in_flight} in flight, "
+            f"<{self._label}: {self._unsettled} unsettled, {self._in_flight()} in flight, "
             f"{self._consumers} consumers>"
         )
 
@@ -348,7 +348,9 @@ class Convoy:
                 state.next_sequence = state.settled = self._idle_sequences.pop(key, 0)
         sequence = state.next_sequence
         state.next_sequence = sequence + 1
-        state.backlog.append((message, sequence, now))
+        backlog = state.backlog
+        backlog.append(message)
+        backlog.append(now)
         self._unsettled += 1
         self._sent += 1
         rec = _RECORDER.get()
@@ -439,12 +441,18 @@ class Convoy:
 
     def _describe_wait(self) -> str:
         return (
-            f"{self._label} ({self._unsettled} unsettled, {self._in_flight} in flight, "
+            f"{self._label} ({self._unsettled} unsettled, {self._in_flight()} in flight, "
             f"{len(self._ready)} keys waiting for a consumer, "
             f"{len(self._idle_consumers)} of {self._consumers} consumers idle)"
         )
 
     # ------------------------------------------------------------------ bookkeeping
+
+    def _in_flight(self) -> int:
+        # A consumer holds a key's session exactly while one of its messages is in the
+        # handler (it takes the session, delivers, and gives it up with no checkpoint
+        # between), so this is counted per session, not kept up to date per message.
+        return sum(1 for state in self._keys.values() if state.state == _HELD)
 
     def _retire(self, state: _Key) -> None:
         """Drop an idle key, keeping only its next sequence number."""
@@ -464,10 +472,11 @@ class Convoy:
     def _abandon(self, reason: BaseException | None) -> None:
         """Record every unsettled message as undelivered and say so loudly."""
         self._closed = True
-        self._in_flight = 0
         for state in self._keys.values():
-            for index, (message, sequence, _) in enumerate(state.backlog[state.head :]):
+            messages = state.backlog[state.head :: 2]
+            for index, message in enumerate(messages):
                 attempts = state.attempts if index == 0 else 0
+                sequence = state.settled + index
                 self.undelivered.append(Undelivered(state.key, message, sequence, attempts))
             state.backlog.clear()
             state.head = 0
@@ -502,7 +511,7 @@ class Convoy:
         backlog: dict[Any, int] = {}
         locked = []
         for state in self._keys.values():
-            waiting = len(state.backlog) - state.head
+            waiting = (len(state.backlog) - state.head) // 2
             if state.state == _HELD:
                 locked.append(state.key)
                 if state.attempts:
@@ -515,10 +524,12 @@ class Convoy:
             keys=len(self._keys) + len(self._idle_sequences),
             backlog=MappingProxyType(backlog),
             locked_keys=tuple(locked),
-            in_flight=self._in_flight,
+            in_flight=self._in_flight(),
             unsettled=self._unsettled,
             sent=self._sent,
-            delivered=self._delivered,
+            # Every message sent is delivered, dead-lettered, unsettled or (after an early
+            # exit) undelivered: delivered is counted from the others, not per message.
+            delivered=self._sent - self._dead_count - self._unsettled - len(self.undelivered),
             retried=self._retried,
             dead_lettered=self._dead_count,
             deduplicated=self._deduplicated,
@@ -555,20 +566,24 @@ async def _consume(convoy: Convoy, index: int) -> None:
         if rec is not None:
             rec.record_fields(task, label, "lock", _KEY_CONSUMER, (key, index))
         turns = 0
+        # Attempts made at the head message so far; stored in the state before each
+        # delivery (statistics and an early exit read it) and when the session ends.
+        attempt = state.attempts
         while backlog and turns < batch:
             turns += 1
-            message, sequence, sent_at = backlog[state.head]
-            attempt = state.attempts + 1
+            head = state.head
+            message = backlog[head]
+            sequence = state.settled
+            attempt += 1
             state.attempts = attempt
             if attempt == 1:
-                waited = now() - sent_at
+                waited = now() - backlog[head + 1]
                 if waited > convoy._max_wait:
                     convoy._max_wait = waited
             delivery = _new_delivery((key, message, attempt, sequence))
             if rec is not None:
                 fields = (key, sequence, attempt, index)
                 rec.record_fields(task, label, "deliver", _DELIVERY, fields)
-            convoy._in_flight += 1
             error: Exception | None = None
             lost = False
             if timeout is None:
@@ -590,21 +605,19 @@ async def _consume(convoy: Convoy, index: int) -> None:
                     except Exception as exc:
                         error = exc
                 lost = scope.cancel_called
-            convoy._in_flight -= 1
             if error is None and not lost:
-                convoy._delivered += 1
                 # convoy._settle(state), inlined: this is the hot path.
-                head = state.head + 1
+                head += 2
                 if head == len(backlog):
                     backlog.clear()
                     state.head = 0
-                elif head >= 32 and 2 * head >= len(backlog):
+                elif head >= 64 and 2 * head >= len(backlog):
                     del backlog[:head]
                     state.head = 0
                 else:
                     state.head = head
-                state.attempts = 0
-                state.settled += 1
+                attempt = 0
+                state.settled = sequence + 1
                 convoy._unsettled -= 1
                 if state.join_lot:
                     state.join_lot.unpark_all()
@@ -640,6 +653,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
                             "message": _short(message),
                         },
                     )
+                attempt = 0
             elif lost:
                 break
             else:
@@ -657,6 +671,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
                             "error": _error_text(error),
                         },
                     )
+        state.attempts = attempt
         if rec is not None:
             rec.record_fields(task, label, "unlock", _KEY_CONSUMER, (key, index))
         if backlog:

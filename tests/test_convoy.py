@@ -734,6 +734,44 @@ def test_statistics_while_running() -> None:
     seqlab.run(main, seed=0)
 
 
+@pytest.mark.parametrize("sync", [False, True])
+def test_statistics_seen_from_inside_handlers(sync: bool) -> None:
+    # in_flight, the backlog (the message in the handler excluded) and delivered are counted
+    # from the sessions and the other counts; a handler sees them as they stand, retries and
+    # a dead letter included.
+    seen = []
+    convoys: list[Convoy] = []
+
+    def look(delivery: Delivery) -> None:
+        s = convoys[0].statistics()
+        row = (delivery.message, delivery.attempt, delivery.sequence, s.in_flight)
+        seen.append((*row, dict(s.backlog), s.delivered, s.retried, s.dead_lettered))
+        if delivery.message == "bad":
+            raise ValueError("bad")
+
+    async def slow(delivery: Delivery) -> None:
+        await trio.sleep(1)
+        look(delivery)
+
+    async def main() -> None:
+        async with open_convoy(look if sync else slow, consumers=1, max_attempts=2) as convoy:
+            convoys.append(convoy)
+            for m in ("x", "bad", "y"):
+                convoy.send_nowait("a", m)
+            convoy.send_nowait("b", "z")  # waits for the one consumer: not in flight
+        stats = convoy.statistics()
+        assert (stats.sent, stats.delivered, stats.in_flight, stats.unsettled) == (4, 3, 0, 0)
+
+    seqlab.run(main, seed=0)
+    assert seen == [
+        ("x", 1, 0, 1, {"a": 2, "b": 1}, 0, 0, 0),
+        ("bad", 1, 1, 1, {"a": 1, "b": 1}, 1, 0, 0),
+        ("bad", 2, 1, 1, {"a": 1, "b": 1}, 1, 1, 0),
+        ("y", 1, 2, 1, {"b": 1}, 1, 1, 1),
+        ("z", 1, 0, 1, {}, 2, 1, 1),
+    ]
+
+
 def test_deadlock_report_names_the_convoy() -> None:
     async def handler(delivery: Delivery) -> None:
         await trio.Event().wait()
