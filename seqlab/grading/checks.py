@@ -141,12 +141,11 @@ def check_explore(
         raise error
     replay = ", ".join([name, *(repr(arg) for arg in args)])
     if error is None:
-        rule = " ".join((getattr(check, "__doc__", None) or "").split())
-        reason = (
-            f"its trace does not show what was required: {rule}"
-            if rule
-            else "the check rejected its trace"
+        name = getattr(check, "__name__", None) or repr(check)
+        rule = " ".join((getattr(check, "__doc__", None) or "").split()) or (
+            f"the rule {name} (check=) accepts the trace"
         )
+        reason = f"its trace does not show what was required: {rule}"
     elif isinstance(error, Deadlock):
         reason = f"it deadlocked:\n{error}"
     else:

@@ -119,3 +119,15 @@ def test_a_rejected_trace_names_the_property_from_the_rule_docstring() -> None:
     assert "does not show what was required: two tasks released together by one Barrier" in str(
         info.value
     )
+
+
+def test_a_rule_without_a_docstring_is_named() -> None:
+    def every_task_sleeps(trace: object) -> bool:
+        return False
+
+    with pytest.raises(CheckFailed) as info:
+        check_explore(_quiet, seeds=range(1), check=every_task_sleeps)
+    assert (
+        "does not show what was required: the rule every_task_sleeps (check=) accepts the trace"
+        in str(info.value)
+    )

@@ -20,6 +20,7 @@ import pytest
 from grading_support import DEPOSIT_RACY, DOUBLE, FIXTURES, SOURCE, make_submission
 
 from seqlab.cli import main
+from seqlab.grading.sandbox import detect
 
 SCHEMA = json.loads((FIXTURES / "gradescope-results.schema.json").read_text())
 
@@ -108,3 +109,25 @@ def test_run_autograder_writes_results_even_when_grading_cannot_start(
     (root / "source" / "config.json").write_text("{ broken")
     data = _run(root)
     assert data["score"] == 0 and "could not run" in str(data["output"])
+
+
+@pytest.mark.skipif(detect().mode != "bubblewrap", reason="needs bubblewrap")
+def test_the_lesson_source_in_the_bundle_is_out_of_the_learners_reach(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """run_autograder closes the source folder (0700) and the learner's code, in the sandbox,
+    cannot open the lesson source: a ``double`` that must read it first scores 0."""
+    root = _autograder(tmp_path / "autograder", bundle)
+    lesson = root / "source" / "lesson" / "fixture-lesson.ipynb"
+    reader = (
+        "def double(x):\n"
+        f"    open({str(lesson)!r}).read()  # the solutions and hidden checks are in there\n"
+        "    return 2 * x"
+    )
+    make_submission(root / "submission", "fixture-lesson", {"double": reader})
+    data = _run(root)
+    assert (root / "source").stat().st_mode & 0o777 == 0o700
+    tests = data["tests"]
+    assert isinstance(tests, list)
+    assert tests[0]["score"] == 0, tests[0]
+    assert "FileNotFoundError" in tests[0]["output"] or "PermissionError" in tests[0]["output"]

@@ -132,6 +132,12 @@ check_equal(learner_function(program, 3), graders_answer(3), what="learner_funct
 """
 
 
+def test_a_rule_without_a_docstring_is_named_by_its_check_argument() -> None:
+    cell = "def quiet(trace):\n    return True\n\ncheck_explore(scenario, check=quiet, what='w')\n"
+    (site,) = compile_check(cell, "c").sites.values()
+    assert site.rule_doc == "the rule quiet (check=) accepts the trace"
+
+
 def test_an_expected_value_may_be_the_graders_own_run_of_a_program_of_the_cell() -> None:
     compiled = compile_check(ANSWERED, "c")
     (site,) = compiled.sites.values()
