@@ -437,6 +437,8 @@ class SeqlabMagics(Magics):
         self.last_run: str | None = None
         #: The widget of the last %%seqlab step cell (its .level holds the path taken).
         self.last_stepper: Any = None
+        # Each %%seqlab step cell's widget, by cell: running the cell again ends the old run.
+        self._steppers: dict[str, Any] = {}
 
     @line_cell_magic
     def seqlab(self, line: str, cell: str | None = None) -> None:
@@ -585,8 +587,22 @@ class SeqlabMagics(Magics):
                     f"cannot read {name!r} in {ns.watch!r}"
                 ) from None
         widget = StepperWidget(fn, watch=watch, namespace=namespace, goal=ns.goal)
-        self.last_stepper = widget
+        key = self._cell_key(cell)
+        old = self._steppers.pop(key, None)
+        if old is not None:
+            old.close()  # its paused program would otherwise wait for a click forever
+        self._steppers[key] = self.last_stepper = widget
         widget.show()
+
+    def _cell_key(self, cell: str) -> str:
+        """The notebook's id of the running cell (JupyterLab and Notebook 7 send one), else
+        the cell's text: what tells a re-run of a cell from another cell."""
+        kernel = getattr(self.shell, "kernel", None)
+        get_parent = getattr(kernel, "get_parent", None)
+        parent = get_parent("shell") if get_parent is not None else None
+        metadata = parent.get("metadata", {}) if isinstance(parent, dict) else {}
+        cell_id = metadata.get("cellId") if isinstance(metadata, dict) else None
+        return f"cell:{cell_id}" if isinstance(cell_id, str) and cell_id else f"text:{cell}"
 
     def _replay(self, ns: argparse.Namespace) -> None:
         if self.last_scenario is None:

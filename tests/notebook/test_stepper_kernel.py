@@ -172,3 +172,52 @@ def test_a_plain_python_kernel_steps_too(start_kernel: Any):
     for name in LOSING:
         widget.click("step", name)
     assert widget.state["goal_reached"] and widget.state["path"] == LOSING
+
+
+def _execute_in_cell(kernel: Any, code: str, cell_id: str) -> str:
+    """Execute ``code`` as JupyterLab does for the cell ``cell_id``; return what it printed."""
+    client = kernel.client
+    content = {
+        "code": code,
+        "silent": False,
+        "store_history": True,
+        "user_expressions": {},
+        "allow_stdin": False,
+        "stop_on_error": True,
+    }
+    msg = client.session.msg("execute_request", content, metadata={"cellId": cell_id})
+    client.shell_channel.send(msg)
+    msg_id = msg["header"]["msg_id"]
+    printed = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            reply = client.get_iopub_msg(timeout=1)
+        except queue.Empty:
+            continue
+        if reply["parent_header"].get("msg_id") != msg_id:
+            continue
+        if reply["msg_type"] == "stream":
+            printed.append(reply["content"]["text"])
+        elif reply["msg_type"] == "error":
+            raise AssertionError("\n".join(reply["content"]["traceback"]))
+        elif reply["msg_type"] == "status" and reply["content"]["execution_state"] == "idle":
+            return "".join(printed)
+    raise TimeoutError(f"the kernel did not answer {msg_id}")
+
+
+def test_running_a_step_cell_again_ends_the_run_it_left_paused(fresh_seqlab_kernel: Any):
+    kernel = fresh_seqlab_kernel
+    _execute_in_cell(kernel, DEFINE, "define")
+    paused = (
+        "import threading\nprint(sum(t.name == 'seqlab.Stepper' for t in threading.enumerate()))"
+    )
+    step_cell = "%%seqlab step --goal fail\nawait two_tellers()"
+    _execute_in_cell(kernel, step_cell, "level")
+    assert _execute_in_cell(kernel, paused, "count").strip() == "1"
+    for _ in range(3):  # the learner runs the level's cell again: still one paused run
+        _execute_in_cell(kernel, step_cell, "level")
+    assert _execute_in_cell(kernel, paused, "count").strip() == "1"
+    # the same scenario in another cell is another level: both stay playable
+    _execute_in_cell(kernel, step_cell, "level-copy")
+    assert _execute_in_cell(kernel, paused, "count").strip() == "2"
