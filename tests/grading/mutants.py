@@ -720,6 +720,21 @@ async def book_payment(ledger_sequencer, ledger, amount):
 mutant(
     "05-capstone",
     "ex5-book",
+    "lock-forging-sequencer-events",
+    # The targeted forgery of the visible check: a lock of its own serialises the bookings, and
+    # the Sequencer events the visible rule reads are emitted around each one by hand.
+    """
+async def book_payment(ledger_sequencer, ledger, amount):
+    lock = ledger.__dict__.setdefault("_lock", trio.Lock())
+    async with lock:
+        seqlab.emit(f"Sequencer {ledger_sequencer.name!r}", "start", ticket=ledger.entries)
+        await ledger.book(amount)
+        seqlab.emit(f"Sequencer {ledger_sequencer.name!r}", "done", ticket=ledger.entries - 1)
+""",
+)
+mutant(
+    "05-capstone",
+    "ex5-book",
     "lock-by-hand",
     """
 _ledger_lock = trio.Lock()
