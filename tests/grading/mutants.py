@@ -601,6 +601,23 @@ def progress(finished):
 mutant(
     "04-sequence-barriers",
     "ex4-replicate",
+    "every-step-by-hand-one-message-at-a-time",
+    # Serialises by hand: every step of every message in one loop, no Pipeline. Each message
+    # is persisted, moderated and replicated before it is delivered, in order.
+    """
+async def replicated_chat(messages):
+    store, replicas, out = [], [], []
+    for message in messages:
+        await chat.persist(message, store)
+        text = await chat.moderate(message)
+        await replicate(message, replicas)
+        chat.deliver(out, message, text)
+    return out
+""",
+)
+mutant(
+    "04-sequence-barriers",
+    "ex4-replicate",
     "replicate-beside-persist",
     """
 async def replicated_chat(messages):
