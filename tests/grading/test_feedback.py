@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import nbformat
@@ -21,6 +22,9 @@ import seqlab
 from seqlab.grading.grader import GradeSettings, SubmissionResult, grade_many
 from seqlab.grading.lesson import load_lesson
 from seqlab.grading.release import release_notebook
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 GRADING = Path(seqlab.__file__).parent / "grading"
 PRIVATE = ("_local", "_trace", "rng", "controller")
@@ -101,6 +105,14 @@ DEPOSIT_UNLOCKED = """async def deposit(account, lock, amount):
     await trio.lowlevel.checkpoint()
     account.write(account.read() + amount)"""
 
+# Right whenever it finishes, but it gives up (raises) when another teller wrote meanwhile.
+DEPOSIT_GIVES_UP = """async def deposit(account, lock, amount):
+    seen = account.read()
+    await trio.lowlevel.checkpoint()
+    if account.balance != seen:
+        raise RuntimeError("the balance changed under me")
+    account.write(seen + amount)"""
+
 CHECK = """async def two_tellers():
     account, lock = Account(), trio.Lock()
 
@@ -153,7 +165,11 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SubmissionResu
     source = folder / "trace-rules.ipynb"
     nbformat.write(_lesson_notebook(), str(source))
     subs = {}
-    for name, text in (("honest", DEPOSIT), ("unlocked", DEPOSIT_UNLOCKED)):
+    for name, text in (
+        ("honest", DEPOSIT),
+        ("unlocked", DEPOSIT_UNLOCKED),
+        ("gives-up", DEPOSIT_GIVES_UP),
+    ):
         nb = release_notebook(_lesson_notebook())
         nb.cells[1].source = text
         subs[name] = folder / f"{name}.ipynb"
@@ -195,3 +211,23 @@ def test_a_trace_rule_failure_shows_the_property_schedule_explanation_and_replay
     recorder = seqlab.Recorder()
     seqlab.run(ns["two_tellers"], schedule=replay.group(1), recorder=recorder)  # type: ignore[arg-type]
     assert ns["one_teller_at_a_time"](recorder) is False  # type: ignore[operator]
+
+
+def test_an_error_on_some_schedules_shows_it_with_the_shrunk_schedule_and_replay(
+    graded: dict[str, SubmissionResult],
+) -> None:
+    (test,) = graded["gives-up"].tests
+    assert test.score == 0
+    output = test.output
+    assert (
+        "In the simplest failing schedule found, it raised RuntimeError: the balance changed "
+        "under me" in output
+    ), output
+    assert "This run fails with" in output
+    assert "Then: RuntimeError: the balance changed under me" in output
+    replay = re.search(r"Replay it: seqlab.run\(two_tellers, schedule='(s1:[^']*)'", output)
+    assert replay is not None, output
+    ns = _namespace(DEPOSIT_GIVES_UP)
+    with pytest.raises(BaseExceptionGroup) as info:
+        seqlab.run(ns["two_tellers"], schedule=replay.group(1))  # type: ignore[arg-type]
+    assert info.group_contains(RuntimeError, match="balance changed", depth=1)
