@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -24,6 +25,7 @@ import outcome
 import trio
 from trio.lowlevel import enable_ki_protection
 
+from . import _traps
 from ._callables import is_async_callable
 from ._outcomes import Ready, indexes
 from .trace import _RECORDER, Recorder
@@ -37,8 +39,10 @@ __all__ = [
 ]
 
 _checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
-_cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
-_wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
+# trio's own, one frame shorter (seqlab/_traps.py): a parked party keeps one object less
+# alive for the cyclic GC to scan, which counts with 100,000 parties.
+_cancel_shielded_checkpoint = _traps.cancel_shielded_checkpoint
+_wait_task_rescheduled = _traps.wait_task_rescheduled
 _current_task = trio.lowlevel.current_task
 _reschedule = trio.lowlevel.reschedule
 _SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
@@ -100,6 +104,28 @@ class BarrierStatistics:
     n_waiting: int
     broken: bool
     generation: int
+
+
+def _leave(
+    barrier: Barrier, task: trio.lowlevel.Task, rec: Recorder | None, _: object
+) -> trio.lowlevel.Abort:
+    """A waiting party's abort function: it is cancelled, so it leaves the filling generation."""
+    del barrier._waiters[task]
+    # Cancellation may be delivered from outside any task (a deadline expiring), so
+    # use the recorder that was active when this task arrived.
+    if rec is not None:
+        rec.record(
+            task,
+            barrier._label,
+            "leave",
+            {"generation": barrier._generation, "n_waiting": len(barrier._waiters)},
+        )
+    return _SUCCEEDED
+
+
+def _leave_phaser(phaser: Phaser, task: trio.lowlevel.Task, _: object) -> trio.lowlevel.Abort:
+    del phaser._waiters[task]
+    return _SUCCEEDED
 
 
 class Barrier:
@@ -297,20 +323,8 @@ class Barrier:
                 (self._generation, index, index + 1, self._parties),
             )
 
-        def abort_fn(_: Any) -> trio.lowlevel.Abort:
-            del self._waiters[task]
-            # Cancellation may be delivered from outside any task (a deadline expiring), so
-            # use the recorder that was active when this task arrived.
-            if rec is not None:
-                rec.record(
-                    task,
-                    self._label,
-                    "leave",
-                    {"generation": self._generation, "n_waiting": len(self._waiters)},
-                )
-            return _SUCCEEDED
-
-        my_index: int = await _wait_task_rescheduled(abort_fn)
+        # A partial, not a closure: no cells, two objects per parked party instead of five.
+        my_index: int = await _wait_task_rescheduled(partial(_leave, self, task, rec))
         return my_index
 
     def _record_last_arrival(self, rec: Recorder) -> None:
@@ -737,10 +751,5 @@ class Phaser:
     async def _park(self) -> int:
         task = _current_task()
         self._waiters[task] = None
-
-        def abort_fn(_: Any) -> trio.lowlevel.Abort:
-            del self._waiters[task]
-            return _SUCCEEDED
-
-        new_phase: int = await _wait_task_rescheduled(abort_fn)
+        new_phase: int = await _wait_task_rescheduled(partial(_leave_phaser, self, task))
         return new_phase

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import inspect
 import sys
-import types
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -36,6 +35,7 @@ import outcome
 import trio
 from trio.lowlevel import enable_ki_protection
 
+from ._traps import cancel_shielded_checkpoint as _yield_turn
 from .trace import _RECORDER, Recorder, clock_reader
 
 if sys.version_info < (3, 11):
@@ -67,32 +67,6 @@ _reschedule = trio.lowlevel.reschedule
 _wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
 _Abort = trio.lowlevel.Abort
 
-# The message trio.lowlevel.cancel_shielded_checkpoint() yields to the run loop. Private,
-# so tests/test_sequencer.py pins it; without it the worker uses the public function.
-_CANCEL_SHIELDED: object | None
-try:
-    from trio._core import _traps
-
-    _CANCEL_SHIELDED = _traps.CancelShieldedCheckpoint
-except (ImportError, AttributeError):  # pragma: no cover - a trio that moved it
-    _CANCEL_SHIELDED = None
-
-
-@types.coroutine
-def _yield_turn_direct() -> Generator[Any, Any, None]:
-    """``await trio.lowlevel.cancel_shielded_checkpoint()``, one coroutine frame shorter.
-
-    The public function is an ``async def`` that awaits trio's own ``@types.coroutine``
-    yield: two frames made and torn down per call. The worker yields once per task, and this
-    is the same message to the run loop (a schedule point, not a cancel point) from one
-    generator frame: about 0.15 us less per task.
-    """
-    (yield _CANCEL_SHIELDED).unwrap()
-
-
-_yield_turn = (
-    trio.lowlevel.cancel_shielded_checkpoint if _CANCEL_SHIELDED is None else _yield_turn_direct
-)
 
 # Per-run counters for unnamed primitives ("Sequencer #2"): deterministic within a run and
 # free of ids, so traces of the same seed stay byte-identical.
@@ -314,7 +288,8 @@ async def _work(d: Dispatcher) -> None:
     now = d._now
     # A schedule point, not a cancel point: cancellation reaches a worker inside an async task
     # or while it waits for work, and whoever cancels a dispatcher or sequencer empties its
-    # queue first, so a worker never needs to notice cancellation between two tasks.
+    # queue first, so a worker never needs to notice cancellation between two tasks. (The
+    # one-frame form of trio.lowlevel.cancel_shielded_checkpoint: see seqlab/_traps.py.)
     yield_turn = _yield_turn
     me = _current_task()
     busy[me] = None

@@ -713,39 +713,6 @@ def test_statistics_count_outcomes_and_exact_queue_delay():
     seqlab.run(main, seed=0)
 
 
-def test_the_workers_yield_is_trios_cancel_shielded_checkpoint() -> None:
-    # The worker yields after every task with the message trio's cancel_shielded_checkpoint
-    # sends, from one frame instead of two (a private name of trio's: if a trio release moves
-    # it, this fails, and the worker would fall back to the public function).
-    from seqlab import sequencer as module
-
-    assert module._yield_turn is module._yield_turn_direct
-
-    class Steps(trio.abc.Instrument):
-        def __init__(self) -> None:
-            self.steps = 0
-            self.task: trio.lowlevel.Task | None = None
-
-        def before_task_step(self, task: trio.lowlevel.Task) -> None:
-            if task is self.task:
-                self.steps += 1
-
-    async def main() -> list[int]:
-        steps.task = trio.lowlevel.current_task()
-        counted = []
-        for yield_turn in (trio.lowlevel.cancel_shielded_checkpoint, module._yield_turn):
-            with trio.CancelScope() as scope:
-                scope.cancel()
-                before = steps.steps
-                await yield_turn()  # a schedule point, and not a cancel point
-                await yield_turn()
-                counted.append(steps.steps - before)
-        return counted
-
-    steps = Steps()
-    assert trio.run(main, instruments=[steps]) == [2, 2]
-
-
 def test_statistics_add_up_at_every_step_on_a_shared_dispatcher():
     # Completed (and the dispatcher's pending and running) are counted from the queues, the
     # workers and the other outcomes; each is checked while tasks queue, run, fail, complete

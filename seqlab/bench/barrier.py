@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+from functools import partial
 from typing import Any
 
 import trio
 
+from .. import _traps
 from .._outcomes import Ready
 from ..barrier import Barrier
 from ..trace import Recorder, recording
@@ -36,7 +38,9 @@ class RawBarrier:
     """The floor: count arrivals, park with wait_task_rescheduled, reschedule everyone.
 
     Like seqlab's Barrier, it wakes tasks with reusable outcomes (one per arrival index)
-    instead of a new ``outcome.Value`` per wake-up: the floor may use every trick we do.
+    instead of a new ``outcome.Value`` per wake-up, parks and yields with trio's messages
+    sent from one frame (``seqlab._traps``), and gives trio a ``partial`` as the abort
+    function rather than a closure: the floor may use every trick we do.
     """
 
     def __init__(self, parties: int) -> None:
@@ -51,17 +55,17 @@ class RawBarrier:
             for task, ready in zip(waiting, self.outcomes, strict=False):
                 trio.lowlevel.reschedule(task, ready)
             waiting.clear()
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await _traps.cancel_shielded_checkpoint()
             return self.parties - 1
         task = trio.lowlevel.current_task()
         waiting[task] = None
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            del waiting[task]
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        arrival: int = await trio.lowlevel.wait_task_rescheduled(abort)
+        arrival: int = await _traps.wait_task_rescheduled(partial(_leave, waiting, task))
         return arrival
+
+
+def _leave(waiting: dict[trio.lowlevel.Task, None], task: Any, _: object) -> trio.lowlevel.Abort:
+    del waiting[task]
+    return trio.lowlevel.Abort.SUCCEEDED
 
 
 class EventBarrier:
