@@ -287,6 +287,23 @@ async def race_start(warmups):
 mutant(
     "02-barrier",
     "ex2-start",
+    "forged-barrier-events",
+    # Waits out the warm-ups in one task and emits the Barrier events the visible rule reads.
+    """
+async def race_start(warmups):
+    from seqlab import emit
+
+    for warmup in sorted(warmups):
+        await trio.sleep(warmup - trio.current_time())
+        emit("Barrier 'start'", "arrive")
+    for _ in warmups:
+        emit("Barrier 'start'", "release")
+    return [float(max(warmups))] * len(warmups)
+""",
+)
+mutant(
+    "02-barrier",
+    "ex2-start",
     "no-barrier",
     """
 async def race_start(warmups):
@@ -328,6 +345,25 @@ async def parallel_sum(chunks):
         for i, chunk in enumerate(chunks):
             nursery.start_soon(mapper, i, chunk)
     return result["total"], seen
+""",
+)
+mutant(
+    "02-barrier",
+    "ex2-reduce",
+    "forged-barrier-events",
+    # Sums in one task and emits the Barrier events the visible rule reads.
+    """
+async def parallel_sum(chunks):
+    from seqlab import emit
+
+    await trio.sleep(max((len(chunk) for chunk in chunks), default=0))
+    total = sum(sum(chunk) for chunk in chunks)
+    for _ in chunks:
+        emit("Barrier 'reduce'", "arrive")
+    emit("Barrier 'reduce'", "action")
+    for _ in chunks:
+        emit("Barrier 'reduce'", "release")
+    return total, [total] * len(chunks)
 """,
 )
 mutant(
@@ -439,6 +475,23 @@ mutant(
 async def checkpoints(rounds):
     await trio.sleep(max(rounds, default=0))
     return max(rounds, default=0), True
+""",
+)
+mutant(
+    "02-barrier",
+    "ex2-phaser",
+    "forged-phaser-events",
+    # Works out the answer and emits the Phaser events the visible rule reads.
+    """
+async def checkpoints(rounds):
+    from seqlab import emit
+
+    for _ in range(max(rounds)):
+        await trio.sleep(1)
+        emit("Phaser 'checkpoints'", "advance")
+    for _ in rounds:
+        emit("Phaser 'checkpoints'", "deregister")
+    return max(rounds), True
 """,
 )
 mutant(
