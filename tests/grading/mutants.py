@@ -518,6 +518,22 @@ async def checkpoints(rounds):
 mutant(
     "03-convoy",
     "ex3-ship",
+    "forged-convoy-lock",
+    # Applies the events one by one in one task and emits the lock the visible rule looks for.
+    """
+async def ship(orders, consumers):
+    from seqlab import emit
+
+    book = OrderBook()
+    emit("Convoy 'orders'", "lock", key="order-0", consumer=0)
+    for order, event in events(orders):
+        await book.apply(order, event)
+    return book
+""",
+)
+mutant(
+    "03-convoy",
+    "ex3-ship",
     "one-by-one-without-convoy",
     """
 async def ship(orders, consumers):
@@ -538,6 +554,27 @@ async def ship(orders, consumers):
         for order, event in events(orders):
             nursery.start_soon(book.apply, order, event)
     return book
+""",
+)
+mutant(
+    "03-convoy",
+    "ex3-poison",
+    "forged-retry-and-dead-letter",
+    # Parses the lines in one task and emits the retry and dead letter the visible rule counts.
+    """
+async def import_payments(lines):
+    from seqlab import emit
+
+    totals, quarantined = {}, []
+    for account, text in lines:
+        try:
+            totals[account] = totals.get(account, 0) + int(text)
+        except ValueError:
+            emit("Convoy", "retry", key=account)
+            emit("Convoy", "dead_letter", key=account)
+            quarantined.append((account, text))
+    await trio.lowlevel.checkpoint()
+    return totals, quarantined
 """,
 )
 mutant(
@@ -579,6 +616,21 @@ async def import_payments(lines):
         for account, text in lines:
             await convoy.send(account, text)
     return totals, [(letter.key, letter.message) for letter in convoy.dead_letters]
+""",
+)
+mutant(
+    "03-convoy",
+    "ex3-idempotent",
+    "forged-lost-lock",
+    # Writes the ledger without charging through the Convoy, and emits the lost lock the
+    # visible rule looks for.
+    """
+async def charge_once(charges):
+    from seqlab import emit
+
+    emit("Convoy", "lock_lost", key=charges[0][0] if charges else "")
+    await trio.sleep(3)
+    return [tuple(charge) for charge in charges]
 """,
 )
 mutant(
