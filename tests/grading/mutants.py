@@ -152,6 +152,31 @@ async def safe_deposits(tellers, amount):
 mutant(
     "01-sequencer",
     "ex1-deposits",
+    "lock-forging-sequencer-events",
+    # Serialises the tellers with a lock of its own and emits, around each deposit, the
+    # Sequencer events the visible rule reads.
+    """
+async def safe_deposits(tellers, amount):
+    from seqlab import emit
+
+    account, lock = Account(), trio.Lock()
+
+    async def teller(i):
+        emit("Sequencer 'ledger'", "submit", ticket=i)
+        async with lock:
+            emit("Sequencer 'ledger'", "start", ticket=i)
+            await slow_deposit(account, amount)
+            emit("Sequencer 'ledger'", "done", ticket=i)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(tellers):
+            nursery.start_soon(teller, i, name=f"teller-{i}")
+    return account.balance
+""",
+)
+mutant(
+    "01-sequencer",
+    "ex1-deposits",
     "lock-by-hand",
     """
 async def safe_deposits(tellers, amount):
@@ -204,6 +229,27 @@ async def take_turns(jobs):
 mutant(
     "01-sequencer",
     "ex1-turns",
+    "round-robin-forging-sequencer-events",
+    # Takes the turns by hand in one task and emits a start on each customer's "sequencer".
+    """
+async def take_turns(jobs):
+    from seqlab import emit
+
+    log, left, i = [], dict(jobs), 0
+    while any(left.values()):
+        for name in jobs:
+            if left[name]:
+                emit(f"Sequencer {name!r}", "start", ticket=jobs[name] - left[name])
+                log.append(f"{name}{jobs[name] - left[name]}")
+                left[name] -= 1
+        i += 1
+    await trio.lowlevel.checkpoint()
+    return log
+""",
+)
+mutant(
+    "01-sequencer",
+    "ex1-turns",
     "a-worker-each",
     """
 async def take_turns(jobs):
@@ -234,6 +280,30 @@ async def settle(amounts):
                 account.write(account.balance + amount)
         except ValueError:
             rejected.append(position)
+    return account.balance, rejected
+""",
+)
+mutant(
+    "01-sequencer",
+    "ex1-settle",
+    "loop-forging-sequencer-events",
+    # Applies the amounts in a loop and emits the Sequencer events the visible rule counts.
+    """
+async def settle(amounts):
+    from seqlab import emit
+
+    account, rejected = Account(0), []
+    for ticket, amount in enumerate(amounts):
+        emit("Sequencer 'settle'", "start", ticket=ticket)
+        try:
+            if amount < 0:
+                strict_withdraw(account, -amount)
+            else:
+                account.write(account.balance + amount)
+        except ValueError:
+            emit("Sequencer 'settle'", "failed", ticket=ticket)
+            rejected.append(ticket)
+    await trio.lowlevel.checkpoint()
     return account.balance, rejected
 """,
 )
