@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-__all__ = ["DIRECT", "cancel_shielded_checkpoint", "wait_task_rescheduled"]
+__all__ = ["DIRECT", "cancel_shielded_checkpoint", "park", "park_message", "wait_task_rescheduled"]
 
 _CANCEL_SHIELDED: Any
 _WAIT: Any
@@ -59,3 +59,30 @@ wait_task_rescheduled: Callable[..., Any] = (
     _wait_task_rescheduled if DIRECT else trio.lowlevel.wait_task_rescheduled
 )
 """``await wait_task_rescheduled(abort_func)``: park until rescheduled, as trio's function."""
+
+
+def _message(abort_func: Callable[[Callable[[], Any]], trio.lowlevel.Abort]) -> Any:
+    return _WAIT(abort_func)
+
+
+@types.coroutine
+def _park(message: Any) -> Generator[Any, Any, Any]:
+    return (yield message).unwrap()
+
+
+def _abort_func_itself(abort_func: Callable[[Callable[[], Any]], trio.lowlevel.Abort]) -> Any:
+    return abort_func
+
+
+park_message: Callable[[Callable[[Callable[[], Any]], trio.lowlevel.Abort]], Any] = (
+    _message if DIRECT else _abort_func_itself
+)
+"""What :func:`park` takes: built once, it can park the same task again and again.
+
+``wait_task_rescheduled(abort_func)`` makes trio's message anew on every call. A primitive
+whose tasks park over and over with the same abort function (a barrier's parties) can make
+the message once per task with ``park_message(abort_func)`` and ``await park(message)``
+each time: nothing is allocated per wait but the generator."""
+
+park: Callable[[Any], Any] = _park if DIRECT else trio.lowlevel.wait_task_rescheduled
+"""``await park(park_message(abort_func))`` is ``await wait_task_rescheduled(abort_func)``."""

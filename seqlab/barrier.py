@@ -43,6 +43,8 @@ _checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
 # alive for the cyclic GC to scan, which counts with 100,000 parties.
 _cancel_shielded_checkpoint = _traps.cancel_shielded_checkpoint
 _wait_task_rescheduled = _traps.wait_task_rescheduled
+_park = _traps.park
+_park_message = _traps.park_message
 _current_task = trio.lowlevel.current_task
 _reschedule = trio.lowlevel.reschedule
 _SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
@@ -123,6 +125,15 @@ def _leave(
     return _SUCCEEDED
 
 
+def _leave_untraced(
+    waiters: dict[trio.lowlevel.Task, float | None], task: trio.lowlevel.Task, _: object
+) -> trio.lowlevel.Abort:
+    """An untraced waiting party's abort function (it is kept and reused, see
+    ``Barrier._park_message``: it holds the waiters, not the barrier, so no cycle)."""
+    del waiters[task]
+    return _SUCCEEDED
+
+
 def _leave_phaser(phaser: Phaser, task: trio.lowlevel.Task, _: object) -> trio.lowlevel.Abort:
     del phaser._waiters[task]
     return _SUCCEEDED
@@ -191,6 +202,7 @@ class Barrier:
         "_generation",
         "_label",
         "_outcomes",
+        "_parked",
         "_parties",
         "_reason",
         "_waiters",
@@ -219,6 +231,9 @@ class Barrier:
         # arrival time when a recorder was active, else None.
         self._waiters: dict[trio.lowlevel.Task, float | None] = {}
         self._outcomes: list[Ready[int]] = []
+        # Untraced parties park with a message made once per task (seqlab._traps.park) and
+        # kept here, so that a wait allocates almost nothing (see _park_message).
+        self._parked: dict[trio.lowlevel.Task, Any] = {}
         self._generation = 0
         self._broken = False
         self._reason = ""
@@ -313,6 +328,9 @@ class Barrier:
         task = _current_task()
         if rec is None:
             waiters[task] = None
+            message = self._parked.get(task) or self._park_message(task)
+            index: int = await _park(message)
+            return index
         else:
             index = len(waiters)
             waiters[task] = rec.record_fields(
@@ -326,6 +344,22 @@ class Barrier:
         # A partial, not a closure: no cells, two objects per parked party instead of five.
         my_index: int = await _wait_task_rescheduled(partial(_leave, self, task, rec))
         return my_index
+
+    def _park_message(self, task: trio.lowlevel.Task) -> Any:
+        """Make (and keep) what ``task`` parks with when it waits untraced.
+
+        Parties usually wait at the same barrier phase after phase, so each one's message
+        (trio's ``WaitTaskRescheduled`` and the abort function it carries) is made once and
+        reused: the wait then allocates nothing but its coroutines, for speed and so that the
+        garbage collector has fewer objects to scan per parked party. Tasks come and go, so
+        the store is cut back to the tasks waiting now whenever it reaches twice the parties:
+        it never holds more than that.
+        """
+        parked = self._parked
+        if len(parked) >= 2 * self._parties:
+            parked = self._parked = {t: parked[t] for t in self._waiters if t in parked}
+        message = parked[task] = _park_message(partial(_leave_untraced, self._waiters, task))
+        return message
 
     def _record_last_arrival(self, rec: Recorder) -> None:
         parties = self._parties

@@ -565,12 +565,12 @@ async def _consume(convoy: Convoy, index: int) -> None:
         backlog = state.backlog
         if rec is not None:
             rec.record_fields(task, label, "lock", _KEY_CONSUMER, (key, index))
-        turns = 0
         # Attempts made at the head message so far; stored in the state before each
         # delivery (statistics and an early exit read it) and when the session ends.
         attempt = state.attempts
-        while backlog and turns < batch:
-            turns += 1
+        for _ in range(batch):  # one turn per delivery, retries included
+            if not backlog:
+                break
             head = state.head
             message = backlog[head]
             sequence = state.settled
@@ -618,10 +618,11 @@ async def _consume(convoy: Convoy, index: int) -> None:
                     state.head = head
                 attempt = 0
                 state.settled = sequence + 1
-                convoy._unsettled -= 1
+                unsettled = convoy._unsettled - 1
+                convoy._unsettled = unsettled
                 if state.join_lot:
                     state.join_lot.unpark_all()
-                if not convoy._unsettled and convoy._drained:
+                if not unsettled and convoy._drained:
                     convoy._drained.unpark_all()
                 if rec is not None:
                     rec.record_fields(task, label, "done", _DELIVERY, fields)

@@ -593,7 +593,7 @@ class Sequencer:
         ticket._state = _QUEUED
         ticket._waiters = None
         queue.append(ticket)
-        if self._running is None and len(queue) == 1:
+        if len(queue) == 1 and self._running is None:
             self._key = stamp
             d._ready.append(self)
             if d._idle:

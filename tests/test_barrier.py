@@ -382,6 +382,68 @@ def test_cancelled_waiter_leaves_and_later_indexes_move_up() -> None:
     run_seeds(main)
 
 
+def test_a_party_cancelled_in_a_later_generation_still_leaves_cleanly() -> None:
+    # After its first wait a party parks with a kept message and abort function
+    # (Barrier._park_message); cancelling it then must work as on its first wait.
+    async def main() -> None:
+        b = Barrier(3)
+        got: list[tuple[str, int, int]] = []
+
+        async def steady(name: str) -> None:
+            for generation in range(3):
+                if generation == 2:
+                    await trio.sleep(2)  # the quitter waits alone, and gives up at t=1
+                got.append((name, generation, await b.wait()))
+
+        async def quitter() -> None:
+            for generation in range(2):
+                got.append(("q", generation, await b.wait()))
+            with trio.move_on_after(1):
+                await b.wait()  # its third wait: it gives up
+            got.append(("q", 2, -1))
+            await trio.sleep(1)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(steady, "a")
+            nursery.start_soon(steady, "b")
+            nursery.start_soon(quitter)
+            await trio.sleep(1.5)
+            assert b.n_waiting == 0 and b.generation == 2 and not b.broken
+            await trio.sleep(1)
+            assert b.n_waiting == 2
+            got.append(("late", 2, await b.wait()))
+        assert sorted(i for name, g, i in got if g == 2) == [-1, 0, 1, 2]
+        assert [name for name, g, i in got if g == 2 and i == 2] == ["late"]
+
+    run_seeds(main)
+
+
+def test_the_kept_park_messages_stay_bounded_as_tasks_come_and_go() -> None:
+    # Each new task that waits gets a kept message; tasks that come, time out and go must
+    # not make the store grow without end.
+    async def main() -> None:
+        b = Barrier(3)
+        sizes = []
+
+        async def visitor() -> None:
+            with trio.move_on_after(1):
+                await b.wait()
+
+        for _ in range(50):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(visitor)
+                nursery.start_soon(visitor)
+            sizes.append(len(b._parked))
+        assert max(sizes) <= 2 * b.parties
+        assert b.n_waiting == 0 and b.generation == 0 and not b.broken
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(b.wait)
+        assert b.generation == 1
+
+    run_seeds(main)
+
+
 def test_cancelling_a_middle_waiter_leaves_no_gap() -> None:
     async def main() -> None:
         b = Barrier(3)

@@ -7,6 +7,7 @@ from typing import Any
 import outcome
 import pytest
 import trio
+import trio.testing
 
 from seqlab import _traps, barrier, sequencer
 
@@ -32,6 +33,7 @@ def test_the_direct_forms_are_in_use_and_used_by_the_primitives() -> None:
     assert sequencer._yield_turn is _traps.cancel_shielded_checkpoint
     assert barrier._wait_task_rescheduled is _traps.wait_task_rescheduled
     assert barrier._cancel_shielded_checkpoint is _traps.cancel_shielded_checkpoint
+    assert barrier._park is _traps.park is _traps._park
 
 
 @pytest.mark.parametrize(
@@ -56,10 +58,14 @@ def test_cancel_shielded_checkpoint_is_a_schedule_point_and_not_a_cancel_point(
     assert trio.run(main, instruments=[steps]) == 2
 
 
+def _park_with_a_fresh_message(abort_func: Any) -> Any:
+    return _traps.park(_traps.park_message(abort_func))
+
+
 @pytest.mark.parametrize(
     "wait",
-    [trio.lowlevel.wait_task_rescheduled, _traps.wait_task_rescheduled],
-    ids=["trio", "seqlab"],
+    [trio.lowlevel.wait_task_rescheduled, _traps.wait_task_rescheduled, _park_with_a_fresh_message],
+    ids=["trio", "seqlab", "park"],
 )
 def test_wait_task_rescheduled_parks_wakes_and_honours_the_abort_function(wait: Any) -> None:
     # Woken with the value it is rescheduled with; a cancellation asks the abort function:
@@ -95,3 +101,34 @@ def test_wait_task_rescheduled_parks_wakes_and_honours_the_abort_function(wait: 
 
     got = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert got == ["first", ("abort", 2.0), "second", ("abort", 4.0), (True, 4.0)]
+
+
+def test_one_park_message_parks_the_same_task_again_and_again() -> None:
+    # A barrier keeps each party's message: reused, it still wakes with the new value and
+    # still asks the abort function on each cancellation.
+    async def main() -> list[object]:
+        log: list[object] = []
+        me = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            log.append(("abort", trio.current_time()))
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        message = _traps.park_message(abort)
+
+        async def waker() -> None:
+            for value in ("one", "two"):
+                await trio.sleep(1)
+                trio.lowlevel.reschedule(me, outcome.Value(value))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waker)
+            log.append(await _traps.park(message))
+            log.append(await _traps.park(message))
+        for _ in range(2):
+            with trio.move_on_after(1):
+                await _traps.park(message)
+        return log
+
+    got = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert got == ["one", "two", ("abort", 3.0), ("abort", 4.0)]

@@ -10,6 +10,7 @@ as a user might write one. The ParkingLot barrier that used to be the floor is a
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import threading
 from functools import partial
@@ -39,14 +40,16 @@ class RawBarrier:
 
     Like seqlab's Barrier, it wakes tasks with reusable outcomes (one per arrival index)
     instead of a new ``outcome.Value`` per wake-up, parks and yields with trio's messages
-    sent from one frame (``seqlab._traps``), and gives trio a ``partial`` as the abort
-    function rather than a closure: the floor may use every trick we do.
+    sent from one frame (``seqlab._traps``), and makes each task's park message (with a
+    ``partial`` as its abort function) once and reuses it: the floor may use every trick we
+    do. (It keeps every task's message; seqlab's Barrier bounds its store.)
     """
 
     def __init__(self, parties: int) -> None:
         self.parties = parties
         self.waiting: dict[trio.lowlevel.Task, None] = {}
         self.outcomes = [Ready(i) for i in range(parties)]
+        self.parked: dict[trio.lowlevel.Task, Any] = {}
 
     async def wait(self) -> int:
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -59,7 +62,10 @@ class RawBarrier:
             return self.parties - 1
         task = trio.lowlevel.current_task()
         waiting[task] = None
-        arrival: int = await _traps.wait_task_rescheduled(partial(_leave, waiting, task))
+        message = self.parked.get(task)
+        if message is None:
+            message = self.parked[task] = _traps.park_message(partial(_leave, waiting, task))
+        arrival: int = await _traps.park(message)
         return arrival
 
 
@@ -239,7 +245,7 @@ def traced(quick: bool) -> float:
     return timed_trio(main)
 
 
-def _many_parties(make: Any, n: int, quick: bool) -> tuple[float, int]:
+def _many_parties(make: Any, n: int, quick: bool, *, pause_gc: bool = False) -> tuple[float, int]:
     total = 20_000 if quick else 200_000
     phases = max(10, total // n)
     start = end = 0.0
@@ -252,6 +258,8 @@ def _many_parties(make: Any, n: int, quick: bool) -> tuple[float, int]:
             nonlocal start, end
             await barrier.wait()
             if not start:
+                if pause_gc:
+                    gc.disable()
                 start = cpu_time()
             for _ in range(phases):
                 await barrier.wait()
@@ -261,7 +269,10 @@ def _many_parties(make: Any, n: int, quick: bool) -> tuple[float, int]:
             for _ in range(n):
                 nursery.start_soon(party)
 
-    trio.run(main)
+    try:
+        trio.run(main)
+    finally:
+        gc.enable()
     return end - start, phases * n
 
 
@@ -278,3 +289,18 @@ def many_parties_floor(n: int, quick: bool) -> tuple[float, int]:
     """The same for the raw floor: how much of the growth is trio's (and the CPU cache's)
     with that many tasks, whatever the barrier."""
     return _many_parties(RawBarrier, n, quick)
+
+
+@scaling(
+    "barrier",
+    "parties, cost per wait, cyclic GC paused while timed",
+    unit="wait",
+    target=None,
+)
+def many_parties_gc_paused(n: int, quick: bool) -> tuple[float, int]:
+    """The barrier row again with the garbage collector off from the first release to the
+    last wait. Each parked party keeps a few objects the collector tracks (its coroutines,
+    the abort function, trio's WaitTaskRescheduled); with 100,000 parked, young collections
+    promote them and full collections rescan them all, every generation. What growth is
+    left without that is the CPU caches'."""
+    return _many_parties(Barrier, n, quick, pause_gc=True)
