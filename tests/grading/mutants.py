@@ -29,6 +29,27 @@ def mutant(lesson: str, exercise: str, name: str, source: str) -> None:
 mutant(
     "00-welcome",
     "ex0-alarms",
+    "one-task-forging-task-events",
+    # Sleeps through the delays in its own task and emits the "spawn" and "exit" events the
+    # rule reads (its own real exit supplies the last one).
+    """
+async def staggered_alarms(delays):
+    from seqlab import emit
+
+    rang, ordered = [], sorted(delays)
+    if ordered:
+        emit("task", "spawn", parent="staggered_alarms")
+    for i, delay in enumerate(ordered):
+        await trio.sleep(delay - trio.current_time())
+        rang.append(trio.current_time())
+        if i < len(ordered) - 1:
+            emit("task", "exit", outcome="returned")
+    return rang
+""",
+)
+mutant(
+    "00-welcome",
+    "ex0-alarms",
     "sorted-delays-no-tasks",
     """
 async def staggered_alarms(delays):
@@ -863,6 +884,22 @@ async def replicated_chat(messages):
 mutant(
     "04-sequence-barriers",
     "ex4-ring",
+    "forged-ring-events",
+    # Computes the squares and emits the claims and reader advances the visible rule reads.
+    """
+async def squares(count, size):
+    from seqlab import emit
+
+    for i in range(count):
+        emit("RingBuffer 'squares'", "claim", sequence=i)
+        emit("Sequence 'reader'", "advance", sequence=i)
+    await trio.lowlevel.checkpoint()
+    return [i * i for i in range(count)]
+""",
+)
+mutant(
+    "04-sequence-barriers",
+    "ex4-ring",
     "a-list-instead-of-a-ring",
     """
 async def squares(count, size):
@@ -940,6 +977,28 @@ async def book_payment(ledger_sequencer, ledger, amount):
 mutant(
     "05-capstone",
     "ex5-shop",
+    "loop-forging-convoy-events",
+    # Handles the stream in order in one task and emits the Convoy events the visible rule reads.
+    """
+async def run_shop(shop, stream, ledger_sequencer, ledger):
+    from seqlab import emit
+
+    book, dead = OrderBook(), []
+    emit(f"Convoy {shop!r}", "lock", key=shop)
+    for order, event, amount in stream:
+        if event == "paid" and not isinstance(amount, int):
+            emit(f"Convoy {shop!r}", "dead_letter", key=order)
+            dead.append((order, event, amount))
+            continue
+        if event == "paid":
+            await book_payment(ledger_sequencer, ledger, amount)
+        await book.apply(order, event)
+    return book, dead
+""",
+)
+mutant(
+    "05-capstone",
+    "ex5-shop",
     "loop-without-convoy",
     """
 async def run_shop(shop, stream, ledger_sequencer, ledger):
@@ -976,6 +1035,29 @@ async def run_shop(shop, stream, ledger_sequencer, ledger):
             await convoy.send(order, (event, amount))
     dead = [(letter.key, *letter.message) for letter in convoy.dead_letters]
     return book, dead
+""",
+)
+mutant(
+    "05-capstone",
+    "ex5-day",
+    "shops-in-turn-forging-the-barrier-action",
+    # Runs the shops one after another and emits the Barrier action the visible rule reads.
+    """
+async def trading_day(shops):
+    from seqlab import emit
+
+    ledger, results = Ledger(), {}
+    async with open_sequencer(name="ledger") as ledger_sequencer:
+        for name, orders in shops.items():
+            results[name] = await run_shop(name, day_stream(name, orders), ledger_sequencer, ledger)
+    emit("Barrier 'closing'", "action", generation=0)
+    books = [book for book, _ in results.values()]
+    return {
+        "revenue": ledger.revenue,
+        "bookings": ledger.entries,
+        "shipped": sum(1 for b in books for status in b.status.values() if status == "shipped"),
+        "dead_letters": sum(len(dead) for _, dead in results.values()),
+    }
 """,
 )
 mutant(
