@@ -16,7 +16,7 @@ from grading_support import DOUBLE, FIXTURES, SOURCE, TINY, make_submission
 
 from seqlab.grading.checkplan import LessonError, compile_check
 from seqlab.grading.grader import GradeSettings, grade, judge, same
-from seqlab.grading.lesson import load_lesson
+from seqlab.grading.lesson import load_lesson, nbgrader_meta
 from seqlab.grading.protocol import (
     ErrorInfo,
     NotPlain,
@@ -441,3 +441,29 @@ def test_a_lesson_cell_with_a_cell_magic_is_neither_an_error_nor_a_reason_to_run
     plan = rebuild(Lesson("demo", tmp_path / "demo.ipynb", nb), nb)
     setups = [s.source for s in plan.steps if s.kind == "setup"]
     assert setups == []  # both demos dropped: nothing reads what they define
+
+
+def test_a_submission_named_anything_grades_by_its_metadata_with_no_lesson_given(
+    tmp_path: Path,
+) -> None:
+    """``seqlab grade submission.ipynb``: no --lesson, no --lessons; the lesson comes from the
+    notebook's metadata and its source from the checkout's lessons/ (not the student copy)."""
+    from seqlab.cli import main
+    from seqlab.grading.lesson import installed_lessons
+
+    student = nbformat.read(str(installed_lessons()["00-welcome"]), as_version=4)
+    for cell in student.cells:
+        if nbgrader_meta(cell).get("grade_id") == "ex0-replay":
+            cell.source = "def first_lost_update(tellers):\n    return 0 if tellers > 1 else None"
+    sub = tmp_path / "submission.ipynb"
+    nbformat.write(student, str(sub))
+    out = tmp_path / "results.json"
+    assert main(["grade", str(sub), "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["extra_data"]["lesson"] == "00-welcome"
+    scores = {t["name"]: t["score"] for t in data["tests"]}
+    # Graded against the source: its hidden checks ran (the student copy has none, and this
+    # answer passes every visible check of ex0-replay).
+    assert scores == {"ex0-alarms-check": 0, "ex0-replay-check": 0, "ex0-careful-check": 0}
+    replay = next(t for t in data["tests"] if t["name"] == "ex0-replay-check")
+    assert "A hidden check failed" in replay["output"]
