@@ -768,6 +768,27 @@ async def charge_once(charges):
 mutant(
     "04-sequence-barriers",
     "ex4-progress",
+    "prefix-by-hand-forging-advances",
+    # Works out the contiguous prefix by hand and emits the Sequence advances the visible
+    # rule reads.
+    """
+def progress(finished):
+    from seqlab import emit
+
+    done, value, values = set(), -1, []
+    for n in finished:
+        done.add(n)
+        if value + 1 in done:
+            while value + 1 in done:
+                value += 1
+            emit("Sequence", "advance", sequence=value)
+        values.append(value)
+    return values
+""",
+)
+mutant(
+    "04-sequence-barriers",
+    "ex4-progress",
     "prefix-by-hand",
     """
 def progress(finished):
