@@ -43,24 +43,49 @@ NOBODY = 65534
 # Started by root, each running sandbox gets a user id of its own from this range (no account
 # needed), so per-user limits (RLIMIT_NPROC) of one submission never touch another's.
 SANDBOX_UIDS = range(61000, 62000)
-_uids_in_use: set[int] = set()
+# Leases hold an exclusive flock on one file per uid in this root-only folder, so that two
+# graders running at once (two batches, two instructors) never hand out the same uid: per-uid
+# limits (RLIMIT_NPROC) would couple their submissions. A lease ends with its holder.
+UID_LEASES = Path(os.environ.get("SEQLAB_UID_LEASES", "/run/seqlab-sandbox-uids"))
+_uids_in_use: dict[int, int] = {}  # uid -> the descriptor holding its lock
 _uids_lock = threading.Lock()
 
 
+def _lease_folder() -> Path:
+    UID_LEASES.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = UID_LEASES.lstat()
+    if not UID_LEASES.is_dir() or UID_LEASES.is_symlink() or info.st_uid != os.geteuid():
+        raise RuntimeError(f"{UID_LEASES} must be a folder of this user's (not a link)")
+    return UID_LEASES
+
+
 def lease_uid() -> int:
-    """A sandbox user id no running sandbox uses (give it back with :func:`release_uid`)."""
+    """A sandbox user id that no running sandbox uses, in this process or any other (give it
+    back with :func:`release_uid`)."""
+    import fcntl
+
     with _uids_lock:
+        folder = _lease_folder()
         for uid in SANDBOX_UIDS:
-            if uid not in _uids_in_use:
-                _uids_in_use.add(uid)
-                return uid
+            if uid in _uids_in_use:
+                continue
+            fd = os.open(folder / f"{uid}.lock", os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)  # another grader holds it
+                continue
+            _uids_in_use[uid] = fd
+            return uid
     raise RuntimeError("more sandboxes at once than sandbox user ids")
 
 
 def release_uid(uid: int | None) -> None:
     if uid is not None:
         with _uids_lock:
-            _uids_in_use.discard(uid)
+            fd = _uids_in_use.pop(uid, None)
+        if fd is not None:
+            os.close(fd)  # ends the lock
 
 
 PROTECTIONS = {

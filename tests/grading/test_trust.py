@@ -467,3 +467,32 @@ def test_a_submission_named_anything_grades_by_its_metadata_with_no_lesson_given
     assert scores == {"ex0-alarms-check": 0, "ex0-replay-check": 0, "ex0-careful-check": 0}
     replay = next(t for t in data["tests"] if t["name"] == "ex0-replay-check")
     assert "A hidden check failed" in replay["output"]
+
+
+def test_sandbox_user_ids_are_leased_across_grader_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two graders at once never hand out the same sandbox uid (per-uid process limits would
+    let one batch's fork bomb starve the other's submissions); a lease ends with its holder."""
+    from seqlab.grading import sandbox
+
+    leases = tmp_path / "leases"
+    monkeypatch.setattr(sandbox, "UID_LEASES", leases)
+    code = (
+        "import sys\nfrom seqlab.grading.sandbox import lease_uid\n"
+        "print(lease_uid(), flush=True)\nsys.stdin.read()\n"
+    )
+    env = {**os.environ, "SEQLAB_UID_LEASES": str(leases)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    theirs = int(holder.stdout.readline())
+    mine = sandbox.lease_uid()
+    assert mine != theirs
+    sandbox.release_uid(mine)
+    holder.stdin.close()
+    assert holder.wait(timeout=30) == 0
+    again = sandbox.lease_uid()  # the other grader is gone: its uid is free again
+    assert again == theirs == sandbox.SANDBOX_UIDS[0]
+    sandbox.release_uid(again)
