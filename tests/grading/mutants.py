@@ -1137,3 +1137,34 @@ async def trading_day(shops):
 )
 
 MUTANTS: tuple[Mutant, ...] = tuple(M)
+
+# The targeted forgery of each exercise's visible check: an answer that produces exactly what
+# the visible check observes (its values, and trace events emitted by hand) without the
+# primitive. Each scored full marks against the lessons' checks before their hidden parts were
+# made to ask for what it cannot give (other inputs, the grader's own answer or scenario, the
+# runtime's record of the waits); each must now score 0 like any mutant.
+FORGERIES: dict[str, str] = {
+    "ex0-alarms": "one-task-forging-task-events",
+    "ex0-replay": "first-seed-hard-coded",
+    "ex1-deposits": "lock-forging-sequencer-events",
+    "ex1-turns": "round-robin-forging-sequencer-events",
+    "ex1-settle": "loop-forging-sequencer-events",
+    "ex2-start": "forged-barrier-events",
+    "ex2-reduce": "forged-barrier-events",
+    "ex2-abort": "forged-barrier-events",
+    "ex2-phaser": "forged-phaser-events",
+    "ex3-ship": "forged-convoy-lock",
+    "ex3-poison": "forged-retry-and-dead-letter",
+    "ex3-idempotent": "forged-lost-lock",
+    "ex4-progress": "prefix-by-hand-forging-advances",
+    "ex4-replicate": "every-step-by-hand-one-message-at-a-time",
+    "ex4-ring": "forged-ring-events",
+    "ex5-book": "lock-forging-sequencer-events",
+    "ex5-shop": "loop-forging-convoy-events",
+    "ex5-day": "shops-in-turn-forging-the-barrier-action",
+}
+# Exercises whose visible observations cannot be faked short of solving the exercise.
+UNFORGEABLE: dict[str, str] = {
+    "ex0-careful": "the check's own trio instrument counts each teller task's real steps; "
+    "i + 2 real steps with the balance updated right after the slow one is the solution",
+}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from mutants import MUTANTS, Mutant
+from mutants import FORGERIES, MUTANTS, UNFORGEABLE, Mutant
 
 from seqlab.cli import main
 from seqlab.grading.lesson import nbgrader_meta
@@ -108,3 +108,19 @@ def test_every_graded_exercise_has_a_mutant() -> None:
             if meta.get("solution") and cell.cell_type == "code":
                 assert (path.stem, meta["grade_id"]) in covered, (path.stem, meta["grade_id"])
     assert len(MUTANTS) >= 30
+
+
+def test_every_graded_exercise_has_its_targeted_forgery_among_the_mutants() -> None:
+    exercises = set()
+    for path in sorted(LESSONS.glob("*.ipynb")):
+        nb = nbformat.read(str(path), as_version=4)
+        exercises |= {
+            str(nbgrader_meta(c)["grade_id"])
+            for c in nb.cells
+            if c.cell_type == "code" and nbgrader_meta(c).get("solution")
+        }
+    assert set(FORGERIES) | set(UNFORGEABLE) == exercises
+    assert not set(FORGERIES) & set(UNFORGEABLE)
+    names = {(m.exercise, m.name) for m in MUTANTS}
+    for exercise, name in FORGERIES.items():
+        assert (exercise, name) in names, (exercise, name)
