@@ -10,6 +10,7 @@ capstone, later exercises call earlier ones, so each of its mutants gets its own
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -54,6 +55,9 @@ def _groups() -> dict[str, list[list[Mutant]]]:
     return groups
 
 
+FEEDBACK: dict[str, dict[str, str]] = {}  # the same labels -> {check grade_id -> output}
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, float]]:
     """submission label -> {check grade_id -> score}; labels are 'honest:LESSON' and
@@ -73,8 +77,10 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, floa
         data = json.loads(out.read_text())
         for names, entry in zip(labels, data["submissions"], strict=True):
             tests = {t["name"]: t["score"] for t in entry["results"]["tests"]}
+            outputs = {t["name"]: t["output"] for t in entry["results"]["tests"]}
             for name in names:
                 scores[name] = tests
+                FEEDBACK[name] = outputs
     return scores
 
 
@@ -124,3 +130,21 @@ def test_every_graded_exercise_has_its_targeted_forgery_among_the_mutants() -> N
     names = {(m.exercise, m.name) for m in MUTANTS}
     for exercise, name in FORGERIES.items():
         assert (exercise, name) in names, (exercise, name)
+
+
+def test_a_mutant_failing_a_visible_exploration_is_told_the_schedule_in_words_and_replay(
+    graded: dict[str, dict[str, float]],
+) -> None:
+    """Whatever failed it (a wrong value, an error, or only the trace rule), a visible
+    exploration's failure comes with the simplest failing schedule found, explained, and the
+    line that replays it."""
+    explored = 0
+    for m in MUTANTS:
+        output = FEEDBACK[f"{m.lesson}:{m.exercise}:{m.name}"][_check_of(m.exercise)]
+        if output.startswith("A hidden check failed") or " schedules. " not in output:
+            continue
+        explored += 1
+        assert "In the simplest failing schedule found, " in output, (m.name, output)
+        assert "This run fails with" in output, (m.name, output)
+        assert re.search(r"Replay it: seqlab\.run\(\w+.*schedule='s1:", output), (m.name, output)
+    assert explored >= 20
