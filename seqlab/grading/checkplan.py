@@ -13,9 +13,9 @@ learner code:
 
 - every ``check_equal(actual, expected, what=...)`` becomes ``__seqlab_observe__.equal(k,
   actual)`` in the sandbox; ``expected`` is evaluated here and never sent. It may call
-  functions of the cell (they are defined here too, and still run in the sandbox): the
-  grader then works out the answer itself, e.g. by running a program of the cell that the
-  learner's code is pointed at;
+  functions of the cell (they are defined here too): the grader then works out the answer
+  itself, e.g. by running a program of the cell that the learner's code is pointed at. Such
+  a function stays in the sandbox's copy only if other code of the cell uses it too;
 - ``check(condition, message)`` becomes ``__seqlab_observe__.truth(k, condition)``;
 - ``check_explore(fn, *args, seeds=..., check=rule, what=...)`` becomes
   ``__seqlab_observe__.explore(k, fn, *args, seeds=..., trace=True)``: the runner explores
@@ -174,6 +174,23 @@ def compile_check(
             pending += [
                 n.id for n in ast.walk(defs[name]) if isinstance(n, ast.Name) and n.id in defs
             ]
+    # Of those, the ones nothing but an expected value (or another of them) uses are the
+    # grader's answer alone: left out of the sandbox's copy, as rules are.
+    inside_answers = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "check_equal"
+        and len(node.args) == 2
+        for n in ast.walk(node.args[1])
+    }
+    inside_answers |= {id(n) for name in answer_names for n in ast.walk(defs[name])}
+    used_elsewhere = {
+        n.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Name) and n.id in answer_names and id(n) not in inside_answers
+    }
     grader_ns: dict[str, Any] = {"__builtins__": builtins, "__name__": f"seqlab_check_{grade_id}"}
     edits: list[tuple[int, int, str]] = []
     for stmt in tree.body:
@@ -188,6 +205,9 @@ def compile_check(
             isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name in answer_names
         ):
             exec(compile(ast.Module([stmt], []), f"<{label}>", "exec"), grader_ns)
+            if stmt.name not in used_elsewhere and stmt.name not in rule_names:
+                a, b = span(stmt.decorator_list[0] if stmt.decorator_list else stmt)
+                edits.append((a, b, "\n" * source[a:b].count("\n") + "pass"))
 
     def grader_eval(node: ast.expr, role: str) -> Any:
         try:

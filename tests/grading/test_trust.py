@@ -145,6 +145,7 @@ def test_an_expected_value_may_be_the_graders_own_run_of_a_program_of_the_cell()
     worker = compiled.worker_source
     assert "3007" not in worker and "graders_answer(3)" not in worker
     assert "async def program(n):" in worker  # the learner's code is pointed at it there
+    assert "def graders_answer" not in worker  # the grader's own answer stays here
     with pytest.raises(LessonError, match="functions of this cell"):
         compile_check("check_equal(f(), helper(2))", "c")
 
