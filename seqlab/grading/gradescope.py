@@ -4,7 +4,7 @@ The zip holds, at its root (Gradescope's layout):
 
 - ``setup.sh``: run once when Gradescope builds the image; installs the bundled seqlab wheel,
   the Jupyter pieces the grader needs, and Debian's ``bubblewrap`` (the sandbox learner code
-  runs in, as ``nobody``: :mod:`seqlab.grading.sandbox`);
+  runs in, as an unprivileged user: :mod:`seqlab.grading.sandbox`);
 - ``run_autograder``: run for each submission; grades the ``.ipynb`` in
   ``/autograder/submission`` against the bundled lesson source and writes
   ``/autograder/results/results.json``. If grading itself cannot run, it still writes a
@@ -13,7 +13,8 @@ The zip holds, at its root (Gradescope's layout):
   bundle does not depend on a published release;
 - ``lesson/<ID>.ipynb``: the lesson source with solutions and hidden checks. ``run_autograder``
   makes the source directory readable by its owner only before any learner code runs, and
-  learner code runs in a sandbox that does not even contain that directory, as ``nobody``;
+  learner code runs in a sandbox that does not even contain that directory, as an
+  unprivileged user;
 - ``config.json``: the lesson file name and the limits.
 
 Every path can be overridden with an environment variable, which is how the bundle is tested

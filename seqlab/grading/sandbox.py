@@ -12,7 +12,8 @@ Each submission's runner (:mod:`seqlab.grading._runner`) is started by :func:`la
   ``/root`` or ``/home``;
 - a **private** ``/tmp`` (a fresh tmpfs) holding its HOME, IPython directory and temp files;
 - an **unprivileged user**: started by root, the runner drops to a user id of its own (from
-  :data:`SANDBOX_UIDS`, no account needed) before reading any job; started by anyone else,
+  :data:`SANDBOX_UIDS`, no account needed, leased so that no two sandboxes on the machine
+  share one, whichever grader started them) before reading any job; started by anyone else,
   bubblewrap's user namespace makes it ``nobody``;
 - **limits covering every process it starts**: a cgroup (v2, else v1) caps the memory and
   the number of processes of the whole sandbox, and each process also gets ``RLIMIT_AS``,
@@ -160,7 +161,7 @@ def _namespace_args() -> list[str]:
     args = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"]
     args += ["--unshare-cgroup-try", "--die-with-parent", "--new-session"]
     if os.geteuid() == 0:
-        # As root no user namespace is needed; the runner drops to nobody itself.
+        # As root no user namespace is needed; the runner drops to its leased uid itself.
         args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:
         args += ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)]
