@@ -38,6 +38,9 @@ if sys.version_info < (3, 11):
 
 from .protocol import (
     ErrorInfo,
+    ExplainAnswer,
+    Explained,
+    ExplainRequest,
     Exploration,
     Job,
     NotPlain,
@@ -77,7 +80,7 @@ def _error_info(error: BaseException, filename: str | None = None) -> ErrorInfo:
 class Observer:
     """``__seqlab_observe__`` in a check cell: records what learner code produced."""
 
-    def __init__(self, target: dict[str, Any] | None = None) -> None:
+    def __init__(self, target: ExplainRequest | None = None) -> None:
         self.observations: list[Observation] = []
         self.explorations: list[Exploration] = []
         self._run: list[Observation] | None = None
@@ -118,20 +121,20 @@ class Observer:
         from seqlab.runtime import current_seed
         from seqlab.trace import current_recorder
 
-        bad: tuple[int, Any] | None = None
+        bad: tuple[int | None, Any] | None = None
         judge_trace: Any = None
         if self.target is not None:
-            if site != self.target["site"]:
+            if site != self.target.site:
                 return
-            seeds = [self.target["seed"]]
-            if self.target.get("rule"):
+            seeds = [self.target.seed]
+            if self.target.rule:
                 # Only the trace rule rejected the run: the replay fails when the rule (from
                 # the visible cell, which the learner has anyway) rejects it again.
                 judge_trace = rule if callable(rule) else None
             else:
                 # The replay "fails" (for explore, so that it can shrink and explain it) when
                 # it gives the same wrong value again: no expected value is needed for that.
-                bad = (self.target["obs_site"], self.target["value"])
+                bad = (self.target.obs_site, self.target.value)
 
         def check_run(run: dict[str, Any], recorder: Any) -> bool:
             if judge_trace is not None:
@@ -493,18 +496,20 @@ class Runner:
         if not ready:
             return
         try:
-            answer = json.loads(_read_line(self.inp, self.job.max_report_bytes))
-            target = answer["explain"]
-        except (ValueError, KeyError, TypeError):
+            answer = ExplainAnswer.from_json(
+                json.loads(_read_line(self.inp, self.job.max_report_bytes))
+            )
+        except ValueError:  # ProtocolError included
             return
-        if not isinstance(target, dict):
+        target = answer.request
+        if target is None:
             return
-        if target.get("rule"):
+        if target.rule:
             # A run only a trace rule rejected: replay it from the visible cell's source with
             # its rules kept (the grader sends it only now, and only for visible checks).
-            source = answer.get("source")
-            if not isinstance(source, str) or not source:
+            if not answer.source:
                 return
+            source = answer.source
         read_end, write_end = os.pipe()
         began = time.monotonic()
         pid = os.fork()
@@ -519,7 +524,7 @@ class Runner:
                 _run_code(source, f"<check {grade_id}>", self.ns)
             except BaseException:
                 pass
-            found = [e.to_json() for e in observer.explorations if e.site == target.get("site")]
+            found = [e.to_json() for e in observer.explorations if e.site == target.site]
             data = json.dumps(found[:1], separators=(",", ":")).encode()
             view = memoryview(data[: self.job.max_report_bytes])
             while view:
@@ -538,7 +543,12 @@ class Runner:
         except ValueError:
             found = []
         if found:
-            self.send({"explained": {"index": index, "exploration": found[0]}})
+            try:
+                self.send(
+                    {"explained": Explained(index, Exploration.from_json(found[0])).to_json()}
+                )
+            except ValueError:
+                pass
 
 
 _MIB = 1024 * 1024

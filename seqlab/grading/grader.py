@@ -42,6 +42,9 @@ from typing import Any
 from .checkplan import CompiledCheck, LessonError, Site, compile_check
 from .lesson import Lesson, TestCell, nbgrader_meta, source_text
 from .protocol import (
+    ExplainAnswer,
+    Explained,
+    ExplainRequest,
     Exploration,
     Job,
     Observation,
@@ -510,15 +513,14 @@ def _run_in(
                             compiled = plan.checks[index][1]
                             if report is not None:
                                 request = _explain_request(compiled, report)
-                            answer_line: dict[str, Any] = {"explain": request}
-                            if request is not None and request.get("rule"):
-                                answer_line["source"] = compiled.explain_source
-                            stdin.write((json.dumps(answer_line) + "\n").encode())
+                            rule = request is not None and request.rule
+                            reply = ExplainAnswer(request, compiled.explain_source if rule else "")
+                            stdin.write((json.dumps(reply.to_json()) + "\n").encode())
                             stdin.flush()
                     elif "explained" in message:
-                        body = message["explained"]
-                        if isinstance(body, dict) and body.get("index") in plan.checks:
-                            explained[body["index"]] = Exploration.from_json(body["exploration"])
+                        body = Explained.from_json(message["explained"])
+                        if body.index in plan.checks:
+                            explained[body.index] = body.exploration
                     elif message.get("done") is True:
                         state["done"] = True
                 except Exception:  # a malformed or forged message: ignore it
@@ -567,11 +569,11 @@ def _run_in(
     return reports, reason, limited
 
 
-def _explain_request(compiled: CompiledCheck, report: StepReport) -> dict[str, Any] | None:
+def _explain_request(compiled: CompiledCheck, report: StepReport) -> ExplainRequest | None:
     """For a visible exploration whose first failing run produced a wrong value (no error):
     which run to replay and the wrong value it gave (so the replay can recognise it). For one
-    whose first failing run only its trace rule rejected: which run, and ``"rule": True`` (the
-    replay then runs the rule, from the visible cell's source, as explore's check)."""
+    whose first failing run only its trace rule rejected: which run, and ``rule`` (the replay
+    then runs the rule, from the visible cell's source, as explore's check)."""
     if report.status != "ok":
         return None
     explorations = {e.site: e for e in report.explorations}
@@ -591,14 +593,9 @@ def _explain_request(compiled: CompiledCheck, report: StepReport) -> dict[str, A
             for obs in run.observations:
                 target = compiled.sites.get(obs.site)
                 if target is not None and target.kind != "explore" and _compare(target, obs):
-                    return {
-                        "site": site.id,
-                        "seed": run.seed,
-                        "obs_site": obs.site,
-                        "value": obs.value,
-                    }
+                    return ExplainRequest(site.id, run.seed, obs.site, obs.value)
             if compiled.explain_source and problem.startswith(_RULE_REJECTED):
-                return {"site": site.id, "seed": run.seed, "rule": True}
+                return ExplainRequest(site.id, run.seed, rule=True)
             return None
     return None
 

@@ -32,6 +32,9 @@ __all__ = [
     "Run",
     "Exploration",
     "StepReport",
+    "ExplainRequest",
+    "ExplainAnswer",
+    "Explained",
 ]
 
 MAX_DEPTH = 40
@@ -343,3 +346,81 @@ class StepReport:
             [Exploration.from_json(e) for e in _get(data, "explorations", list, [])],
             float(_get(data, "seconds", (int, float), 0.0)),
         )
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    """The grader asks the runner to replay one failing run of a visible exploration (``site``,
+    ``seed``) so that exploration can shrink and explain it. The replay fails again when it
+    gives the wrong value ``value`` at ``obs_site`` (no expected value needed), or, with
+    ``rule``, when the visible trace rule (sent with the answer) rejects its trace."""
+
+    site: int
+    seed: int
+    obs_site: int | None = None
+    value: Any = None
+    rule: bool = False
+
+    def __post_init__(self) -> None:
+        if self.rule == (self.obs_site is not None):
+            raise ProtocolError("an explain request names a wrong value or a rule, not both")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "site": self.site,
+            "seed": self.seed,
+            "obs_site": self.obs_site,
+            "value": self.value,
+            "rule": self.rule,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> ExplainRequest:
+        value = _get(data, "value", object, None)
+        decode_value(value)
+        return cls(
+            _get(data, "site", int),
+            _get(data, "seed", int),
+            _get(data, "obs_site", (int, type(None)), None),
+            value,
+            _get(data, "rule", bool, False),
+        )
+
+
+@dataclass(frozen=True)
+class ExplainAnswer:
+    """The grader's answer to a visible check's report: the run to replay (or ``None``) and,
+    for a rule's replay, the visible cell's source with its rules kept."""
+
+    request: ExplainRequest | None
+    source: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "explain": self.request.to_json() if self.request else None,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> ExplainAnswer:
+        request = _get(data, "explain", (dict, type(None)), None)
+        return cls(
+            ExplainRequest.from_json(request) if request is not None else None,
+            _get(data, "source", str, ""),
+        )
+
+
+@dataclass(frozen=True)
+class Explained:
+    """The runner's replay of an :class:`ExplainRequest`: the exploration of that one run, with
+    its shrunk schedule, explanation and trace, for check step ``index``."""
+
+    index: int
+    exploration: Exploration
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "exploration": self.exploration.to_json()}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Explained:
+        return cls(_get(data, "index", int), Exploration.from_json(_get(data, "exploration", dict)))

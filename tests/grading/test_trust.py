@@ -19,6 +19,7 @@ from seqlab.grading.grader import GradeSettings, grade, judge, same
 from seqlab.grading.lesson import load_lesson, nbgrader_meta
 from seqlab.grading.protocol import (
     ErrorInfo,
+    ExplainRequest,
     NotPlain,
     Observation,
     ProtocolError,
@@ -348,13 +349,9 @@ def test_a_wrong_value_in_an_explored_run_is_sent_back_for_replay_and_explanatio
         explorations=[Exploration(explore_site.id, [good, wrong])],
     )
     request = _explain_request(compiled, report)
-    assert request == {
-        "site": explore_site.id,
-        "seed": 1,
-        "obs_site": inner.id,
-        "value": {"dict": [["secret", 1]]},
-    }
-    assert "4242" not in json.dumps(request)  # the expected value never goes back in
+    assert request == ExplainRequest(explore_site.id, 1, inner.id, {"dict": [["secret", 1]]})
+    assert "4242" not in json.dumps(request.to_json())  # the expected value never goes back in
+    assert ExplainRequest.from_json(json.loads(json.dumps(request.to_json()))) == request
     story = "b overtook a\nReplay: seqlab.run(..., schedule='a1 b0 a1')"
     replay = Exploration(explore_site.id, [Run(1, schedule="a1 b0 a1", explanation=story)])
     explained = _with_explanation(compiled, report, replay)
@@ -395,7 +392,7 @@ def test_a_run_only_the_trace_rule_rejected_is_replayed_with_the_visible_rule() 
     report = StepReport(
         5, "ok", observations=top, explorations=[Exploration(explore_site.id, [rejected])]
     )
-    assert _explain_request(compiled, report) == {"site": explore_site.id, "seed": 2, "rule": True}
+    assert _explain_request(compiled, report) == ExplainRequest(explore_site.id, 2, rule=True)
     # A replay whose trace still breaks the rule is believed: its shrunk story is shown.
     told = Run(2, trace=[{"time": 4.0}], schedule="s1:H1.1*|4", explanation="a held\nReplay")
     problem = judge(
@@ -497,3 +494,23 @@ def test_sandbox_user_ids_are_leased_across_grader_processes(
     again = sandbox.lease_uid()  # the other grader is gone: its uid is free again
     assert again == theirs == sandbox.SANDBOX_UIDS[0]
     sandbox.release_uid(again)
+
+
+def test_explain_messages_are_typed_and_checked_field_by_field() -> None:
+    from seqlab.grading.protocol import ExplainAnswer, Explained, Exploration, Run
+
+    answer = ExplainAnswer(ExplainRequest(3, 7, rule=True), "source with its rules")
+    assert ExplainAnswer.from_json(json.loads(json.dumps(answer.to_json()))) == answer
+    assert ExplainAnswer.from_json({"explain": None}) == ExplainAnswer(None)
+    done = Explained(4, Exploration(3, [Run(7, schedule="s1:|2", explanation="story")]))
+    assert Explained.from_json(json.loads(json.dumps(done.to_json()))) == done
+    for bad in (
+        {"site": 1, "seed": "7"},  # a seed that is not an int
+        {"site": 1, "seed": 7, "rule": True, "obs_site": 2},  # a value and a rule at once
+        {"site": 1, "seed": 7},  # neither
+        {"site": 1, "seed": 7, "obs_site": 2, "value": {"odd": 1}},  # not canonical data
+    ):
+        with pytest.raises(ProtocolError):
+            ExplainRequest.from_json(bad)
+    with pytest.raises(ProtocolError):
+        Explained.from_json({"index": 1, "exploration": []})
