@@ -37,18 +37,22 @@ if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 from .protocol import (
+    CheckSource,
+    Done,
     ErrorInfo,
     ExplainAnswer,
     Explained,
     ExplainRequest,
     Exploration,
     Job,
+    Need,
     NotPlain,
     Observation,
     Run,
     StepReport,
     clip,
     encode_value,
+    runner_message_json,
 )
 
 __all__ = ["main"]
@@ -362,7 +366,7 @@ class Runner:
             while os.read(finished, 64):  # returns b"" once the snapshot has exited
                 pass
             os.close(finished)
-        self.send({"done": True})
+        self.send(runner_message_json(Done()))
 
     def snapshot(self, index: int, grade_id: str) -> tuple[int, int]:
         """Keep a copy of the notebook as it is now; it runs check ``index`` when told to."""
@@ -394,7 +398,7 @@ class Runner:
                 report = StepReport(
                     index, "error", _error_info(exc), seconds=time.monotonic() - began
                 )
-            self.send({"report": report.to_json()})
+            self.send(runner_message_json(report))
             os.write(write_end, b"k")
             os.close(write_end)
             return  # carry on as the main line
@@ -413,23 +417,18 @@ class Runner:
             report = StepReport(
                 index, "crashed", ErrorInfo("Crash", _death(status)), seconds=seconds
             )
-        self.send({"report": report.to_json()})
+        self.send(runner_message_json(report))
 
     def check(self, index: int, grade_id: str, explainable: bool = False) -> None:
         """Run a check step in a throwaway child; forward its report. When ``explainable``, the
         grader then answers whether one failing run should be replayed and explained."""
-        self.send({"need": index})
+        self.send(runner_message_json(Need(index)))
         line = _read_line(self.inp, self.job.max_report_bytes)
         try:
-            source = json.loads(line)["source"]
+            source = CheckSource.from_json(json.loads(line)).source
         except (ValueError, KeyError, TypeError):
-            self.send(
-                {
-                    "report": StepReport(
-                        index, "crashed", ErrorInfo("Protocol", "no source")
-                    ).to_json()
-                }
-            )
+            report = StepReport(index, "crashed", ErrorInfo("Protocol", "no source"))
+            self.send(runner_message_json(report))
             return
         read_end, write_end = os.pipe()
         began = time.monotonic()
@@ -483,6 +482,7 @@ class Runner:
                 message = StepReport(
                     index, "crashed", ErrorInfo("Crash", _death(status)), seconds=seconds
                 ).to_json()
+        # Forwarded as the child wrote it (a StepReport's JSON): the grader checks it.
         self.send({"report": message})
         if explainable:
             self.explain(index, grade_id, source)
@@ -544,9 +544,7 @@ class Runner:
             found = []
         if found:
             try:
-                self.send(
-                    {"explained": Explained(index, Exploration.from_json(found[0])).to_json()}
-                )
+                self.send(runner_message_json(Explained(index, Exploration.from_json(found[0]))))
             except ValueError:
                 pass
 

@@ -42,17 +42,22 @@ from typing import Any
 from .checkplan import CompiledCheck, LessonError, Site, compile_check
 from .lesson import Lesson, TestCell, nbgrader_meta, source_text
 from .protocol import (
+    CheckSource,
+    Done,
     ExplainAnswer,
     Explained,
     ExplainRequest,
     Exploration,
     Job,
+    Need,
     Observation,
     ProtocolError,
     Run,
     Step,
     StepReport,
+    Unreadable,
     decode_value,
+    read_runner_message,
 )
 from .release import release_notebook
 from .sandbox import PROTECTIONS, Sandbox, detect, launch, lease_uid, release_uid
@@ -478,7 +483,7 @@ def _run_in(
             if pair is None or index in state["sent"]:
                 return
             state["sent"].add(index)
-            line = json.dumps({"source": pair[1].worker_source}) + "\n"
+            line = json.dumps(CheckSource(pair[1].worker_source).to_json()) + "\n"
             stdin.write(line.encode())
             stdin.flush()
 
@@ -494,20 +499,15 @@ def _run_in(
                             break
                     continue
                 try:
-                    message = json.loads(line)
-                    if not isinstance(message, dict):
-                        continue
-                    if "need" in message and isinstance(message["need"], int):
-                        answer(message["need"])
-                    elif "report" in message:
-                        try:
-                            report: StepReport | None = StepReport.from_json(message["report"])
-                        except ProtocolError:
-                            report = None
-                        index = message["report"].get("index") if report is None else report.index
+                    message = read_runner_message(json.loads(line))
+                    if isinstance(message, Need):
+                        answer(message.index)
+                    elif isinstance(message, (StepReport, Unreadable)):
+                        report = message if isinstance(message, StepReport) else None
+                        index = message.index
                         if report is not None and report.index in indexes:
                             reports[report.index] = report
-                        if isinstance(index, int) and index in explainable:
+                        if index is not None and index in explainable:
                             explainable.discard(index)
                             request = None
                             compiled = plan.checks[index][1]
@@ -517,11 +517,10 @@ def _run_in(
                             reply = ExplainAnswer(request, compiled.explain_source if rule else "")
                             stdin.write((json.dumps(reply.to_json()) + "\n").encode())
                             stdin.flush()
-                    elif "explained" in message:
-                        body = Explained.from_json(message["explained"])
-                        if body.index in plan.checks:
-                            explained[body.index] = body.exploration
-                    elif message.get("done") is True:
+                    elif isinstance(message, Explained):
+                        if message.index in plan.checks:
+                            explained[message.index] = message.exploration
+                    elif isinstance(message, Done):
                         state["done"] = True
                 except Exception:  # a malformed or forged message: ignore it
                     continue

@@ -35,6 +35,13 @@ __all__ = [
     "ExplainRequest",
     "ExplainAnswer",
     "Explained",
+    "Need",
+    "Done",
+    "Unreadable",
+    "CheckSource",
+    "RunnerMessage",
+    "runner_message_json",
+    "read_runner_message",
 ]
 
 MAX_DEPTH = 40
@@ -424,3 +431,81 @@ class Explained:
     @classmethod
     def from_json(cls, data: Any) -> Explained:
         return cls(_get(data, "index", int), Exploration.from_json(_get(data, "exploration", dict)))
+
+
+# --------------------------------------------------------------------------- the envelope
+#
+# The runner writes one JSON object per line: ``{"report": StepReport}``, ``{"need": index}``,
+# ``{"explained": Explained}`` or ``{"done": true}``. The grader writes the Job, then
+# ``CheckSource`` when asked, and an ``ExplainAnswer`` after each visible check's report.
+
+
+@dataclass(frozen=True)
+class Need:
+    """The runner reached check step ``index`` and asks for its source."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class Done:
+    """The runner has run every step."""
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A report without the agreed shape (the runner is a process learner code controls):
+    scored as a check that did not finish; ``index`` when it names one."""
+
+    index: int | None
+
+
+@dataclass(frozen=True)
+class CheckSource:
+    """A check's code for the sandbox, sent only when the runner reaches that check."""
+
+    source: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source}
+
+    @classmethod
+    def from_json(cls, data: Any) -> CheckSource:
+        return cls(_get(data, "source", str))
+
+
+RunnerMessage = StepReport | Need | Done | Explained | Unreadable
+
+
+def runner_message_json(message: RunnerMessage) -> dict[str, Any]:
+    """``message`` as the runner writes it."""
+    if isinstance(message, StepReport):
+        return {"report": message.to_json()}
+    if isinstance(message, Need):
+        return {"need": message.index}
+    if isinstance(message, Explained):
+        return {"explained": message.to_json()}
+    if isinstance(message, Done):
+        return {"done": True}
+    raise TypeError(f"the runner does not send a {type(message).__name__}")
+
+
+def read_runner_message(data: Any) -> RunnerMessage:
+    """One line from the runner, checked; :class:`ProtocolError` if it is none of them."""
+    if not isinstance(data, dict) or len(data) != 1:
+        raise ProtocolError("a runner message is an object with one field")
+    ((kind, body),) = data.items()
+    if kind == "report":
+        try:
+            return StepReport.from_json(body)
+        except ProtocolError:
+            index = body.get("index") if isinstance(body, dict) else None
+            ok = isinstance(index, int) and not isinstance(index, bool)
+            return Unreadable(index if ok else None)
+    if kind == "need":
+        return Need(_get(data, "need", int))
+    if kind == "explained":
+        return Explained.from_json(body)
+    if kind == "done" and body is True:
+        return Done()
+    raise ProtocolError(f"unknown runner message {kind!r}")

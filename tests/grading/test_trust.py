@@ -514,3 +514,28 @@ def test_explain_messages_are_typed_and_checked_field_by_field() -> None:
             ExplainRequest.from_json(bad)
     with pytest.raises(ProtocolError):
         Explained.from_json({"index": 1, "exploration": []})
+
+
+def test_every_runner_message_is_read_into_a_typed_record() -> None:
+    from seqlab.grading.protocol import (
+        CheckSource,
+        Done,
+        Need,
+        Unreadable,
+        read_runner_message,
+        runner_message_json,
+    )
+
+    report = StepReport(3, "ok", observations=[Observation(0, encode_value([1, 2]))])
+    for message in (report, Need(4), Done()):
+        line = json.loads(json.dumps(runner_message_json(message)))
+        assert read_runner_message(line) == message
+    # A forged report keeps only its index (so the grader still answers the runner), if any.
+    assert read_runner_message({"report": {"index": 5, "status": 7}}) == Unreadable(5)
+    assert read_runner_message({"report": "junk"}) == Unreadable(None)
+    for bad in ({"need": "4"}, {"done": 1}, {"report": {}, "need": 1}, {"hello": 1}, [1]):
+        with pytest.raises(ProtocolError):
+            read_runner_message(bad)
+    assert CheckSource.from_json({"source": "x = 1"}) == CheckSource("x = 1")
+    with pytest.raises(ProtocolError):
+        CheckSource.from_json({"source": 1})
