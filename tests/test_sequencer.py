@@ -371,6 +371,40 @@ def test_unretrieved_failure_on_shared_dispatcher_is_raised_by_its_sequencer_blo
     explore_ok(main)
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["own dispatcher", "shared dispatcher"])
+def test_how_a_block_ends_is_the_same_with_its_own_or_a_shared_dispatcher(shared):
+    # The two kinds of block are built differently (a generator around a private
+    # dispatcher; a class on a shared one): each ending must come out the same.
+    def opened(d):
+        return open_sequencer(dispatcher=d) if shared else open_sequencer()
+
+    async def main():
+        async with open_dispatcher(workers=1) as d:
+            body = KeyError("body")
+            with pytest.raises(KeyError) as caught:  # the body's error, bare and unchanged
+                async with opened(d) as seq:
+                    queued = seq.submit_nowait(trio.sleep, 1)
+                    raise body
+            assert caught.value is body and queued.cancelled
+            with pytest.raises(BaseExceptionGroup) as group:  # ... and an unawaited failure
+                async with opened(d) as seq:
+                    seq.submit_nowait(int, "x")
+                    await trio.sleep(1)
+                    raise body
+            assert [type(e) for e in group.value.exceptions] == [KeyError, ValueError]
+            with pytest.raises(ValueError):  # a clean exit raises the unawaited failure
+                async with opened(d) as seq:
+                    seq.submit_nowait(int, "x")
+            with trio.move_on_after(1) as scope:  # cancelled while draining
+                async with opened(d) as seq:
+                    long = seq.submit_nowait(trio.sleep, 5)
+                    after = seq.submit_nowait(int, "1")
+            assert scope.cancelled_caught and long.cancelled and after.cancelled
+            assert seq.closed and d.statistics().sequencers == 0
+
+    explore_ok(main)
+
+
 def test_task_may_await_another_sequencer_when_workers_are_free():
     async def main():
         async with (
