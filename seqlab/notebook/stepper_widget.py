@@ -212,24 +212,45 @@ class StepperWidget(anywidget.AnyWidget):
     def explore(self) -> bool:
         """Let the explorer look for a failing schedule; if it finds one, shrink it, start
         again and keep its path in :attr:`plan` for :meth:`replay_next`. Returns whether it
-        found one."""
+        found one.
+
+        With a stale-read goal (:class:`~seqlab.stepper.StaleRead`) the explorer looks for a
+        run that reaches the goal instead (a run that merely raises is not one): the plan
+        is that run's path, shrunk only when the shrunk run still reaches the goal.
+        """
         from ..runtime import explore
 
         with self._lock:
             stepper = self.stepper
+            goal = self._goal
+            stale = goal if isinstance(goal, StaleRead) else None
             result = explore(
-                stepper._fn, *stepper._args, seeds=range(self._explore_seeds), strategy="auto"
+                stepper._fn,
+                *stepper._args,
+                seeds=range(self._explore_seeds),
+                strategy="auto",
+                check=None if stale is None else (lambda rec: not stale.found(rec.events)),
             )
-            if result.ok:
-                self.message = f"the explorer tried {result.runs} schedules: none failed"
+            failures = list(result.failures)
+            if stale is not None:
+                failures = [f for f in failures if stale.found(f.trace.events)]
+            if not failures:
+                what = "failed" if stale is None else "reached the goal"
+                self.message = f"the explorer tried {result.runs} schedules: none {what}"
                 return False
-            failure = result.failures[0].shrink()
+            failure = failures[0]
+            shrunk = failure.shrink()
+            if stale is None or stale.found(shrunk.trace.events):
+                failure = shrunk
             self.plan = stepper.follow(failure.schedule)
             stepper.reset()
             self._locals = {}
-            what = type(failure.error).__name__ if failure.error is not None else "a failure"
+            if stale is not None:
+                found = f"a path where {stale.task} writes from a stale read"
+            else:
+                found = type(failure.error).__name__ if failure.error is not None else "a failure"
             self.message = (
-                f"the explorer found {what} in {len(self.plan)} steps; "
+                f"the explorer found {found} in {len(self.plan)} steps; "
                 "step through it with 'next step of the failure'"
             )
             self._sync(keep_message=True)

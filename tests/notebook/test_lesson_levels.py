@@ -135,3 +135,22 @@ def test_the_stale_read_level_names_the_teller_that_lost() -> None:
         stepper.close()
     assert level_reached(fn, schedule=schedule, goal="stale:teller-1@account")
     assert not level_reached(fn, schedule=schedule, goal="stale:teller-0@account")
+
+
+@pytest.mark.parametrize("teller", ["teller-0", "teller-1"])
+def test_the_explorer_button_finds_a_path_to_the_stale_read(teller: str) -> None:
+    """Lesson 01: every run raises (a deposit is always lost), so 'a failure' is not the goal;
+    the explorer looks for a run in which this teller writes from a stale read, and replaying
+    its path one step at a time reaches the goal. (Either teller: the first failing run, as
+    the button takes for a fail goal, reaches only one of the two.)"""
+    fn, _ = load_level("01-sequencer")
+    goal = f"stale:{teller}@account"
+    widget = StepperWidget(fn, goal=goal, explore_seeds=50)
+    try:
+        assert widget.explore()
+        assert f"a path where {teller} writes from a stale read" in widget.message
+        while not widget.goal_reached:
+            widget.replay_next()
+        assert level_reached(fn, schedule=widget.level["schedule"], goal=goal)
+    finally:
+        widget.close()
