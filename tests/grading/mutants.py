@@ -1168,3 +1168,76 @@ UNFORGEABLE: dict[str, str] = {
     "ex0-careful": "the check's own trio instrument counts each teller task's real steps; "
     "i + 2 real steps with the balance updated right after the slow one is the solution",
 }
+
+
+# Right answers written differently from the lesson's solution: each must keep full marks on
+# its exercise (the hidden checks ask for the property, not for the lesson's way of writing it).
+VARIANTS: list[Mutant] = [
+    Mutant(
+        "00-welcome",
+        "ex0-alarms",
+        "alarms-report-through-a-channel",
+        """
+async def staggered_alarms(delays):
+    send, receive = trio.open_memory_channel(0)
+
+    async def alarm(delay, send):
+        async with send:
+            await trio.sleep(delay)
+            await send.send(trio.current_time())
+
+    rang = []
+    async with trio.open_nursery() as nursery:
+        async with send:
+            for delay in delays:
+                nursery.start_soon(alarm, delay, send.clone())
+        async with receive:
+            async for time in receive:
+                rang.append(time)
+    return rang
+""".strip("\n"),
+    ),
+    Mutant(
+        "01-sequencer",
+        "ex1-deposits",
+        "submit-then-await-the-ticket",
+        """
+async def safe_deposits(tellers, amount):
+    account = Account()
+
+    async def teller(ledger):
+        ticket = await ledger.submit(slow_deposit, account, amount)
+        await ticket
+
+    async with open_sequencer(name="ledger") as ledger:
+        async with trio.open_nursery() as nursery:
+            for i in range(tellers):
+                nursery.start_soon(teller, ledger, name=f"teller-{i}")
+    return account.balance
+""".strip("\n"),
+    ),
+    Mutant(
+        "01-sequencer",
+        "ex1-settle",
+        "one-call-at-a-time",
+        """
+async def settle(amounts):
+    account = Account(0)
+
+    def apply(amount):
+        if amount < 0:
+            strict_withdraw(account, -amount)
+        else:
+            account.write(account.balance + amount)
+
+    rejected = []
+    async with open_sequencer(name="settle") as ledger:
+        for position, amount in enumerate(amounts):
+            try:
+                await ledger.call(apply, amount)
+            except ValueError:
+                rejected.append(position)
+    return account.balance, rejected
+""".strip("\n"),
+    ),
+]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from mutants import FORGERIES, MUTANTS, UNFORGEABLE, Mutant
+from mutants import FORGERIES, MUTANTS, UNFORGEABLE, VARIANTS, Mutant
 
 from seqlab.cli import main
 from seqlab.grading.lesson import nbgrader_meta
@@ -71,6 +71,9 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, floa
             replace = {m.exercise: m.source for m in group}
             paths.append(_submission(root / lesson / f"m{i}", lesson, replace))
             labels.append([f"{m.lesson}:{m.exercise}:{m.name}" for m in group])
+        for i, v in enumerate(v for v in VARIANTS if v.lesson == lesson):
+            paths.append(_submission(root / lesson / f"v{i}", lesson, {v.exercise: v.source}))
+            labels.append([f"variant:{v.lesson}:{v.exercise}:{v.name}"])
         out = root / f"{lesson}.json"
         args = ["grade", *map(str, paths), "--lesson", str(LESSONS / f"{lesson}.ipynb")]
         assert main([*args, "--jobs", "2", "--format", "json", "--out", str(out)]) == 0
@@ -148,3 +151,15 @@ def test_a_mutant_failing_a_visible_exploration_is_told_the_schedule_in_words_an
         assert "This run fails with" in output, (m.name, output)
         assert re.search(r"Replay it: seqlab\.run\(\w+.*schedule='s1:", output), (m.name, output)
     assert explored >= 20
+
+
+@pytest.mark.parametrize("v", VARIANTS, ids=[f"{v.exercise}:{v.name}" for v in VARIANTS])
+def test_a_right_answer_written_differently_keeps_full_marks(
+    graded: dict[str, dict[str, float]], v: Mutant
+) -> None:
+    scores = graded[f"variant:{v.lesson}:{v.exercise}:{v.name}"]
+    check = _check_of(v.exercise)
+    assert scores[check] > 0 and scores == graded[f"honest:{v.lesson}"], (
+        scores,
+        FEEDBACK[f"variant:{v.lesson}:{v.exercise}:{v.name}"][check],
+    )
