@@ -15,9 +15,12 @@ at the very moment a waiter is cancelled, so no other task can ever see a stale 
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from itertools import count, repeat
+from operator import sub as _sub
 from types import TracebackType
 from typing import Any
 
@@ -28,7 +31,7 @@ from trio.lowlevel import enable_ki_protection
 from . import _traps
 from ._callables import is_async_callable
 from ._outcomes import Ready, indexes
-from .trace import _RECORDER, Recorder
+from .trace import _RECORDER, Recorder, shape
 
 __all__ = [
     "Barrier",
@@ -50,10 +53,10 @@ _reschedule = trio.lowlevel.reschedule
 _SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
 _Value = outcome.Value
 _Error = outcome.Error
-# The data keys of the hot-path trace events (Recorder.record_fields).
-_ARRIVAL = ("generation", "index", "n_waiting", "parties")
-_RELEASE = ("generation", "index", "waited", "by")
-_RELEASE_UNTIMED = ("generation", "index", "by")
+# The hot-path trace events (Recorder.add).
+_ARRIVE = shape("Barrier", "arrive", ("generation", "index", "n_waiting", "parties"))
+_RELEASE = shape("Barrier", "release", ("generation", "index", "waited", "by"))
+_RELEASE_UNTIMED = shape("Barrier", "release", ("generation", "index", "by"))
 
 
 class BrokenBarrierError(trio.BrokenResourceError):
@@ -123,6 +126,14 @@ def _leave(
             {"generation": barrier._generation, "n_waiting": len(barrier._waiters)},
         )
     return _SUCCEEDED
+
+
+def _leave_traced(
+    barrier: Barrier, task: trio.lowlevel.Task, rec_ref: Callable[[], Recorder | None], _: object
+) -> trio.lowlevel.Abort:
+    """A traced waiting party's abort function (kept and reused, see
+    ``Barrier._traced_park_message``)."""
+    return _leave(barrier, task, rec_ref(), _)
 
 
 def _leave_untraced(
@@ -203,6 +214,7 @@ class Barrier:
         "_label",
         "_outcomes",
         "_parked",
+        "_parked_traced",
         "_parties",
         "_reason",
         "_waiters",
@@ -234,6 +246,8 @@ class Barrier:
         # Untraced parties park with a message made once per task (seqlab._traps.park) and
         # kept here, so that a wait allocates almost nothing (see _park_message).
         self._parked: dict[trio.lowlevel.Task, Any] = {}
+        # The same for traced parties: (a weak reference to the recorder, the message).
+        self._parked_traced: dict[trio.lowlevel.Task, tuple[Any, Any]] = {}
         self._generation = 0
         self._broken = False
         self._reason = ""
@@ -331,18 +345,13 @@ class Barrier:
             message = self._parked.get(task) or self._park_message(task)
             index: int = await _park(message)
             return index
-        else:
-            index = len(waiters)
-            waiters[task] = rec.record_fields(
-                task,
-                self._label,
-                "arrive",
-                _ARRIVAL,
-                (self._generation, index, index + 1, self._parties),
-            )
-
-        # A partial, not a closure: no cells, two objects per parked party instead of five.
-        my_index: int = await _wait_task_rescheduled(partial(_leave, self, task, rec))
+        index = len(waiters)
+        waiters[task] = t = rec.clock()
+        rec.add(t, task, self._label, _ARRIVE, self._generation, index, index + 1, self._parties)
+        parked = self._parked_traced.get(task)
+        if parked is None or parked[0]() is not rec:
+            parked = self._traced_park_message(task, rec)
+        my_index: int = await _park(parked[1])
         return my_index
 
     def _park_message(self, task: trio.lowlevel.Task) -> Any:
@@ -361,15 +370,21 @@ class Barrier:
         message = parked[task] = _park_message(partial(_leave_untraced, self._waiters, task))
         return message
 
+    def _traced_park_message(self, task: trio.lowlevel.Task, rec: Recorder) -> tuple[Any, Any]:
+        """:meth:`_park_message` for a party that arrived while ``rec`` recorded: its abort
+        function records the ``leave`` with that recorder (held weakly: a barrier must not
+        keep a finished trace alive)."""
+        parked = self._parked_traced
+        if len(parked) >= 2 * self._parties:
+            parked = self._parked_traced = {t: parked[t] for t in self._waiters if t in parked}
+        rec_ref = weakref.ref(rec)
+        entry = parked[task] = (rec_ref, _park_message(partial(_leave_traced, self, task, rec_ref)))
+        return entry
+
     def _record_last_arrival(self, rec: Recorder) -> None:
         parties = self._parties
-        rec.record_fields(
-            _current_task(),
-            self._label,
-            "arrive",
-            _ARRIVAL,
-            (self._generation, parties - 1, parties, parties),
-        )
+        task, generation = _current_task(), self._generation
+        rec.add(rec.clock(), task, self._label, _ARRIVE, generation, parties - 1, parties, parties)
 
     def _run_action(self, rec: Recorder | None) -> None:
         assert self._action is not None
@@ -401,26 +416,26 @@ class Barrier:
 
     def _release_recorded(self, rec: Recorder) -> None:
         outcomes = self._outcomes or self._make_outcomes()
-        now = rec.now()
+        now = rec.clock()
         me = _current_task()
         by = rec.label(me)  # the last arriver releases everyone
         generation, label, waiters = self._generation, self._label, self._waiters
-        if None in waiters.values():  # some arrived while no recorder was active
+        # Some arrived while no recorder was active? (all() is the cheap test: it compares
+        # nothing; an arrival at exactly 0.0 merely takes the careful path.)
+        if not all(waiters.values()):
             for index, (task, arrived) in enumerate(waiters.items()):
                 if arrived is None:
-                    data: tuple[Any, ...] = (generation, index, by)
-                    rec.record_fields(task, label, "release", _RELEASE_UNTIMED, data)
+                    rec.add(now, task, label, _RELEASE_UNTIMED, generation, index, by)
                 else:
-                    data = (generation, index, now - arrived, by)
-                    rec.record_fields(task, label, "release", _RELEASE, data)
+                    rec.add(now, task, label, _RELEASE, generation, index, now - arrived, by)
         else:
-            rows = [
-                (generation, index, now - arrived, by)  # type: ignore[operator]
-                for index, arrived in enumerate(waiters.values())
-            ]
-            rec.record_many(waiters, label, "release", _RELEASE, rows)
+            # One event per waiter, assembled by zip: no Python code runs per waiter.
+            waited = map(_sub, repeat(now), waiters.values())
+            rec.add_many(
+                now, waiters, label, _RELEASE, repeat(generation), count(), waited, repeat(by)
+            )
         list(map(_reschedule, waiters, outcomes))
-        rec.record_fields(me, label, "release", _RELEASE, (generation, self._parties - 1, 0.0, by))
+        rec.add(now, me, label, _RELEASE, generation, self._parties - 1, 0.0, by)
 
     def _broken_message(self) -> str:
         return f"{self._label} is broken ({self._reason}); call reset() to make it usable again"

@@ -26,7 +26,7 @@ import trio
 from trio.lowlevel import enable_ki_protection
 
 from ._callables import is_async_callable
-from .trace import _RECORDER, clock_reader
+from .trace import _RECORDER, clock_reader, shape
 
 __all__ = [
     "Convoy",
@@ -119,10 +119,14 @@ class ConvoyStatistics:
 
 
 _IDLE, _READY, _HELD = 0, 1, 2
-# The data keys of the hot-path trace events (Recorder.record_fields).
-_KEY_SEQUENCE = ("key", "sequence")
-_KEY_CONSUMER = ("key", "consumer")
+# The hot-path trace events (Recorder.add).
+_SEND = shape("Convoy", "send", ("key", "sequence"))
+_LOCK = shape("Convoy", "lock", ("key", "consumer"))
+_UNLOCK = shape("Convoy", "unlock", ("key", "consumer"))
 _DELIVERY = ("key", "sequence", "attempt", "consumer")
+_DELIVER = shape("Convoy", "deliver", _DELIVERY)
+_DONE = shape("Convoy", "done", _DELIVERY)
+_LOCK_LOST = shape("Convoy", "lock_lost", _DELIVERY)
 
 
 def _pop_head(state: _Key) -> None:
@@ -355,9 +359,7 @@ class Convoy:
         self._sent += 1
         rec = _RECORDER.get()
         if rec is not None:
-            rec.record_fields(
-                trio.lowlevel.current_task(), self._label, "send", _KEY_SEQUENCE, (key, sequence)
-            )
+            rec.add(now, trio.lowlevel.current_task(), self._label, _SEND, key, sequence)
         if state.state == _IDLE:
             state.state = _READY
             self._ready.append(state)
@@ -564,7 +566,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
         key = state.key
         backlog = state.backlog
         if rec is not None:
-            rec.record_fields(task, label, "lock", _KEY_CONSUMER, (key, index))
+            rec.add(now(), task, label, _LOCK, key, index)
         # Attempts made at the head message so far; stored in the state before each
         # delivery (statistics and an early exit read it) and when the session ends.
         attempt = state.attempts
@@ -582,8 +584,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
                     convoy._max_wait = waited
             delivery = _new_delivery((key, message, attempt, sequence))
             if rec is not None:
-                fields = (key, sequence, attempt, index)
-                rec.record_fields(task, label, "deliver", _DELIVERY, fields)
+                rec.add(now(), task, label, _DELIVER, key, sequence, attempt, index)
             error: Exception | None = None
             lost = False
             if timeout is None:
@@ -625,7 +626,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
                 if not unsettled and convoy._drained:
                     convoy._drained.unpark_all()
                 if rec is not None:
-                    rec.record_fields(task, label, "done", _DELIVERY, fields)
+                    rec.add(now(), task, label, _DONE, key, sequence, attempt, index)
                 continue
             if lost:
                 convoy._lock_losses += 1
@@ -634,7 +635,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
                     f"lock_timeout={timeout}s and was cancelled"
                 )
                 if rec is not None:
-                    rec.record_fields(task, label, "lock_lost", _DELIVERY, fields)
+                    rec.add(now(), task, label, _LOCK_LOST, key, sequence, attempt, index)
             assert error is not None
             if attempt >= max_attempts:
                 convoy.dead_letters.append(DeadLetter(key, message, attempt, error))
@@ -674,7 +675,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
                     )
         state.attempts = attempt
         if rec is not None:
-            rec.record_fields(task, label, "unlock", _KEY_CONSUMER, (key, index))
+            rec.add(now(), task, label, _UNLOCK, key, index)
         if backlog:
             state.state = _READY
             ready.append(state)

@@ -36,7 +36,7 @@ import trio
 from trio.lowlevel import enable_ki_protection
 
 from ._traps import cancel_shielded_checkpoint as _yield_turn
-from .trace import _RECORDER, Recorder, clock_reader
+from .trace import _RECORDER, Recorder, clock_reader, shape
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
@@ -57,10 +57,12 @@ T = TypeVar("T")
 _QUEUED, _RUNNING, _DONE, _FAILED, _CANCELLED = range(5)
 _STATE_NAMES = ("queued", "running", "done", "failed", "cancelled")
 _new_ticket = object.__new__
-# The data keys of the hot-path trace events (Recorder.record_fields).
-_TICKET_DELAY = ("ticket", "delay")
-_TICKET_DURATION = ("ticket", "duration")
-_TICKET_PENDING = ("ticket", "pending")
+# The hot-path trace events (Recorder.add). A dispatcher's own tasks start and finish with
+# the same kinds and keys as a sequencer's.
+_SUBMIT = shape("Sequencer", "submit", ("ticket", "pending"))
+_DISPATCHER_SUBMIT = shape("Dispatcher", "submit", ("ticket", "pending"))
+_START = shape("Sequencer", "start", ("ticket", "delay"))
+_DONE_EVENT = shape("Sequencer", "done", ("ticket", "duration"))
 
 _current_task = trio.lowlevel.current_task
 _reschedule = trio.lowlevel.reschedule
@@ -326,9 +328,7 @@ async def _work(d: Dispatcher) -> None:
                             d._max_delay = delay
                     rec = ticket._rec
                     if rec is not None:
-                        rec.record_fields(
-                            me, owner._label, "start", _TICKET_DELAY, (ticket.number, delay)
-                        )
+                        rec.add(start, me, owner._label, _START, ticket.number, delay)
                     try:
                         value = ticket._fn(*ticket._args)  # type: ignore[misc]
                         if type(value) is CoroutineType:
@@ -346,12 +346,9 @@ async def _work(d: Dispatcher) -> None:
                         else:
                             # _settle's common case, inlined: this is the hot path.
                             if rec is not None:
-                                rec.record_fields(
-                                    me,
-                                    seq._label,
-                                    "done",
-                                    _TICKET_DURATION,
-                                    (ticket.number, now() - start),
+                                end = now()
+                                rec.add(
+                                    end, me, seq._label, _DONE_EVENT, ticket.number, end - start
                                 )
                             ticket._state = _DONE
                             ticket._value = value
@@ -572,11 +569,7 @@ class Sequencer:
                 raise self._closed_error()
             raise trio.WouldBlock
         rec = _RECORDER.get()
-        if rec is not None:
-            ticket: Ticket[Any] = Ticket(self, fn, args, rec)
-            self._enqueue(ticket, _current_task())
-            return ticket
-        # _enqueue without the trace, and Ticket.__init__, inlined: this is the hot path.
+        # _enqueue and Ticket.__init__, inlined: this is the hot path.
         d = self._dispatcher
         number = self._next_number
         self._next_number = number + 1
@@ -586,10 +579,10 @@ class Sequencer:
         ticket._owner = self
         ticket._fn = fn
         ticket._args = args
-        ticket._rec = None
+        ticket._rec = rec
         ticket.number = number
         ticket._stamp = stamp
-        ticket._queued_at = d._now()
+        ticket._queued_at = queued_at = d._now()
         ticket._state = _QUEUED
         ticket._waiters = None
         queue.append(ticket)
@@ -598,6 +591,8 @@ class Sequencer:
             d._ready.append(self)
             if d._idle:
                 d._wake_one()
+        if rec is not None:
+            rec.add(queued_at, _current_task(), self._label, _SUBMIT, number, len(queue))
         return ticket
 
     async def submit(self, fn: Callable[..., Any], *args: Any) -> Ticket[Any]:
@@ -689,7 +684,7 @@ class Sequencer:
         self._next_number += 1
         ticket._stamp = d._stamp
         d._stamp += 1
-        ticket._queued_at = d._now()
+        ticket._queued_at = queued_at = d._now()
         queue = self._queue
         queue.append(ticket)
         if self._running is None and len(queue) == 1:
@@ -701,9 +696,7 @@ class Sequencer:
         rec = ticket._rec
         if rec is not None:
             assert task is not None
-            rec.record_fields(
-                task, self._label, "submit", _TICKET_PENDING, (ticket.number, len(queue))
-            )
+            rec.add(queued_at, task, self._label, _SUBMIT, ticket.number, len(queue))
 
     def _admit_blocked(self) -> None:
         task, ticket = self._blocked.pop(0)
@@ -899,17 +892,14 @@ class Dispatcher:
         self._next_number += 1
         ticket._stamp = self._stamp
         self._stamp += 1
-        ticket._queued_at = self._now()
+        ticket._queued_at = queued_at = self._now()
         self._jobs.append(ticket)
         if self._idle:
             self._wake_one()
         if rec is not None:
-            rec.record_fields(
-                _current_task(),
-                self._label,
-                "submit",
-                _TICKET_PENDING,
-                (ticket.number, len(self._jobs)),
+            task = _current_task()
+            rec.add(
+                queued_at, task, self._label, _DISPATCHER_SUBMIT, ticket.number, len(self._jobs)
             )
         return ticket
 

@@ -15,9 +15,11 @@ import time
 import warnings
 import weakref
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from itertools import accumulate, chain, repeat
+from functools import partial
+from itertools import accumulate, chain, islice, repeat
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, NamedTuple, overload
 
@@ -48,6 +50,8 @@ __all__ = [
     "clock_reader",
     "task_label",
     "record_deadlock",
+    "Shape",
+    "shape",
 ]
 
 _RECORDER: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar(
@@ -56,12 +60,40 @@ _RECORDER: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar(
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _NO_DATA: Mapping[str, Any] = MappingProxyType({})
 _current_time = trio.current_time
-# One event in Recorder._raw: time, task label, primitive, kind, keys; its values go to
+# One event in Recorder._raw: time, task label, primitive, shape; its values go to
 # Recorder._raw_values, flat.
-_FIELDS = 5
-_BATCH = 512 * _FIELDS
-_PARENT = ("parent",)  # Recorder._raw is packed into columns once it holds this many fields
-_BLOCK = ("what", "on")
+_FIELDS = 4
+_BATCH = 512 * _FIELDS  # Recorder._raw is packed into columns once it holds this many fields
+_SHAPE_SIZE = itemgetter(3)
+
+
+class Shape(NamedTuple):
+    """What the events recorded at one call site look like: their kind and data keys.
+
+    Made once, at import, with :func:`shape`, and passed to :meth:`Recorder.add` with each
+    event's values: a hot path hands the recorder one prepared object instead of a kind, a
+    tuple of keys or a dict per event, and the recorder keeps a reference to it per event.
+    """
+
+    family: str | None
+    kind: str
+    keys: tuple[str, ...]
+    size: int  # len(keys): how many values an event of this shape carries
+
+
+def shape(family: str, kind: str, keys: tuple[str, ...] = ()) -> Shape:
+    """Declare the kind and data keys of the events a call site records with :meth:`Recorder.add`.
+
+    ``family`` is the primitive family (``"Barrier"``). When :mod:`seqlab.trace_schema`
+    declares it, ``kind`` must be declared there and ``keys`` among its keys, or this raises
+    :class:`~seqlab.trace_schema.UndeclaredEventError`, at import, where the shape is made.
+    """
+    _check_label(family, "family")
+    _check_label(kind, "kind")
+    if not isinstance(keys, tuple) or not all(isinstance(k, str) for k in keys):
+        raise TypeError(f"keys must be a tuple of str, got {keys!r}")
+    check_event(family, kind, dict.fromkeys(keys))
+    return Shape(family, kind, keys, len(keys))
 
 
 class TraceEvent(NamedTuple):
@@ -196,31 +228,40 @@ class Recorder:
         self.strict = strict
         #: The seed of the run that filled this recorder, when :func:`seqlab.run` did.
         self.seed: int | None = None
-        #: The schedule of that run (a string ``seqlab.run(..., schedule=...)`` replays); set
-        #: by :func:`seqlab.run`, and by :func:`seqlab.explore` before it calls ``check``.
+        #: The schedule of that run (a string ``seqlab.run(..., schedule=...)`` replays).
         self.schedule: str | None = None
         self._t0: float | None = None
         self._now: Callable[[], float] = _current_time
-        # Storage, about 100 bytes an event. Recording appends five fields per event (time,
-        # task label, primitive, kind, the event's tuple of keys) to _raw and its values to
-        # _raw_values: small staging lists, cheap on the hot path. Every _BATCH fields, _pack()
-        # copies them into columns: times as 8-byte floats, labels, primitives, kinds and key
-        # tuples as references to shared objects, and the values flat in one list. A dict
-        # given to record() is not kept (184 bytes each); reading rebuilds one per event.
+        #: The function that reads this recorder's clock (the running trio clock, up to a
+        #: constant): what hot paths pass :meth:`add` as the event's time.
+        self.clock: Callable[[], float] = _current_time
+        # Storage, about 100 bytes an event. Recording appends four fields per event (time,
+        # task, primitive, the event's Shape) to _raw and its values to _raw_values: small
+        # staging lists, one extend each, nothing looked up per event. Every _BATCH fields,
+        # _pack() moves them into columns with slices: the times, the tasks' labels (looked
+        # up there, in event order, so each task gets the label of its first event), the
+        # primitives and shapes as references to shared objects, and the values flat in one
+        # list. A dict given to record() is not kept (184 bytes each); reading rebuilds one.
         self._raw: list[Any] = []
-        self._times = array("d")
+        self._times: list[float] = []
         self._tasks: list[str] = []
         self._primitives: list[str] = []
-        self._kinds: list[str] = []
-        self._keys: list[tuple[Any, ...]] = []
-        self._shapes: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._shapes: list[Shape] = []
         self._values: list[Any] = []
         # Where each event's values start in _values, filled in on demand by _starts_upto().
         self._starts = array("q")
         self._raw_values: list[Any] = []  # the values of the events in _raw, flat
+        # The shapes of events recorded with record() / record_fields(), by (kind, keys).
+        self._adhoc: dict[tuple[str, tuple[str, ...]], Shape] = {}
         self._view = TraceEvents(self)
-        self._labels: dict[trio.lowlevel.Task, str] = {}
+        # Labels of live tasks by id(task). A weak reference per task drops its entry when
+        # the task is gone (an id is not reused while its task lives), so the recorder keeps
+        # no task alive; _label_counts stays, so a later task of the same name gets "#n+1".
+        self._labels: dict[int, str] = {}
+        self._label_refs: dict[int, Any] = {}
         self._label_counts: dict[str, int] = {}
+        # The names of traced tasks, taken when they are spawned (see _first_label).
+        self._names: dict[int, str] = {}
         self._listeners: list[Callable[[TraceEvent], object]] = []
         # One lifecycle instrument per recorder, installed while at least one recording
         # (a seqlab.run or a recording() block) uses it: nested recordings of the same
@@ -247,17 +288,24 @@ class Recorder:
 
     def _pack(self) -> None:
         """Move the staged events into the columns (see ``__init__``): a few slices and
-        copies per batch, no work per event."""
+        copies per batch, and Python code only for a task seen for the first time."""
         raw = self._raw
         if not raw:
             return
         if self._t0 is None:
             self._t0 = raw[0]
-        self._times.fromlist(raw[0::_FIELDS])
-        self._tasks += raw[1::_FIELDS]
+        tasks = raw[1::_FIELDS]
+        names: list[str | None] = list(map(self._labels.get, map(id, tasks)))
+        if not all(names):  # (cheaper than `None in names`, which compares every label)
+            # Tasks get their labels in the order they first appear.
+            for index, name in enumerate(names):
+                if not name:
+                    task = tasks[index]
+                    names[index] = self._labels.get(id(task)) or self._assign(task)
+        self._times += raw[0::_FIELDS]
+        self._tasks += names  # type: ignore[arg-type]  # no None left
         self._primitives += raw[2::_FIELDS]
-        self._kinds += raw[3::_FIELDS]
-        self._keys += raw[4::_FIELDS]
+        self._shapes += raw[3::_FIELDS]
         self._values += self._raw_values
         raw.clear()
         self._raw_values.clear()
@@ -267,14 +315,16 @@ class Recorder:
         starts = self._starts
         done = len(starts)
         if done <= index:
-            first = 0 if done == 0 else starts[-1] + len(self._keys[done - 1])
-            keys = self._keys
-            starts.extend(accumulate(map(len, keys[done : len(keys) - 1]), initial=first))
+            shapes = self._shapes
+            first = 0 if done == 0 else starts[-1] + shapes[done - 1].size
+            widths = map(_SHAPE_SIZE, shapes[done : len(shapes) - 1])
+            starts.extend(accumulate(widths, initial=first))
         return starts
 
     def _event(self, index: int) -> TraceEvent:
         """Event ``index`` (0 <= index < packed events), rebuilt from the columns."""
-        keys = self._keys[index]
+        made = self._shapes[index]
+        keys = made.keys
         if keys:
             start = self._starts_upto(index)[index]
             data = dict(zip(keys, self._values[start : start + len(keys)], strict=True))
@@ -286,7 +336,7 @@ class Recorder:
             self._times[index] - t0,
             self._tasks[index],
             self._primitives[index],
-            self._kinds[index],
+            made.kind,
             data,
         )
 
@@ -295,20 +345,21 @@ class Recorder:
         self._pack()
         index = start
         offset = self._starts_upto(index)[index] if 0 < index < len(self._tasks) else 0
-        times, tasks, primitives, kinds = self._times, self._tasks, self._primitives, self._kinds
-        keys, values = self._keys, self._values
+        times, tasks, primitives, shapes = self._times, self._tasks, self._primitives, self._shapes
+        values = self._values
         while index < len(tasks):
             t0 = self._t0
             assert t0 is not None
             for i in range(index, len(tasks)):
-                shape = keys[i]
-                if shape:
-                    width = len(shape)
-                    data = dict(zip(shape, values[offset : offset + width], strict=True))
+                made = shapes[i]
+                keys = made.keys
+                if keys:
+                    width = len(keys)
+                    data = dict(zip(keys, values[offset : offset + width], strict=True))
                     offset += width
                 else:
                     data = {}
-                yield TraceEvent(times[i] - t0, tasks[i], primitives[i], kinds[i], data)
+                yield TraceEvent(times[i] - t0, tasks[i], primitives[i], made.kind, data)
                 index = i + 1
             self._pack()
 
@@ -336,28 +387,80 @@ class Recorder:
 
     def label(self, task: trio.lowlevel.Task) -> str:
         """The name this recorder uses for ``task``; repeated names get ``#2``, ``#3``, ..."""
-        return self._labels.get(task) or self._first_label(task)
+        return self._labels.get(id(task)) or self._first_label(task)
 
     def _first_label(self, task: trio.lowlevel.Task) -> str:
-        return self._new_label(task, task_label(task))
+        # Staged events name their tasks first: labels follow the order of first appearance.
+        self._pack()
+        return self._labels.get(id(task)) or self._assign(task)
+
+    def _assign(self, task: trio.lowlevel.Task) -> str:
+        return self._new_label(task, self._names.pop(id(task), "") or task_label(task))
 
     def _new_label(self, task: trio.lowlevel.Task, base: str) -> str:
         count = self._label_counts.get(base, 0) + 1
         self._label_counts[base] = count
         label = base if count == 1 else f"{base}#{count}"
-        self._labels[task] = label
+        key = id(task)
+        self._labels[key] = label
+        if key not in self._label_refs:
+            try:
+                forget = partial(_forget_label, self._labels, self._label_refs, key)
+                ref: Any = weakref.ref(task, forget)
+            except TypeError:
+                ref = task  # not weakly referenceable: keep it, so no other object gets its id
+            self._label_refs[key] = ref
         return label
 
     def _start(self) -> None:
         """Bind to the running trio clock; the first start also sets time zero."""
-        self._now = clock_reader()
+        self._now = self.clock = clock_reader()
         if self._t0 is None:
             self._t0 = self._now()
-        self.record, self.record_fields, self.record_many = self._recorder_functions()  # type: ignore[method-assign, assignment]
+        add, add_many, record, record_fields, record_many = self._recorder_functions()
+        self.add = add  # type: ignore[method-assign]
+        self.add_many = add_many  # type: ignore[method-assign]
+        self.record = record  # type: ignore[method-assign, assignment]
+        self.record_fields = record_fields  # type: ignore[method-assign, assignment]
+        self.record_many = record_many  # type: ignore[method-assign, assignment]
 
     def now(self) -> float:
         """The current time on this recorder's clock (compare it with other ``now()`` values)."""
         return self._now()
+
+    def add(
+        self, t: float, task: trio.lowlevel.Task, primitive: str, shape: Shape, /, *values: Any
+    ) -> None:
+        """Record an event, the cheapest way: ``rec.add(rec.clock(), task, primitive, SHAPE, *values)``.
+
+        ``t`` is the event's time on this recorder's clock: ``rec.clock()``, or a reading of
+        the trio clock the caller already took (a primitive that times its own work passes
+        that, and the clock is read once). ``shape`` (made once, at import, with
+        :func:`shape`) gives the event's kind and data keys; ``values`` are its data, one
+        per key, in order. The primitives' hot paths record through this.
+
+        :meth:`_start` replaces this, per instance, by an equivalent closure that skips the
+        attribute lookups (as it does :meth:`record`).
+        """
+        self._start()
+        self.add(t, task, primitive, shape, *values)
+
+    def add_many(
+        self,
+        t: float,
+        tasks: Collection[trio.lowlevel.Task],
+        primitive: str,
+        shape: Shape,
+        /,
+        *columns: Iterable[Any],
+    ) -> None:
+        """:meth:`add` for many tasks at the instant ``t``: one event per task, in order,
+        whose values are the matching items of ``columns`` (one iterable per key of
+        ``shape``; ``itertools.repeat`` for a value they share, ``count()`` for an index).
+        The events are assembled by ``zip``, with no Python code per event: a barrier
+        records the release of its whole generation with one call."""
+        self._start()
+        self.add_many(t, tasks, primitive, shape, *columns)
 
     def record(
         self, task: trio.lowlevel.Task, primitive: str, kind: str, data: Mapping[str, Any]
@@ -378,11 +481,10 @@ class Recorder:
         keys: tuple[str, ...],
         values: tuple[Any, ...],
     ) -> float:
-        """:meth:`record` for hot paths: the data as ``keys`` and ``values`` (no dict is built).
+        """:meth:`record` with the data as ``keys`` and ``values`` (no dict is built).
 
-        ``keys`` should be one tuple shared by every call of a site (a module constant): the
-        recorder keeps a reference to it per event, not a copy. ``values`` must have as many
-        items as ``keys``; the event's data is ``dict(zip(keys, values))``.
+        ``values`` must have as many items as ``keys``; the event's data is
+        ``dict(zip(keys, values))``. (:meth:`add`, with a :func:`shape` made once, is cheaper.)
         """
         self._start()
         return self.record_fields(task, primitive, kind, keys, values)
@@ -396,14 +498,24 @@ class Recorder:
         rows: list[tuple[Any, ...]],
     ) -> float:
         """:meth:`record_fields` for many tasks at one instant: one event per task, in
-        order, whose values are the matching item of ``rows`` (as long as ``tasks``).
-        A barrier releasing its waiters records them all with one call."""
+        order, whose values are the matching item of ``rows`` (as long as ``tasks``)."""
         self._start()
         return self.record_many(tasks, primitive, kind, keys, rows)
+
+    def _adhoc_shape(self, kind: str, keys: tuple[str, ...]) -> Shape:
+        """The shape of events of ``kind`` with data ``keys`` recorded through record()."""
+        made = self._adhoc.get((kind, keys))
+        if made is None:
+            if type(kind) is not str or not kind:
+                _check_label(kind, "kind")
+            made = self._adhoc[(kind, keys)] = Shape(None, kind, keys, len(keys))
+        return made
 
     def _recorder_functions(
         self,
     ) -> tuple[
+        Callable[..., None],
+        Callable[..., None],
         Callable[[trio.lowlevel.Task, str, str, Mapping[str, Any]], float],
         Callable[[trio.lowlevel.Task, str, str, tuple[str, ...], tuple[Any, ...]], float],
         Callable[
@@ -411,28 +523,73 @@ class Recorder:
             float,
         ],
     ]:
-        now, raw, labels = self._now, self._raw, self._labels
+        now, raw = self._now, self._raw
         extend, pack = raw.extend, self._pack
-        values_extend = self._raw_values.extend
-        first_label, listeners = self._first_label, self._listeners
-        shapes = self._shapes
+        staged = self._raw_values
+        values_extend = staged.extend
+        listeners = self._listeners
+        adhoc, adhoc_shape = self._adhoc, self._adhoc_shape
+        strict = self.strict
 
-        # Each event's values are copied out of the caller's tuple or mapping at once, so
-        # nothing the caller allocated lives on until the next pack (medium-lived objects
-        # would make the garbage collector run, and scan the whole heap, far more often).
+        # The values are copied out of the caller's tuple at once, so nothing the caller
+        # allocated lives on until the next pack (medium-lived objects would make the
+        # garbage collector run, and scan the whole heap, far more often).
+
+        def add(
+            t: float, task: trio.lowlevel.Task, primitive: str, shape: Shape, /, *values: Any
+        ) -> None:
+            try:
+                size = shape.size
+            except AttributeError:
+                size = -1
+            if len(values) != size or strict:
+                _check_add(primitive, shape, values)
+            extend((t, task, primitive, shape))
+            values_extend(values)
+            if len(raw) >= _BATCH:
+                pack()
+            if listeners:
+                self._notify_added(t, task, primitive, shape, values)
+
+        def add_many(
+            t: float,
+            tasks: Collection[trio.lowlevel.Task],
+            primitive: str,
+            shape: Shape,
+            /,
+            *columns: Iterable[Any],
+        ) -> None:
+            if not isinstance(shape, Shape) or len(columns) != shape.size or strict:
+                _check_add(primitive, shape, columns)
+            n = len(tasks)
+            before = len(staged)
+            values_extend(chain.from_iterable(islice(zip(*columns, strict=False), n)))
+            width = len(columns)
+            if len(staged) - before != n * width:
+                del staged[before:]
+                raise ValueError(
+                    f"add_many: {n} tasks, but a column of {shape.kind} {shape.keys!r} is shorter"
+                )
+            extend(
+                chain.from_iterable(
+                    zip(repeat(t, n), tasks, repeat(primitive, n), repeat(shape, n), strict=True)
+                )
+            )
+            flat = staged[before:] if listeners else None
+            if len(raw) >= _BATCH:
+                pack()
+            if flat is not None:
+                for i, task in enumerate(tasks):
+                    row = flat[i * width : (i + 1) * width]
+                    self._notify_added(t, task, primitive, shape, row)
 
         def record(
             task: trio.lowlevel.Task, primitive: str, kind: str, data: Mapping[str, Any]
         ) -> float:
-            t = now()
-            label = labels.get(task) or first_label(task)
             keys = tuple(data)
-            extend((t, label, primitive, kind, shapes.get(keys) or shapes.setdefault(keys, keys)))
-            values_extend(data.values())
-            if len(raw) >= _BATCH:
-                pack()
-            if listeners:
-                self._notify(TraceEvent(t - self._t0, label, primitive, kind, data))  # type: ignore[operator]
+            made = adhoc.get((kind, keys)) or adhoc_shape(kind, keys)
+            t = now()
+            add(t, task, primitive, made, *data.values())
             return t
 
         def record_fields(
@@ -446,15 +603,9 @@ class Recorder:
                 raise ValueError(
                     f"record_fields: keys {keys!r} and values {values!r} differ in length"
                 )
+            made = adhoc.get((kind, keys)) or adhoc_shape(kind, keys)
             t = now()
-            label = labels.get(task) or first_label(task)
-            extend((t, label, primitive, kind, keys))
-            values_extend(values)
-            if len(raw) >= _BATCH:
-                pack()
-            if listeners:
-                data = dict(zip(keys, values, strict=True))
-                self._notify(TraceEvent(t - self._t0, label, primitive, kind, data))  # type: ignore[operator]
+            add(t, task, primitive, made, *values)
             return t
 
         def record_many(
@@ -465,66 +616,28 @@ class Recorder:
             rows: list[tuple[Any, ...]],
         ) -> float:
             t = now()
-            names = [labels.get(task) or first_label(task) for task in tasks]
-            n = len(rows)
-            if len(names) != n:
-                raise ValueError(f"record_many: {len(names)} tasks but {n} rows")
-            staged = self._raw_values
-            before = len(staged)
-            values_extend(chain.from_iterable(rows))
-            if len(staged) - before != n * len(keys):
-                del staged[before:]
+            tasks = list(tasks)
+            if len(tasks) != len(rows):
+                raise ValueError(f"record_many: {len(tasks)} tasks but {len(rows)} rows")
+            if any(len(row) != len(keys) for row in rows):
                 raise ValueError(f"record_many: every row must have {len(keys)} values {keys!r}")
-            extend(
-                chain.from_iterable(
-                    zip(
-                        repeat(t, n),
-                        names,
-                        repeat(primitive, n),
-                        repeat(kind, n),
-                        repeat(keys, n),
-                        strict=True,
-                    )
-                )
-            )
-            if len(raw) >= _BATCH:
-                pack()
-            if listeners:
-                for name, values in zip(names, rows, strict=True):
-                    data = dict(zip(keys, values, strict=True))
-                    self._notify(TraceEvent(t - self._t0, name, primitive, kind, data))  # type: ignore[operator]
+            made = adhoc.get((kind, keys)) or adhoc_shape(kind, keys)
+            columns = zip(*rows, strict=True) if rows else repeat((), len(keys))
+            add_many(t, tasks, primitive, made, *columns)
             return t
 
-        if not self.strict:
-            return record, record_fields, record_many
+        return add, add_many, record, record_fields, record_many
 
-        def checked(
-            task: trio.lowlevel.Task, primitive: str, kind: str, data: Mapping[str, Any]
-        ) -> float:
-            check_event(primitive, kind, data)
-            return record(task, primitive, kind, data)
-
-        def checked_fields(
-            task: trio.lowlevel.Task,
-            primitive: str,
-            kind: str,
-            keys: tuple[str, ...],
-            values: tuple[Any, ...],
-        ) -> float:
-            check_event(primitive, kind, dict.fromkeys(keys))
-            return record_fields(task, primitive, kind, keys, values)
-
-        def checked_many(
-            tasks: Iterable[trio.lowlevel.Task],
-            primitive: str,
-            kind: str,
-            keys: tuple[str, ...],
-            rows: list[tuple[Any, ...]],
-        ) -> float:
-            check_event(primitive, kind, dict.fromkeys(keys))
-            return record_many(tasks, primitive, kind, keys, rows)
-
-        return checked, checked_fields, checked_many
+    def _notify_added(
+        self,
+        t: float,
+        task: trio.lowlevel.Task,
+        primitive: str,
+        shape: Shape,
+        values: Iterable[Any],
+    ) -> None:
+        data = dict(zip(shape.keys, values, strict=True))
+        self._notify(TraceEvent(t - self._t0, self.label(task), primitive, shape.kind, data))  # type: ignore[operator]
 
     def _notify(self, event: TraceEvent) -> None:
         # A listener runs in the middle of a primitive's bookkeeping; letting its error through
@@ -621,6 +734,11 @@ def _check_label(value: Any, name: str) -> None:
         raise ValueError(f"{name} must be a non-empty str, got ''")
 
 
+_SPAWN = shape("task", "spawn")
+_SPAWN_CHILD = shape("task", "spawn", ("parent",))
+_BLOCK = shape("task", "block", ("what", "on"))
+
+
 class _LifecycleInstrument(trio.abc.Instrument):
     """Records when traced tasks start, block, wake up and exit.
 
@@ -644,13 +762,17 @@ class _LifecycleInstrument(trio.abc.Instrument):
         self._mark = 0
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
-        if task.context.get(_RECORDER) is self.recorder:
+        rec = self.recorder
+        if task.context.get(_RECORDER) is rec:
+            if id(task) not in rec._labels:
+                # Its name while its coroutine still knows its module (Recorder.label may
+                # first be asked after the task finished).
+                rec._names[id(task)] = task_label(task)
             parent = task.parent_nursery.parent_task if task.parent_nursery else None
             if parent is None:
-                self.recorder.record_fields(task, "task", "spawn", (), ())
+                rec.add(rec.clock(), task, "task", _SPAWN)
             else:
-                parent_label = self.recorder.label(parent)
-                self.recorder.record_fields(task, "task", "spawn", _PARENT, (parent_label,))
+                rec.add(rec.clock(), task, "task", _SPAWN_CHILD, rec.label(parent))
 
     def task_exited(self, task: trio.lowlevel.Task) -> None:
         self._blocked.pop(task, None)
@@ -708,7 +830,32 @@ class _LifecycleInstrument(trio.abc.Instrument):
         if task.context.get(_RECORDER) is not rec:
             return
         what, on = wait_detail(task, rec.label, rec._t0 or 0.0)
-        blocked[task] = (rec.record_fields(task, "task", "block", _BLOCK, (what, on)), on)
+        t = rec.clock()
+        rec.add(t, task, "task", _BLOCK, what, on)
+        blocked[task] = (t, on)
+
+
+def _check_add(primitive: str, shape: Shape, values: tuple[Any, ...]) -> None:
+    """What a strict recorder checks per event, and every recorder when the values do not
+    match the shape: raise a clear error, before anything is recorded."""
+    if not isinstance(shape, Shape):
+        raise TypeError(
+            "Recorder.add(task, primitive, shape, *values): shape must be a seqlab.trace.Shape "
+            f"(made once with seqlab.trace.shape), got {type(shape).__name__} {shape!r}"
+        )
+    if len(values) != shape.size:
+        raise ValueError(
+            f"{shape.kind} events carry {shape.size} values {shape.keys!r}, got {len(values)}"
+        )
+    if type(primitive) is not str or not primitive:
+        _check_label(primitive, "primitive")
+    check_event(primitive, shape.kind, dict.fromkeys(shape.keys))
+
+
+def _forget_label(labels: dict[int, str], refs: dict[int, Any], key: int, _ref: Any) -> None:
+    """A labelled task is gone: forget its label (a weak reference's callback)."""
+    labels.pop(key, None)
+    refs.pop(key, None)
 
 
 def outcome_data(error: BaseException | None) -> dict[str, Any]:

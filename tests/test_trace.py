@@ -414,3 +414,197 @@ def test_record_many_records_one_event_per_task_at_one_instant():
     assert len({e.time for e in released}) == 1
     assert sorted(e.task for e in released) == ["w", "w#2", "w#3"]
     assert [e for e in seen if e.kind == "release"] == released
+
+
+# --------------------------------------------------------------------- the add() hot path
+
+_GO = seqlab.trace.shape("bank", "go", ("amount", "who"))
+
+
+def test_shape_is_checked_against_the_schema_where_it_is_made():
+    arrive = seqlab.trace.shape("Barrier", "arrive", ("generation", "index"))
+    assert (arrive.kind, arrive.keys, arrive.size) == ("arrive", ("generation", "index"), 2)
+    with pytest.raises(seqlab.trace_schema.UndeclaredEventError, match="arived"):
+        seqlab.trace.shape("Barrier", "arived", ("generation",))
+    with pytest.raises(seqlab.trace_schema.UndeclaredEventError, match="partys"):
+        seqlab.trace.shape("Barrier", "arrive", ("partys",))
+    with pytest.raises(TypeError, match="keys must be a tuple of str"):
+        seqlab.trace.shape("bank", "go", ["amount"])
+    with pytest.raises(ValueError, match="kind must be a non-empty str"):
+        seqlab.trace.shape("bank", "")
+    assert seqlab.trace.shape("bank", "anything", ("x",)).family == "bank"  # free-form family
+
+
+def test_add_records_an_event_at_the_time_it_is_given():
+    rec = seqlab.Recorder()
+
+    async def main():
+        task = trio.lowlevel.current_task()
+        await trio.sleep(1)
+        rec.add(rec.clock(), task, "bank", _GO, 5, "ann")
+        t = rec.clock()
+        await trio.sleep(2)
+        rec.add(t, task, "bank", _GO, 7, "bob")  # a reading taken earlier
+
+    seqlab.run(main, seed=0, recorder=rec)
+    gos = [e for e in rec.events if e.kind == "go"]
+    assert [(e.time, e.primitive, e.data) for e in gos] == [
+        (1.0, "bank", {"amount": 5, "who": "ann"}),
+        (1.0, "bank", {"amount": 7, "who": "bob"}),
+    ]
+
+
+def test_add_refuses_values_that_do_not_match_the_shape_and_records_nothing():
+    rec = seqlab.Recorder()
+    seen = []
+    rec.subscribe(seen.append)
+
+    async def main():
+        task = trio.lowlevel.current_task()
+        with pytest.raises(
+            ValueError, match=r"go events carry 2 values \('amount', 'who'\), got 1"
+        ):
+            rec.add(rec.clock(), task, "bank", _GO, 5)
+        with pytest.raises(ValueError, match="got 3"):
+            rec.add(rec.clock(), task, "bank", _GO, 5, "ann", "extra")
+        with pytest.raises(TypeError, match="shape must be a seqlab.trace.Shape"):
+            rec.add(rec.clock(), task, "bank", ("go", ("amount", "who"), 2, 2), 5, "ann")
+        rec.add(rec.clock(), task, "bank", _GO, 1, "ok")
+
+    trio.run(main)
+    assert [(e.kind, e.data) for e in rec.events] == [("go", {"amount": 1, "who": "ok"})]
+    assert seen == list(rec.events)
+
+
+def test_strict_add_checks_the_primitive_family_too():
+    # A shape made for one family and used for a declared one breaks the schema there.
+    stray = seqlab.trace.shape("bank", "arrive", ("partys",))
+    rec = seqlab.Recorder(strict=True)
+
+    async def main():
+        task = trio.lowlevel.current_task()
+        with pytest.raises(seqlab.trace_schema.UndeclaredEventError, match="partys"):
+            rec.add(rec.clock(), task, "Barrier 'b'", stray, 4)
+        rec.add(rec.clock(), task, "bank", stray, 4)  # its own family is free-form
+
+    trio.run(main)
+    assert [e.primitive for e in rec.events] == ["bank"]
+
+
+def test_add_many_assembles_one_event_per_task_from_columns():
+    from itertools import count, repeat
+
+    rec = seqlab.Recorder()
+    seen = []
+    rec.subscribe(seen.append)
+    release = seqlab.trace.shape("Barrier", "release", ("generation", "index", "waited", "by"))
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(trio.sleep, 1, name="w")
+            await trio.testing.wait_all_tasks_blocked()
+            tasks = list(nursery.child_tasks)
+            now = rec.clock()
+            waited = [0.5, 0.25, 0.0]
+            rec.add_many(
+                now, tasks, "Barrier 'b'", release, repeat(7), count(), waited, repeat("x")
+            )
+            with pytest.raises(ValueError, match="is shorter"):
+                rec.add_many(
+                    now, tasks, "Barrier 'b'", release, repeat(7), count(), [1.0], repeat("x")
+                )
+            with pytest.raises(ValueError, match="carry 4 values"):
+                rec.add_many(now, tasks, "Barrier 'b'", release, repeat(7), count())
+
+    seqlab.run(main, seed=0, recorder=rec)
+    released = [e for e in rec.events if e.kind == "release"]
+    assert [e.data for e in released] == [
+        {"generation": 7, "index": i, "waited": w, "by": "x"}
+        for i, w in enumerate([0.5, 0.25, 0.0])
+    ]
+    assert len({e.time for e in released}) == 1
+    assert sorted(e.task for e in released) == ["w", "w#2", "w#3"]
+    assert [e for e in seen if e.kind == "release"] == released
+
+
+# --------------------------------------------------------------------------- task labels
+
+
+def test_a_recorder_keeps_no_task_alive():
+    """Labels are kept per live task: once a traced task is gone, the recorder holds nothing
+    of it (it used to keep every task it had labelled for its whole life)."""
+    import weakref
+
+    rec = seqlab.Recorder()
+    refs = []
+
+    async def worker():
+        refs.append(weakref.ref(trio.lowlevel.current_task()))
+        seqlab.emit("w", "go")
+        await trio.sleep(0)
+
+    async def main():
+        with seqlab.recording(rec):
+            async with trio.open_nursery() as nursery:
+                for _ in range(50):
+                    nursery.start_soon(worker)
+
+    trio.run(main)
+    gc.collect()
+    assert len(refs) == 50
+    assert all(r() is None for r in refs)
+    assert len([e for e in rec.events if e.kind == "go"]) == 50
+    assert rec._labels == {}
+    # The names stay taken: the workers of a second run are worker#51 .. worker#100.
+    trio.run(main)
+    second = {e.task for e in list(rec.events)[len(rec.events) // 2 :] if e.kind == "go"}
+    assert second == {f"worker#{i}" for i in range(51, 101)}
+
+
+def test_a_live_task_keeps_its_label_across_recordings():
+    rec = seqlab.Recorder()
+
+    async def main():
+        for _ in range(2):
+            with seqlab.recording(rec):
+                seqlab.emit("w", "go")
+            await trio.sleep(0)
+
+    trio.run(main)
+    assert [e.task for e in rec.events if e.kind == "go"] == ["main", "main"]
+
+
+def test_tasks_are_labelled_in_the_order_they_first_appear():
+    # Labels are looked up when the staged events are packed; asking for a label first
+    # must not let a later task take the plain name.
+    rec = seqlab.Recorder()
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            for _ in range(2):
+                nursery.start_soon(trio.sleep_forever, name="w")
+            await trio.testing.wait_all_tasks_blocked()
+            first, second = sorted(nursery.child_tasks, key=lambda t: t.name)[:2]
+            with seqlab.recording(rec):
+                rec.add(rec.clock(), first, "bank", _GO, 1, "a")
+                assert rec.label(second) == "w#2"
+                assert rec.label(first) == "w"
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert [e.task for e in rec.events if e.kind == "go"] == ["w"]
+
+
+def test_a_hand_given_name_survives_when_the_label_is_taken_after_the_task_ended():
+    # The task's name is read when it is spawned: once it has finished, its coroutine no
+    # longer tells its module, and "pool._named_worker" would pass for trio's default name.
+    rec = seqlab.Recorder()
+
+    async def main():
+        with seqlab.recording(rec):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_named_worker, name="pool._named_worker")
+
+    trio.run(main)
+    assert [e.task for e in rec.events if e.kind == "go"] == ["pool._named_worker"]
