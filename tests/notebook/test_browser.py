@@ -257,17 +257,6 @@ def lab(workdir: Path) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        # Start the notebook's kernel before the page opens; JupyterLab then just connects.
-        request = urllib.request.Request(
-            url + "api/sessions",
-            data=json.dumps(
-                {"path": "barrier.ipynb", "type": "notebook", "kernel": {"name": "python3"}}
-            ).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            assert response.status == 201
         yield url
     finally:
         proc.terminate()
@@ -316,6 +305,35 @@ def export_html(workdir: Path) -> Path:
     return out
 
 
+def server_sessions(lab: str) -> list[dict[str, Any]]:
+    """The Jupyter server's sessions (GET /api/sessions)."""
+    with urllib.request.urlopen(lab + "api/sessions", timeout=30) as response:
+        found: list[dict[str, Any]] = json.loads(response.read())
+    return found
+
+
+def open_notebook(page: Any, lab: str, notebook: str) -> None:
+    """Open ``notebook`` in JupyterLab and return once the page's own kernel is up.
+
+    JupyterLab 4 starts a session of its own for the page (a kernel started beforehand
+    through the REST API is not reused), and its execution indicator reads "idle" before
+    that session exists: cells run then race the kernel's start, and those sent to a kernel
+    being replaced are lost. So: wait until the server reports a new session for the
+    notebook with its kernel idle (the server follows a kernel's status once a client is
+    connected), then for the page's indicator.
+    """
+    known = {s["id"] for s in server_sessions(lab)}
+    page.goto(lab + f"lab/tree/{notebook}?reset")
+    deadline = time.monotonic() + 180
+    while True:
+        mine = [s for s in server_sessions(lab) if s["path"] == notebook and s["id"] not in known]
+        if mine and all(s["kernel"]["execution_state"] == "idle" for s in mine):
+            break
+        assert time.monotonic() < deadline, f"no idle kernel for {notebook}: {mine}"
+        page.wait_for_timeout(200)  # polling the server's state of the page's session
+    page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=120_000)
+
+
 def run_all_cells(page: Any) -> None:
     """Run menu > Run All Cells, once, waiting on the page's state rather than on the clock.
 
@@ -357,8 +375,7 @@ def page(lab: str, browser: Any, workdir: Path) -> Iterator[Any]:
         lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None,
     )
     page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-    page.goto(lab + "lab/tree/barrier.ipynb?reset")
-    page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=60_000)
+    open_notebook(page, lab, "barrier.ipynb")
     run_all_cells(page)
     try:
         # Six views: timeline, barrier, timeline + ring, convoy, live timeline.

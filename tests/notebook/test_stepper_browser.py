@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, run_all_cells
+from test_browser import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ROOT,
+    free_port,
+    open_notebook,
+    run_all_cells,
+)
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
@@ -192,38 +200,13 @@ def context(lab: str, workdir: Path) -> Iterator[Any]:
             context.close()
 
 
-def sessions(lab: str) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(lab + "api/sessions", timeout=30) as response:
-        found: list[dict[str, Any]] = json.loads(response.read())
-    return found
-
-
 def open_level(context: Any, lab: str, notebook: str, errors: list[str]) -> Any:
-    """Open ``notebook``, run all its cells, and wait for its stepper's first button.
-
-    JupyterLab starts a session of its own for the page (a kernel started beforehand through
-    the REST API is not reused), and its execution indicator reads "idle" before that session
-    exists. Running the cells then races the kernel's start: cells sent to a kernel that is
-    being replaced are lost. So the test waits for the server to report the page's new
-    session with its kernel idle (the server follows a kernel's status once a client is
-    connected), then for the page's own indicator, and after Run All for the last cell's
-    prompt to show that it ran.
-    """
-    known = {s["id"] for s in sessions(lab)}
+    """Open ``notebook`` once its own kernel is up (see ``open_notebook``), run all its cells,
+    wait for the last cell's prompt to show that it ran, then for the stepper's first button."""
     page = context.new_page()
     page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
     try:
-        page.goto(lab + f"lab/tree/{notebook}?reset")
-        deadline = time.monotonic() + 180
-        while True:
-            mine = [s for s in sessions(lab) if s["path"] == notebook and s["id"] not in known]
-            if mine and all(s["kernel"]["execution_state"] == "idle" for s in mine):
-                break
-            assert time.monotonic() < deadline, f"no idle kernel for {notebook}: {mine}"
-            page.wait_for_timeout(200)  # polling the server's state of the page's session
-        page.wait_for_selector(
-            '.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=120_000
-        )
+        open_notebook(page, lab, notebook)
         run_all_cells(page)
         page.wait_for_function(
             "() => { const p = [...document.querySelectorAll('.jp-InputArea-prompt')];"
