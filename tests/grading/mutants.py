@@ -1198,6 +1198,43 @@ async def staggered_alarms(delays):
 """.strip("\n"),
     ),
     Mutant(
+        "04-sequence-barriers",
+        "ex4-ring",
+        "reader-in-the-main-task-one-slot-at-a-time",
+        """
+async def squares(count, size):
+    ring = RingBuffer(size, name="squares")
+    reader_seq = Sequence(name="reader")
+    ring.add_gating(reader_seq)
+    received = []
+
+    async def producer():
+        for i in range(count):
+            seq = await ring.next()
+            ring[seq] = i * i
+            ring.publish(seq)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(producer)
+        barrier = ring.new_barrier()
+        for seq in range(count):
+            await barrier.wait_for(seq)
+            received.append(ring[seq])
+            reader_seq.set(seq)
+    return received
+""".strip("\n"),
+    ),
+    Mutant(
+        "05-capstone",
+        "ex5-book",
+        "submit-then-await-the-ticket",
+        """
+async def book_payment(ledger_sequencer, ledger, amount):
+    ticket = await ledger_sequencer.submit(ledger.book, amount)
+    await ticket
+""".strip("\n"),
+    ),
+    Mutant(
         "01-sequencer",
         "ex1-deposits",
         "submit-then-await-the-ticket",
