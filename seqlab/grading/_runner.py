@@ -359,7 +359,7 @@ class Runner:
             elif step.kind == "check":
                 self.check(step.index, step.grade_id, explainable=True)
             else:
-                self.carry(step.index, step.kind, step.source)
+                self.carry(step.index, step.kind, step.source, step.grade_id)
         for go, finished in snapshots:
             os.write(go, b"g")
             os.close(go)
@@ -383,7 +383,7 @@ class Runner:
         os.close(finished_write)
         return go_write, finished_read
 
-    def carry(self, index: int, kind: str, source: str) -> None:
+    def carry(self, index: int, kind: str, source: str, grade_id: str = "") -> None:
         """Run a setup or solution step in a child that carries on as the main line."""
         read_end, write_end = os.pipe()
         began = time.monotonic()
@@ -392,7 +392,9 @@ class Runner:
             os.close(read_end)
             os.setpgid(0, 0)
             try:
-                _run_code(source, f"<cell {index}>", self.ns)
+                # Named as the learner knows the cell (explanations and tracebacks show it).
+                owner = "your cell" if kind == "solution" else "lesson cell"
+                _run_code(source, f"<{owner} {grade_id or index}>", self.ns)
                 report = StepReport(index, "ok", seconds=time.monotonic() - began)
             except BaseException as exc:  # SystemExit and KeyboardInterrupt included
                 report = StepReport(

@@ -203,6 +203,7 @@ def test_a_trace_rule_failure_shows_the_property_schedule_explanation_and_replay
         "in between" in output
     ), output
     assert "This run fails with" in output  # the shrunk run, in words
+    assert "at line 3 of <your cell deposit>" in output  # where the learner's code was held
     assert "End of its trace" in output
     replay = re.search(r"Replay it: seqlab.run\(two_tellers, schedule='(s1:[^']*)'", output)
     assert replay is not None, output
