@@ -254,14 +254,15 @@ class Recorder:
         # The shapes of events recorded with record() / record_fields(), by (kind, keys).
         self._adhoc: dict[tuple[str, tuple[str, ...]], Shape] = {}
         self._view = TraceEvents(self)
-        # Labels of live tasks by id(task). A weak reference per task drops its entry when
-        # the task is gone (an id is not reused while its task lives), so the recorder keeps
-        # no task alive; _label_counts stays, so a later task of the same name gets "#n+1".
-        self._labels: dict[int, str] = {}
-        self._label_refs: dict[int, Any] = {}
+        # Task labels. _labels holds the tasks that are running (looked up per event, so
+        # by the task itself: the cheapest lookup). A task that exits while recorded (the
+        # lifecycle instrument sees it), or that is still labelled when the last recording
+        # ends, moves to _retired: by id, with a weak reference that drops it when the task
+        # object is gone. So the recorder keeps no task alive, a task object still around
+        # keeps its label, and _label_counts keeps the numbering ("#n+1") going.
+        self._labels: dict[trio.lowlevel.Task, str] = {}
+        self._retired: dict[int, tuple[str, Any]] = {}
         self._label_counts: dict[str, int] = {}
-        # The names of traced tasks, taken when they are spawned (see _first_label).
-        self._names: dict[int, str] = {}
         self._listeners: list[Callable[[TraceEvent], object]] = []
         # One lifecycle instrument per recorder, installed while at least one recording
         # (a seqlab.run or a recording() block) uses it: nested recordings of the same
@@ -294,16 +295,8 @@ class Recorder:
             return
         if self._t0 is None:
             self._t0 = raw[0]
-        tasks = raw[1::_FIELDS]
-        names: list[str | None] = list(map(self._labels.get, map(id, tasks)))
-        if not all(names):  # (cheaper than `None in names`, which compares every label)
-            # Tasks get their labels in the order they first appear.
-            for index, name in enumerate(names):
-                if not name:
-                    task = tasks[index]
-                    names[index] = self._labels.get(id(task)) or self._assign(task)
         self._times += raw[0::_FIELDS]
-        self._tasks += names  # type: ignore[arg-type]  # no None left
+        self._tasks += raw[1::_FIELDS]
         self._primitives += raw[2::_FIELDS]
         self._shapes += raw[3::_FIELDS]
         self._values += self._raw_values
@@ -387,30 +380,36 @@ class Recorder:
 
     def label(self, task: trio.lowlevel.Task) -> str:
         """The name this recorder uses for ``task``; repeated names get ``#2``, ``#3``, ..."""
-        return self._labels.get(id(task)) or self._first_label(task)
+        return self._labels.get(task) or self._first_label(task)
 
     def _first_label(self, task: trio.lowlevel.Task) -> str:
-        # Staged events name their tasks first: labels follow the order of first appearance.
-        self._pack()
-        return self._labels.get(id(task)) or self._assign(task)
-
-    def _assign(self, task: trio.lowlevel.Task) -> str:
-        return self._new_label(task, self._names.pop(id(task), "") or task_label(task))
+        retired = self._retired.pop(id(task), None)
+        if retired is not None:  # seen before: labelled again, as it was
+            self._labels[task] = retired[0]
+            return retired[0]
+        return self._new_label(task, task_label(task))
 
     def _new_label(self, task: trio.lowlevel.Task, base: str) -> str:
         count = self._label_counts.get(base, 0) + 1
         self._label_counts[base] = count
         label = base if count == 1 else f"{base}#{count}"
-        key = id(task)
-        self._labels[key] = label
-        if key not in self._label_refs:
-            try:
-                forget = partial(_forget_label, self._labels, self._label_refs, key)
-                ref: Any = weakref.ref(task, forget)
-            except TypeError:
-                ref = task  # not weakly referenceable: keep it, so no other object gets its id
-            self._label_refs[key] = ref
+        self._labels[task] = label
+        self._retired.pop(id(task), None)
         return label
+
+    def _retire(self, task: trio.lowlevel.Task) -> None:
+        """Stop holding ``task`` (it exited, or the recording ended); keep its label while the
+        task object lives."""
+        label = self._labels.pop(task, None)
+        if label is None:
+            return
+        key = id(task)
+        try:
+            ref: Any = weakref.ref(task, partial(_forget_label, self._retired, key))
+        except TypeError:
+            self._labels[task] = label  # not weakly referenceable: it stays as it was
+            return
+        self._retired[key] = (label, ref)
 
     def _start(self) -> None:
         """Bind to the running trio clock; the first start also sets time zero."""
@@ -527,7 +526,7 @@ class Recorder:
         extend, pack = raw.extend, self._pack
         staged = self._raw_values
         values_extend = staged.extend
-        listeners = self._listeners
+        listeners, labels, first_label = self._listeners, self._labels, self._first_label
         adhoc, adhoc_shape = self._adhoc, self._adhoc_shape
         strict = self.strict
 
@@ -544,7 +543,7 @@ class Recorder:
                 size = -1
             if len(values) != size or strict:
                 _check_add(primitive, shape, values)
-            extend((t, task, primitive, shape))
+            extend((t, labels.get(task) or first_label(task), primitive, shape))
             values_extend(values)
             if len(raw) >= _BATCH:
                 pack()
@@ -562,6 +561,9 @@ class Recorder:
             if not isinstance(shape, Shape) or len(columns) != shape.size or strict:
                 _check_add(primitive, shape, columns)
             n = len(tasks)
+            names = list(map(labels.get, tasks))
+            if not all(names):  # (cheaper than `None in names`, which compares every one)
+                names = [name or first_label(task) for name, task in zip(names, tasks, strict=True)]
             before = len(staged)
             values_extend(chain.from_iterable(islice(zip(*columns, strict=False), n)))
             width = len(columns)
@@ -572,7 +574,7 @@ class Recorder:
                 )
             extend(
                 chain.from_iterable(
-                    zip(repeat(t, n), tasks, repeat(primitive, n), repeat(shape, n), strict=True)
+                    zip(repeat(t, n), names, repeat(primitive, n), repeat(shape, n), strict=True)
                 )
             )
             flat = staged[before:] if listeners else None
@@ -764,10 +766,6 @@ class _LifecycleInstrument(trio.abc.Instrument):
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
         rec = self.recorder
         if task.context.get(_RECORDER) is rec:
-            if id(task) not in rec._labels:
-                # Its name while its coroutine still knows its module (Recorder.label may
-                # first be asked after the task finished).
-                rec._names[id(task)] = task_label(task)
             parent = task.parent_nursery.parent_task if task.parent_nursery else None
             if parent is None:
                 rec.add(rec.clock(), task, "task", _SPAWN)
@@ -777,8 +775,11 @@ class _LifecycleInstrument(trio.abc.Instrument):
     def task_exited(self, task: trio.lowlevel.Task) -> None:
         self._blocked.pop(task, None)
         self._woken.pop(task, None)
-        if task.context.get(_RECORDER) is self.recorder:
-            self.recorder.record(task, "task", "exit", self._outcome(task))
+        rec = self.recorder
+        if task.context.get(_RECORDER) is rec:
+            rec.record(task, "task", "exit", self._outcome(task))
+        if task in rec._labels:
+            rec._retire(task)
 
     def _outcome(self, task: trio.lowlevel.Task) -> dict[str, Any]:
         error: BaseException | None = None
@@ -852,10 +853,11 @@ def _check_add(primitive: str, shape: Shape, values: tuple[Any, ...]) -> None:
     check_event(primitive, shape.kind, dict.fromkeys(shape.keys))
 
 
-def _forget_label(labels: dict[int, str], refs: dict[int, Any], key: int, _ref: Any) -> None:
-    """A labelled task is gone: forget its label (a weak reference's callback)."""
-    labels.pop(key, None)
-    refs.pop(key, None)
+def _forget_label(retired: dict[int, tuple[str, Any]], key: int, ref: Any) -> None:
+    """A retired task is gone: forget its label (its weak reference's callback)."""
+    entry = retired.get(key)
+    if entry is not None and entry[1] is ref:
+        del retired[key]
 
 
 def outcome_data(error: BaseException | None) -> dict[str, Any]:
@@ -909,6 +911,9 @@ def recording(recorder: Recorder) -> Iterator[Recorder]:
         recorder._lifecycle_users -= 1
         if installed is not None:
             trio.lowlevel.remove_instrument(installed)
+            # No instrument sees exits now: hold no task beyond this point.
+            for task in list(recorder._labels):
+                recorder._retire(task)
         _RECORDER.reset(token)
         recorder._pack()
 
