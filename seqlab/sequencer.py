@@ -69,7 +69,6 @@ _reschedule = trio.lowlevel.reschedule
 _wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
 _Abort = trio.lowlevel.Abort
 
-
 # Per-run counters for unnamed primitives ("Sequencer #2"): deterministic within a run and
 # free of ids, so traces of the same seed stay byte-identical.
 _LABEL_COUNTS: trio.lowlevel.RunVar[dict[str, int]] = trio.lowlevel.RunVar("seqlab_label_counts")
@@ -397,7 +396,8 @@ def _settle(
     """Book a finished task, hand over its outcome, and put its sequencer back in line.
 
     Completed tasks are not counted here: :meth:`Sequencer.statistics` and
-    :meth:`Dispatcher.statistics` derive that count from the others (see ``_counts``).
+    :meth:`Dispatcher.statistics` derive that count from the others
+    (``Sequencer._count_completed``, ``Dispatcher._counts``).
     """
     if state == _FAILED:
         owner._failed += 1
