@@ -294,6 +294,12 @@ async def _work(d: Dispatcher) -> None:
     yield_turn = _yield_turn
     me = _current_task()
     busy[me] = None
+    # With one worker, a sequencer whose task just finished and that nobody else is in line
+    # with is kept here across the yield rather than put in line and taken out again: after
+    # the yield it is still first (anything that joins the line meanwhile was submitted after
+    # its next task). It is then neither running nor in line; Sequencer._abort allows that.
+    single = d._workers == 1
+    kept: Sequencer | None = None
     try:
         while True:
             interrupted.discard(me)
@@ -302,7 +308,16 @@ async def _work(d: Dispatcher) -> None:
                 while True:
                     seq: Sequencer | None
                     owner: Sequencer | Dispatcher
-                    if ready and (not jobs or ready[0]._key < jobs[0]._stamp):
+                    if kept is not None:
+                        seq = owner = kept
+                        kept = None
+                        if not seq._queue:  # aborted while we yielded
+                            continue
+                        ticket = seq._queue.popleft()
+                        seq._running = ticket
+                        if seq._blocked:
+                            seq._admit_blocked()
+                    elif ready and (not jobs or ready[0]._key < jobs[0]._stamp):
                         seq = owner = ready.popleft()
                         ticket = seq._queue.popleft()
                         seq._running = ticket
@@ -354,7 +369,9 @@ async def _work(d: Dispatcher) -> None:
                             ticket._fn = ticket._args = None
                             seq._running = None
                             queue = seq._queue
-                            if queue:
+                            if queue and single and not ready and not jobs:
+                                kept = seq
+                            elif queue:
                                 key = queue[0]._stamp
                                 if ready and ready[-1]._key > key:
                                     key = ready[-1]._key
@@ -711,7 +728,7 @@ class Sequencer:
         d = self._dispatcher
         queue = self._queue
         if queue:
-            if self._running is None:
+            if self._running is None and self in d._ready:  # (not there while a worker keeps it)
                 d._ready.remove(self)
             cancelled = list(queue)
             queue.clear()

@@ -405,6 +405,28 @@ def test_how_a_block_ends_is_the_same_with_its_own_or_a_shared_dispatcher(shared
     explore_ok(main)
 
 
+def test_block_error_between_two_tasks_of_a_sequencer_alone_on_its_worker():
+    # A lone sequencer's worker keeps it across the yield between two tasks (neither running
+    # nor in line): an error in the block may land right then, and must cancel the rest.
+    async def main():
+        log = []
+        with pytest.raises(KeyError):
+            async with open_sequencer() as seq:
+                for i in range(5):
+                    seq.submit_nowait(log.append, i)
+                await trio.lowlevel.checkpoint()
+                await trio.lowlevel.checkpoint()
+                raise KeyError("body")
+        assert log == list(range(len(log)))
+        stats = seq.statistics()
+        assert (stats.completed, stats.cancelled, stats.pending) == (len(log), 5 - len(log), 0)
+        return len(log)
+
+    done = {seqlab.run(main, seed=seed) for seed in range(40)}
+    assert len(done) > 1  # the error landed at different points between tasks
+    explore_ok(main)
+
+
 def test_task_may_await_another_sequencer_when_workers_are_free():
     async def main():
         async with (
