@@ -129,10 +129,15 @@ def _leave(
 
 
 def _leave_traced(
-    barrier: Barrier, task: trio.lowlevel.Task, rec_ref: Callable[[], Recorder | None], _: object
+    barrier: Barrier,
+    task_ref: Callable[[], trio.lowlevel.Task | None],
+    rec_ref: Callable[[], Recorder | None],
+    _: object,
 ) -> trio.lowlevel.Abort:
     """A traced waiting party's abort function (kept and reused, see
-    ``Barrier._traced_park_message``)."""
+    ``Barrier._traced_park_message``). The task is parked, so it is alive."""
+    task = task_ref()
+    assert task is not None
     return _leave(barrier, task, rec_ref(), _)
 
 
@@ -246,8 +251,9 @@ class Barrier:
         # Untraced parties park with a message made once per task (seqlab._traps.park) and
         # kept here, so that a wait allocates almost nothing (see _park_message).
         self._parked: dict[trio.lowlevel.Task, Any] = {}
-        # The same for traced parties: (a weak reference to the recorder, the message).
-        self._parked_traced: dict[trio.lowlevel.Task, tuple[Any, Any]] = {}
+        # The same for traced parties, by id(task): (a weak reference to the task, one to
+        # the recorder, the message); see _traced_park_message.
+        self._parked_traced: dict[int, tuple[Any, ...]] = {}
         self._generation = 0
         self._broken = False
         self._reason = ""
@@ -348,10 +354,10 @@ class Barrier:
         index = len(waiters)
         waiters[task] = t = rec.clock()
         rec.add(t, task, self._label, _ARRIVE, self._generation, index, index + 1, self._parties)
-        parked = self._parked_traced.get(task)
-        if parked is None or parked[0]() is not rec:
+        parked = self._parked_traced.get(id(task))
+        if parked is None or parked[0]() is not task or parked[1] is not rec._weak:
             parked = self._traced_park_message(task, rec)
-        my_index: int = await _park(parked[1])
+        my_index: int = await _park(parked[2])
         return my_index
 
     def _park_message(self, task: trio.lowlevel.Task) -> Any:
@@ -370,15 +376,22 @@ class Barrier:
         message = parked[task] = _park_message(partial(_leave_untraced, self._waiters, task))
         return message
 
-    def _traced_park_message(self, task: trio.lowlevel.Task, rec: Recorder) -> tuple[Any, Any]:
+    def _traced_park_message(self, task: trio.lowlevel.Task, rec: Recorder) -> tuple[Any, ...]:
         """:meth:`_park_message` for a party that arrived while ``rec`` recorded: its abort
-        function records the ``leave`` with that recorder (held weakly: a barrier must not
-        keep a finished trace alive)."""
+        function records the ``leave`` with that recorder.
+
+        It holds the task and the recorder by weak references, kept by ``id(task)``: a
+        traced task's context holds its recorder, so a barrier keeping either would keep a
+        finished trace alive for as long as the barrier lives.
+        """
         parked = self._parked_traced
         if len(parked) >= 2 * self._parties:
-            parked = self._parked_traced = {t: parked[t] for t in self._waiters if t in parked}
-        rec_ref = weakref.ref(rec)
-        entry = parked[task] = (rec_ref, _park_message(partial(_leave_traced, self, task, rec_ref)))
+            parked = self._parked_traced = {
+                id(t): parked[id(t)] for t in self._waiters if id(t) in parked
+            }
+        task_ref, rec_ref = weakref.ref(task), rec._weak
+        message = _park_message(partial(_leave_traced, self, task_ref, rec_ref))
+        entry = parked[id(task)] = (task_ref, rec_ref, message)
         return entry
 
     def _record_last_arrival(self, rec: Recorder) -> None:

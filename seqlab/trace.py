@@ -254,6 +254,9 @@ class Recorder:
         # The shapes of events recorded with record() / record_fields(), by (kind, keys).
         self._adhoc: dict[tuple[str, tuple[str, ...]], Shape] = {}
         self._view = TraceEvents(self)
+        # A weak reference to this recorder, made once: what primitives keep (and compare
+        # with ``is``) when they must remember the recorder without keeping its trace alive.
+        self._weak = weakref.ref(self)
         # Task labels. _labels holds the tasks that are running (looked up per event, so
         # by the task itself: the cheapest lookup). A task that exits while recorded (the
         # lifecycle instrument sees it), or that is still labelled when the last recording
@@ -373,10 +376,12 @@ class Recorder:
                 "would never run (nothing awaits it)"
             )
         self._listeners.append(listener)
+        self._install()
 
     def unsubscribe(self, listener: Callable[[TraceEvent], object]) -> None:
         """Stop calling ``listener``."""
         self._listeners.remove(listener)
+        self._install()
 
     def label(self, task: trio.lowlevel.Task) -> str:
         """The name this recorder uses for ``task``; repeated names get ``#2``, ``#3``, ..."""
@@ -416,6 +421,12 @@ class Recorder:
         self._now = self.clock = clock_reader()
         if self._t0 is None:
             self._t0 = self._now()
+        self._install()
+
+    def _install(self) -> None:
+        """Put the recording functions for this clock, strictness and listeners in place."""
+        if self._t0 is None:
+            return  # not started: the first record() starts it
         add, add_many, record, record_fields, record_many = self._recorder_functions()
         self.add = add  # type: ignore[method-assign]
         self.add_many = add_many  # type: ignore[method-assign]
@@ -527,6 +538,7 @@ class Recorder:
         staged = self._raw_values
         values_extend = staged.extend
         listeners, labels, first_label = self._listeners, self._labels, self._first_label
+        batch = _BATCH
         adhoc, adhoc_shape = self._adhoc, self._adhoc_shape
         strict = self.strict
 
@@ -541,14 +553,26 @@ class Recorder:
                 size = shape.size
             except AttributeError:
                 size = -1
-            if len(values) != size or strict:
+            if len(values) != size:
                 _check_add(primitive, shape, values)
             extend((t, labels.get(task) or first_label(task), primitive, shape))
             values_extend(values)
-            if len(raw) >= _BATCH:
+            if len(raw) >= batch:
                 pack()
-            if listeners:
-                self._notify_added(t, task, primitive, shape, values)
+
+        if strict or listeners:
+            # Checking and notifying cost a little per event: only recorders that need them
+            # pay it (subscribe() and unsubscribe() install the functions again).
+            plain_add = add
+
+            def add(
+                t: float, task: trio.lowlevel.Task, primitive: str, shape: Shape, /, *values: Any
+            ) -> None:
+                if strict:
+                    _check_add(primitive, shape, values)
+                plain_add(t, task, primitive, shape, *values)
+                if listeners:
+                    self._notify_added(t, task, primitive, shape, values)
 
         def add_many(
             t: float,

@@ -813,3 +813,29 @@ def test_property_indexes_actions_and_progress(
         assert len({a.task for a in group}) == parties
     # The action ran exactly once per completed generation, and for no other.
     assert Counter(actions) == Counter(released.keys())
+
+
+def test_a_traced_barrier_keeps_no_recorder_alive_and_leaves_are_still_recorded() -> None:
+    """Traced parties park with kept messages, like untraced ones; what a kept message holds
+    of its recorder is a weak reference: the barrier outlives the trace without keeping it."""
+    import gc
+    import weakref
+
+    barrier = seqlab.Barrier(3, name="b")
+    rec = seqlab.Recorder()
+    rec_ref = weakref.ref(rec)
+
+    async def main(rec: seqlab.Recorder) -> None:
+        with seqlab.recording(rec):
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(barrier.wait)
+            with trio.move_on_after(1):  # one party alone: it leaves when cancelled
+                await barrier.wait()
+
+    seqlab.run(main, rec, seed=0)
+    assert [e.kind for e in rec.events if e.primitive == "Barrier 'b'"][-2:] == ["arrive", "leave"]
+    del rec
+    gc.collect()
+    assert rec_ref() is None
+    assert barrier.n_waiting == 0
