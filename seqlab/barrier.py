@@ -442,7 +442,7 @@ class Barrier:
                 else:
                     rec.add(now, task, label, _RELEASE, generation, index, now - arrived, by)
         else:
-            # One event per waiter, assembled by zip: no Python code runs per waiter.
+            # One event per waiter, all in one call: no Python code runs per waiter.
             waited = map(_sub, repeat(now), waiters.values())
             rec.add_many(
                 now, waiters, label, _RELEASE, repeat(generation), count(), waited, repeat(by)

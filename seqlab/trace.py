@@ -18,7 +18,7 @@ from array import array
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
-from itertools import accumulate, chain, islice, repeat
+from itertools import accumulate, islice, repeat
 from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, NamedTuple, overload
@@ -467,8 +467,9 @@ class Recorder:
         """:meth:`add` for many tasks at the instant ``t``: one event per task, in order,
         whose values are the matching items of ``columns`` (one iterable per key of
         ``shape``; ``itertools.repeat`` for a value they share, ``count()`` for an index).
-        The events are assembled by ``zip``, with no Python code per event: a barrier
-        records the release of its whole generation with one call."""
+        The events are laid out by C loops (list repetition, slice assignment), with no
+        Python code per event: a barrier records the release of its whole generation with
+        one call."""
         self._start()
         self.add_many(t, tasks, primitive, shape, *columns)
 
@@ -588,19 +589,23 @@ class Recorder:
             names = list(map(labels.get, tasks))
             if not all(names):  # (cheaper than `None in names`, which compares every one)
                 names = [name or first_label(task) for name, task in zip(names, tasks, strict=True)]
-            before = len(staged)
-            values_extend(chain.from_iterable(islice(zip(*columns, strict=False), n)))
+            # The rows are laid out with list repetition and extended-slice assignment: C
+            # loops that allocate no tuple per event.
             width = len(columns)
-            if len(staged) - before != n * width:
-                del staged[before:]
-                raise ValueError(
-                    f"add_many: {n} tasks, but a column of {shape.kind} {shape.keys!r} is shorter"
-                )
-            extend(
-                chain.from_iterable(
-                    zip(repeat(t, n), names, repeat(primitive, n), repeat(shape, n), strict=True)
-                )
-            )
+            values: list[Any] = [None] * (n * width)
+            for k, column in enumerate(columns):
+                try:
+                    values[k::width] = islice(column, n)
+                except ValueError:
+                    raise ValueError(
+                        f"add_many: {n} tasks, but the {shape.keys[k]!r} column of "
+                        f"{shape.kind} is shorter"
+                    ) from None
+            before = len(staged)
+            values_extend(values)
+            fields = [t, None, primitive, shape] * n
+            fields[1::_FIELDS] = names
+            extend(fields)
             flat = staged[before:] if listeners else None
             if len(raw) >= _BATCH:
                 pack()

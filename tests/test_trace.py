@@ -510,7 +510,7 @@ def test_add_many_assembles_one_event_per_task_from_columns():
             rec.add_many(
                 now, tasks, "Barrier 'b'", release, repeat(7), count(), waited, repeat("x")
             )
-            with pytest.raises(ValueError, match="is shorter"):
+            with pytest.raises(ValueError, match="column of release is shorter"):
                 rec.add_many(
                     now, tasks, "Barrier 'b'", release, repeat(7), count(), [1.0], repeat("x")
                 )
