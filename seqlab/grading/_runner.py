@@ -336,6 +336,7 @@ class Runner:
         self.job = job
         self.inp = inp
         self.out = out
+        self.buffer = b""  # bytes read from the grader and not yet used
         shell = _NoShell()
         self.ns: dict[str, Any] = {
             "__name__": "__main__",
@@ -343,6 +344,31 @@ class Runner:
             "get_ipython": lambda: shell,
             "display": _no_display,
         }
+
+    def receive(self, kind: Any, index: int, seconds: float) -> Any:
+        """The grader's next message of ``kind`` (:class:`CheckSource` or
+        :class:`ExplainAnswer`) for step ``index``, or ``None`` after ``seconds``. Anything else
+        read meanwhile (an answer that came after its wait was given up) is dropped."""
+        deadline = time.monotonic() + seconds
+        while True:
+            while b"\n" not in self.buffer:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                ready, _, _ = select.select([self.inp], [], [], left)
+                if not ready:
+                    return None
+                chunk = os.read(self.inp, 1 << 16)
+                if not chunk or len(self.buffer) > self.job.max_report_bytes:
+                    return None
+                self.buffer += chunk
+            line, _, self.buffer = self.buffer.partition(b"\n")
+            try:
+                message = kind.from_json(json.loads(line))
+            except ValueError:  # not this kind (ProtocolError), or not JSON
+                continue
+            if message.index == index:
+                return message
 
     def send(self, message: dict[str, Any]) -> None:
         data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
@@ -425,13 +451,12 @@ class Runner:
         """Run a check step in a throwaway child; forward its report. When ``explainable``, the
         grader then answers whether one failing run should be replayed and explained."""
         self.send(runner_message_json(Need(index)))
-        line = _read_line(self.inp, self.job.max_report_bytes)
-        try:
-            source = CheckSource.from_json(json.loads(line)).source
-        except (ValueError, KeyError, TypeError):
+        given = self.receive(CheckSource, index, self.job.cell_timeout)
+        if given is None:
             report = StepReport(index, "crashed", ErrorInfo("Protocol", "no source"))
             self.send(runner_message_json(report))
             return
+        source = given.source
         read_end, write_end = os.pipe()
         began = time.monotonic()
         pid = os.fork()
@@ -494,14 +519,8 @@ class Runner:
         exploration site, its seed, and the wrong value it produced, or that its trace rule
         rejected it), replay that run in a throwaway child so that exploration can shrink it
         and give its schedule and explanation."""
-        ready, _, _ = select.select([self.inp], [], [], 10.0)
-        if not ready:
-            return
-        try:
-            answer = ExplainAnswer.from_json(
-                json.loads(_read_line(self.inp, self.job.max_report_bytes))
-            )
-        except ValueError:  # ProtocolError included
+        answer = self.receive(ExplainAnswer, index, 10.0)
+        if answer is None:
             return
         target = answer.request
         if target is None:

@@ -483,7 +483,7 @@ def _run_in(
             if pair is None or index in state["sent"]:
                 return
             state["sent"].add(index)
-            line = json.dumps(CheckSource(pair[1].worker_source).to_json()) + "\n"
+            line = json.dumps(CheckSource(index, pair[1].worker_source).to_json()) + "\n"
             stdin.write(line.encode())
             stdin.flush()
 
@@ -514,7 +514,9 @@ def _run_in(
                             if report is not None:
                                 request = _explain_request(compiled, report)
                             rule = request is not None and request.rule
-                            reply = ExplainAnswer(request, compiled.explain_source if rule else "")
+                            reply = ExplainAnswer(
+                                index, request, compiled.explain_source if rule else ""
+                            )
                             stdin.write((json.dumps(reply.to_json()) + "\n").encode())
                             stdin.flush()
                     elif isinstance(message, Explained):

@@ -396,14 +396,18 @@ class ExplainRequest:
 
 @dataclass(frozen=True)
 class ExplainAnswer:
-    """The grader's answer to a visible check's report: the run to replay (or ``None``) and,
-    for a rule's replay, the visible cell's source with its rules kept."""
+    """The grader's answer to check step ``index``'s report: the run to replay (or ``None``)
+    and, for a rule's replay, the visible cell's source with its rules kept. Tagged with the
+    step, so that an answer arriving after the runner stopped waiting for it is recognised and
+    dropped instead of being read as the next check's source."""
 
+    index: int
     request: ExplainRequest | None
     source: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "answer": self.index,
             "explain": self.request.to_json() if self.request else None,
             "source": self.source,
         }
@@ -412,6 +416,7 @@ class ExplainAnswer:
     def from_json(cls, data: Any) -> ExplainAnswer:
         request = _get(data, "explain", (dict, type(None)), None)
         return cls(
+            _get(data, "answer", int),
             ExplainRequest.from_json(request) if request is not None else None,
             _get(data, "source", str, ""),
         )
@@ -462,16 +467,17 @@ class Unreadable:
 
 @dataclass(frozen=True)
 class CheckSource:
-    """A check's code for the sandbox, sent only when the runner reaches that check."""
+    """Check step ``index``'s code for the sandbox, sent only when the runner reaches it."""
 
+    index: int
     source: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source}
+        return {"check": self.index, "source": self.source}
 
     @classmethod
     def from_json(cls, data: Any) -> CheckSource:
-        return cls(_get(data, "source", str))
+        return cls(_get(data, "check", int), _get(data, "source", str))
 
 
 RunnerMessage = StepReport | Need | Done | Explained | Unreadable

@@ -499,9 +499,9 @@ def test_sandbox_user_ids_are_leased_across_grader_processes(
 def test_explain_messages_are_typed_and_checked_field_by_field() -> None:
     from seqlab.grading.protocol import ExplainAnswer, Explained, Exploration, Run
 
-    answer = ExplainAnswer(ExplainRequest(3, 7, rule=True), "source with its rules")
+    answer = ExplainAnswer(5, ExplainRequest(3, 7, rule=True), "source with its rules")
     assert ExplainAnswer.from_json(json.loads(json.dumps(answer.to_json()))) == answer
-    assert ExplainAnswer.from_json({"explain": None}) == ExplainAnswer(None)
+    assert ExplainAnswer.from_json({"answer": 5, "explain": None}) == ExplainAnswer(5, None)
     done = Explained(4, Exploration(3, [Run(7, schedule="s1:|2", explanation="story")]))
     assert Explained.from_json(json.loads(json.dumps(done.to_json()))) == done
     for bad in (
@@ -536,6 +536,25 @@ def test_every_runner_message_is_read_into_a_typed_record() -> None:
     for bad in ({"need": "4"}, {"done": 1}, {"report": {}, "need": 1}, {"hello": 1}, [1]):
         with pytest.raises(ProtocolError):
             read_runner_message(bad)
-    assert CheckSource.from_json({"source": "x = 1"}) == CheckSource("x = 1")
+    assert CheckSource.from_json({"check": 2, "source": "x = 1"}) == CheckSource(2, "x = 1")
     with pytest.raises(ProtocolError):
         CheckSource.from_json({"source": 1})
+
+
+def test_an_answer_that_comes_after_the_runner_gave_up_on_it_is_dropped() -> None:
+    """The runner waits for an explain answer only so long; if it comes later, in the same read
+    as the next check's source, it must not be taken for that source (nor break it)."""
+    from seqlab.grading._runner import Runner
+    from seqlab.grading.protocol import CheckSource, ExplainAnswer, Job
+
+    read_end, write_end = os.pipe()
+    runner = Runner(Job([], 5.0, 256, 10), read_end, os.open(os.devnull, os.O_WRONLY))
+    late = ExplainAnswer(3, None).to_json()
+    source = CheckSource(4, "x = 1").to_json()
+    os.write(write_end, (json.dumps(late) + "\n" + json.dumps(source) + "\n").encode())
+    assert runner.receive(CheckSource, 4, 2.0) == CheckSource(4, "x = 1")
+    os.write(write_end, (json.dumps(ExplainAnswer(4, None).to_json()) + "\n").encode())
+    assert runner.receive(ExplainAnswer, 4, 2.0) == ExplainAnswer(4, None)
+    assert runner.receive(ExplainAnswer, 5, 0.2) is None  # nothing more: gives up in time
+    os.close(write_end)
+    os.close(read_end)
