@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack
 
 import trio
 
+from .._traps import cancel_shielded_checkpoint
 from ..sequencer import open_dispatcher, open_sequencer
 from ..trace import Recorder, recording
 from . import comparison, cpu_time, scaling, timed_trio
@@ -40,11 +41,15 @@ def _ours(quick: bool) -> float:
 
 
 def floor(quick: bool) -> float:
-    """One yield per task, nothing else: what any fair one-at-a-time runner must pay."""
+    """One yield per task, nothing else: what any fair one-at-a-time runner must pay.
+
+    It yields the cheapest way the sequencer's worker does (a schedule point from one frame,
+    :mod:`seqlab._traps`): a floor may use every trick the primitive uses.
+    """
 
     async def main() -> None:
         for _ in range(_ops(quick)):
-            await trio.lowlevel.checkpoint()
+            await cancel_shielded_checkpoint()
             _job()
 
     return timed_trio(main)
