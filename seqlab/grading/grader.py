@@ -258,8 +258,19 @@ def _compiled(lesson: Lesson) -> dict[str, tuple[CompiledCheck, CompiledCheck | 
     return _COMPILED[key]
 
 
+# CPython 3.11 can fail with "SystemError: AST constructor recursion depth mismatch" when two
+# threads build or compile ASTs at once (grade_many grades in threads; rebuilding parses every
+# cell): rebuilds take turns. It costs milliseconds per submission.
+_AST_LOCK = threading.Lock()
+
+
 def rebuild(lesson: Lesson, submission: Any) -> _Plan:
     """The steps to run: the lesson source with the submission's solution cells in it."""
+    with _AST_LOCK:
+        return _rebuild(lesson, submission)
+
+
+def _rebuild(lesson: Lesson, submission: Any) -> _Plan:
     student_cells: dict[str, Any] = {}
     extra = 0
     duplicates: set[str] = set()

@@ -558,3 +558,31 @@ def test_an_answer_that_comes_after_the_runner_gave_up_on_it_is_dropped() -> Non
     assert runner.receive(ExplainAnswer, 5, 0.2) is None  # nothing more: gives up in time
     os.close(write_end)
     os.close(read_end)
+
+
+def test_rebuilding_in_many_threads_at_once_never_fails() -> None:
+    """grade_many grades in threads, and CPython 3.11 can raise SystemError ("AST constructor
+    recursion depth mismatch") when threads parse at once: a submission then got 0 on every
+    check with "The grader failed on this submission" (seen in a batch of lesson 00)."""
+    import threading
+
+    from seqlab.grading.grader import rebuild
+
+    path = Path(__file__).resolve().parents[2] / "lessons" / "00-welcome.ipynb"
+    lesson = load_lesson(path)
+    submission = json.loads(path.read_text())
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        for _ in range(40):
+            try:
+                rebuild(lesson, submission)
+            except BaseException as exc:  # any failure is the finding
+                errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
