@@ -156,16 +156,16 @@ def compile_check(
     # Functions an expected value is computed with (the grader's own answer, e.g. running
     # a program of the cell under a seed): defined here too, and kept in the sandbox's copy.
     defs = {s.name: s for s in tree.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    pending = [
-        n.id
+    expected_nodes = [
+        n
         for node in ast.walk(tree)
         if isinstance(node, ast.Call)
         and isinstance(node.func, ast.Name)
         and node.func.id == "check_equal"
         and len(node.args) == 2
         for n in ast.walk(node.args[1])
-        if isinstance(n, ast.Name) and n.id in defs
     ]
+    pending = [n.id for n in expected_nodes if isinstance(n, ast.Name) and n.id in defs]
     answer_names: set[str] = set()
     while pending:
         name = pending.pop()
@@ -176,15 +176,7 @@ def compile_check(
             ]
     # Of those, the ones nothing but an expected value (or another of them) uses are the
     # grader's answer alone: left out of the sandbox's copy, as rules are.
-    inside_answers = {
-        id(n)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Name)
-        and node.func.id == "check_equal"
-        and len(node.args) == 2
-        for n in ast.walk(node.args[1])
-    }
+    inside_answers = {id(n) for n in expected_nodes}
     inside_answers |= {id(n) for name in answer_names for n in ast.walk(defs[name])}
     used_elsewhere = {
         n.id
