@@ -31,6 +31,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 if sys.version_info < (3, 11):
@@ -457,14 +458,9 @@ class Runner:
             self.send(runner_message_json(report))
             return
         source = given.source
-        read_end, write_end = os.pipe()
         began = time.monotonic()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_end)
-            os.close(self.inp)
-            os.close(self.out)
-            os.setpgid(0, 0)
+
+        def run_check() -> bytes:
             filename = f"<check {grade_id}>"
             observer = Observer()
             self.ns["__seqlab_observe__"] = observer
@@ -484,18 +480,9 @@ class Runner:
             data = json.dumps(report.to_json(), separators=(",", ":")).encode()
             if len(data) > self.job.max_report_bytes:
                 data = json.dumps(StepReport(index, "oversized").to_json()).encode()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(write_end, view) :]
-            os._exit(0)
-        os.close(write_end)
-        data, problem = _read_all(
-            read_end, self.job.max_report_bytes, began + self.job.cell_timeout
-        )
-        os.close(read_end)
-        if problem:
-            _kill(pid)
-        _, status = os.waitpid(pid, 0)
+            return data
+
+        data, problem, status = self._throwaway(run_check, began)
         seconds = time.monotonic() - began
         message: dict[str, Any]
         if problem == "timeout":
@@ -531,14 +518,8 @@ class Runner:
             if not answer.source:
                 return
             source = answer.source
-        read_end, write_end = os.pipe()
-        began = time.monotonic()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_end)
-            os.close(self.inp)
-            os.close(self.out)
-            os.setpgid(0, 0)
+
+        def replay() -> bytes:
             observer = Observer(target)
             self.ns["__seqlab_observe__"] = observer
             try:
@@ -547,18 +528,9 @@ class Runner:
                 pass
             found = [e.to_json() for e in observer.explorations if e.site == target.site]
             data = json.dumps(found[:1], separators=(",", ":")).encode()
-            view = memoryview(data[: self.job.max_report_bytes])
-            while view:
-                view = view[os.write(write_end, view) :]
-            os._exit(0)
-        os.close(write_end)
-        data, problem = _read_all(
-            read_end, self.job.max_report_bytes, began + self.job.cell_timeout
-        )
-        os.close(read_end)
-        if problem:
-            _kill(pid)
-        os.waitpid(pid, 0)
+            return data[: self.job.max_report_bytes]
+
+        data, problem, _ = self._throwaway(replay, time.monotonic())
         try:
             found = json.loads(data) if not problem else []
         except ValueError:
@@ -568,6 +540,37 @@ class Runner:
                 self.send(runner_message_json(Explained(index, Exploration.from_json(found[0]))))
             except ValueError:
                 pass
+
+    def _throwaway(self, produce: Callable[[], bytes], began: float) -> tuple[bytes, str, int]:
+        """Call ``produce`` in a throwaway child (a process group of its own, cut off from
+        the grader's pipes) and read what it returns, until ``cell_timeout`` after ``began``.
+
+        Returns the bytes, the problem reading them ("", "timeout" or "oversized"; a child
+        with a problem is killed) and the child's exit status. The child never returns into
+        the runner's code, whatever ``produce`` does.
+        """
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(read_end)
+                os.close(self.inp)
+                os.close(self.out)
+                os.setpgid(0, 0)
+                view = memoryview(produce())
+                while view:
+                    view = view[os.write(write_end, view) :]
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        data, problem = _read_all(
+            read_end, self.job.max_report_bytes, began + self.job.cell_timeout
+        )
+        os.close(read_end)
+        if problem:
+            _kill(pid)
+        _, status = os.waitpid(pid, 0)
+        return data, problem, status
 
 
 _MIB = 1024 * 1024

@@ -439,6 +439,7 @@ class SeqlabMagics(Magics):
         self.last_stepper: Any = None
         # Each %%seqlab step cell's widget, by cell: running the cell again ends the old run.
         self._steppers: dict[str, Any] = {}
+        self._own_ns: dict[str, Any] = {}
 
     @line_cell_magic
     def seqlab(self, line: str, cell: str | None = None) -> None:
@@ -515,8 +516,7 @@ class SeqlabMagics(Magics):
         elif sub == "check":
             from ..grading.selfcheck import self_check
 
-            namespace = self.shell.user_ns if self.shell is not None else {}
-            print(self_check(ns.exercise, namespace))
+            print(self_check(ns.exercise, self._user_ns))
         elif sub == "help":
             print("\n".join(USAGE.values()))
 
@@ -538,15 +538,26 @@ class SeqlabMagics(Magics):
         if self.last_run is not None:
             print(f"last run: {self.last_run}")
 
-    def _run(self, ns: argparse.Namespace, cell: str) -> None:
+    @property
+    def _user_ns(self) -> dict[str, Any]:
+        """The namespace cells run in: the shell's, or one of our own without a shell."""
+        if self.shell is not None:
+            return self.shell.user_ns
+        return self._own_ns
+
+    def _scenario(self, cell: str) -> Any:
+        """The cell's body as an async function of the user's namespace (IPython's input
+        transformations applied first); a syntax error is one UsageError line."""
         source = cell
         if self.shell is not None:
             source = self.shell.transform_cell(cell)
-        namespace = self.shell.user_ns if self.shell is not None else {}
         try:
-            fn = compile_scenario(source, namespace)
+            return compile_scenario(source, self._user_ns)
         except SyntaxError as exc:
             raise UsageError(f"scenario, line {exc.lineno}: SyntaxError: {exc.msg}") from None
+
+    def _run(self, ns: argparse.Namespace, cell: str) -> None:
+        fn = self._scenario(cell)
         strategy = ns.strategy or ("random" if ns.explore is None else "auto")
         try:
             # Refuse a bound the strategy takes none of, before anything runs.
@@ -562,14 +573,7 @@ class SeqlabMagics(Magics):
             self._explore(scenario, ns.seed or 0, ns.explore)
 
     def _step(self, ns: argparse.Namespace, cell: str) -> None:
-        source = cell
-        if self.shell is not None:
-            source = self.shell.transform_cell(cell)
-        namespace = self.shell.user_ns if self.shell is not None else {}
-        try:
-            fn = compile_scenario(source, namespace)
-        except SyntaxError as exc:
-            raise UsageError(f"scenario, line {exc.lineno}: SyntaxError: {exc.msg}") from None
+        fn = self._scenario(cell)
         try:
             from .stepper_widget import StepperWidget
         except ImportError as exc:
@@ -586,7 +590,7 @@ class SeqlabMagics(Magics):
                     f"%%seqlab step: --watch takes comma-separated names or expressions; "
                     f"cannot read {name!r} in {ns.watch!r}"
                 ) from None
-        widget = StepperWidget(fn, watch=watch, namespace=namespace, goal=ns.goal)
+        widget = StepperWidget(fn, watch=watch, namespace=self._user_ns, goal=ns.goal)
         key = self._cell_key(cell)
         old = self._steppers.pop(key, None)
         if old is not None:
