@@ -3,8 +3,10 @@ is emitted, and every declared kind is emitted by something."""
 
 from __future__ import annotations
 
+import ast
 import math
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -234,6 +236,53 @@ def test_views_read_only_kinds_that_something_emits(emitted: set[tuple[str, str]
         for fam, kind in pairs:
             assert declared(fam, kind) is not None, f"{view} reads undeclared {fam} {kind}"
             assert (fam, kind) in emitted, f"{view} reads {fam} {kind}, which nothing emits"
+
+
+def _kinds_compared(tree: ast.AST) -> set[str]:
+    """The string literals a piece of code compares with some ``.kind`` (==, !=, in)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(isinstance(side, ast.Attribute) and side.attr == "kind" for side in sides):
+                for side in sides:
+                    for leaf in ast.walk(side):
+                        if isinstance(leaf, ast.Constant) and isinstance(leaf.value, str):
+                            found.add(leaf.value)
+    return found
+
+
+def test_lesson_checks_read_only_declared_kinds() -> None:
+    """A trace rule or hidden check that reads a kind nothing declares (a typo, a renamed
+    kind) would judge every trace alike: the lessons' code cells may read only declared kinds."""
+    import nbformat
+
+    known = {kind for kinds in SCHEMA.values() for kind in kinds}
+    lessons = sorted((Path(__file__).parent.parent / "lessons").glob("*.ipynb"))
+    assert len(lessons) == 6
+    read = set()
+    for path in lessons:
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type != "code":
+                continue
+            python = "\n".join(
+                line for line in cell.source.splitlines() if not line.startswith(("%", "!"))
+            )
+            try:
+                tree = ast.parse(python)
+            except SyntaxError:  # a cell the lesson shows failing on purpose
+                continue
+            for kind in _kinds_compared(tree):
+                assert kind in known, f"{path.name} reads the undeclared kind {kind!r}"
+                read.add(kind)
+    # The rules do read the trace: the walk found the kinds they compare.
+    assert {"submit", "start", "block", "wake", "arrive", "deliver"} <= read
+
+
+def test_kinds_compared_finds_a_misspelt_kind() -> None:
+    tree = ast.parse("ok = [e for e in trace.events if e.kind in ('arrive', 'arived')]")
+    assert _kinds_compared(tree) == {"arrive", "arived"}
+    assert "arived" not in {kind for kinds in SCHEMA.values() for kind in kinds}
 
 
 def test_strict_recorder_rejects_an_undeclared_kind_or_key() -> None:
