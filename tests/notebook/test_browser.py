@@ -8,6 +8,7 @@ network requests refused, that the static SVG fallback is there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -203,8 +204,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def lab(workdir: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def run_lab(workdir: Path) -> Iterator[str]:
+    """A JupyterLab server on a free port, serving ``workdir`` with a home of its own there;
+    yields its URL once it answers, and stops it afterwards."""
     home = workdir / "home"
     settings = home / ".jupyter/lab/user-settings/@jupyterlab/apputils-extension"
     settings.mkdir(parents=True)
@@ -266,6 +269,12 @@ def lab(workdir: Path) -> Iterator[str]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def lab(workdir: Path) -> Iterator[str]:
+    with run_lab(workdir) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,8 @@ waits until they hold.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,9 +30,9 @@ from test_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     ROOT,
-    free_port,
     open_notebook,
     run_all_cells,
+    run_lab,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -102,65 +98,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def lab(workdir: Path, seqlab_kernelspec: Any) -> Iterator[str]:
-    home = workdir / "home"
-    settings = home / ".jupyter/lab/user-settings/@jupyterlab/apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
-    tracker = home / ".jupyter/lab/user-settings/@jupyterlab/notebook-extension"
-    tracker.mkdir(parents=True)
-    (tracker / "tracker.jupyterlab-settings").write_text('{"autoStartDefaultKernel": true}')
     # JUPYTER_PATH (set by seqlab_kernelspec) carries the seqlab kernelspec to the server.
-    env = dict(os.environ, HOME=str(home), JUPYTER_RUNTIME_DIR=str(home / "runtime"))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.pop("JUPYTER_CONFIG_DIR", None)
-    port = free_port()
-    log = (workdir / "jupyterlab.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            "--no-browser",
-            "--allow-root",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={port}",
-            "--ServerApp.port_retries=0",
-            "--ServerApp.token=",
-            "--ServerApp.password=",
-            "--ServerApp.disable_check_xsrf=True",
-            f"--ServerApp.root_dir={workdir}",
-            "--LabApp.news_url=",
-        ],
-        cwd=workdir,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"JupyterLab exited:\n{(workdir / 'jupyterlab.log').read_text()}"
-                )
-            try:
-                with urllib.request.urlopen(url + "api/status", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+    with run_lab(workdir) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def stepper_view(page: Any) -> Any:
