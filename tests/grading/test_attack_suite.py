@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from mutants import MUTANTS
 
 from seqlab.grading.lesson import nbgrader_meta
 from seqlab.grading.release import release_notebook
@@ -33,22 +34,10 @@ pytestmark = pytest.mark.skipif(
 
 WRONG_ALARMS = "async def staggered_alarms(delays):\n    return []\n"
 WRONG_REPLAY = "def first_lost_update(tellers):\n    return 0\n"
-WRONG_CAREFUL = """
-async def careful_teller(account, amount, warmup):
-    for _ in range(warmup):
-        await trio.lowlevel.checkpoint()
-    seen = account.read()
-    await trio.lowlevel.checkpoint()
-    account.write(seen + amount)
-
-
-async def careful_deposits(tellers):
-    account = Account()
-    async with trio.open_nursery() as nursery:
-        for i in range(tellers):
-            nursery.start_soon(careful_teller, account, 1, i, name=f"teller-{i}")
-    return account.balance
-"""
+# The mutant suite's racy careful teller (it checkpoints between read and write).
+WRONG_CAREFUL = next(
+    m.source for m in MUTANTS if (m.exercise, m.name) == ("ex0-careful", "still-racy")
+)
 
 # Source text that appears only in hidden tests of lesson 00: it must never reach feedback.
 # (A hidden check's what="..." is the instructor's own wording for feedback, and is shown.)
