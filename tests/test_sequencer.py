@@ -97,6 +97,61 @@ def test_ticket_can_be_awaited_by_several_tasks_and_after_done():
     explore_ok(main)
 
 
+def test_a_cancelled_waiter_leaves_the_other_waiters_of_its_ticket_waiting():
+    # The sequencer keeps each awaited ticket's waiting tasks; one that gives up must take
+    # only itself out, whether it was the first, last or only one in the list.
+    async def main():
+        got = []
+        async with open_sequencer() as seq:
+            ticket = seq.submit_nowait(_after, 5, "value")
+
+            async def waiter(name, patience):
+                with trio.move_on_after(patience):
+                    got.append((name, await ticket, trio.current_time()))
+                    return
+                got.append((name, "gave up", trio.current_time()))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiter, "first", 1)
+                nursery.start_soon(waiter, "patient", 10)
+                nursery.start_soon(waiter, "last", 2)
+                await trio.sleep(3)
+                # Everyone who gave up is gone; a newcomer queues behind the patient one.
+                nursery.start_soon(waiter, "newcomer", 10)
+        assert sorted(got) == [
+            ("first", "gave up", 1.0),
+            ("last", "gave up", 2.0),
+            ("newcomer", "value", 5.0),
+            ("patient", "value", 5.0),
+        ]
+        assert not seq._waiting  # nothing left behind for the finished ticket
+
+    explore_ok(main)
+
+
+async def _after(delay, value):
+    await trio.sleep(delay)
+    return value
+
+
+def test_a_failure_received_after_it_happened_is_not_raised_again_at_exit():
+    # Nobody waits while the task fails; the ticket is awaited only later. Received is
+    # received: the block must not raise it again (nor would it, had nobody awaited it, stay
+    # silent: see test_unretrieved_exception_is_raised_at_exit).
+    async def main():
+        async with open_sequencer() as seq:
+            bad = seq.submit_nowait(int, "x")
+            await seq.call(int, "1")
+            assert bad.done
+            with pytest.raises(ValueError, match="invalid literal"):
+                await bad
+            with pytest.raises(ValueError, match="invalid literal"):
+                await bad  # as often as asked
+        return seq.statistics().failed
+
+    assert seqlab.run(main, seed=0) == 1
+
+
 def test_repr_and_labels_have_no_addresses():
     async def main():
         async with open_sequencer() as a, open_sequencer(name="b") as b:
