@@ -65,6 +65,9 @@ _START = shape("Sequencer", "start", ("ticket", "delay"))
 _DONE_EVENT = shape("Sequencer", "done", ("ticket", "duration"))
 
 _current_task = trio.lowlevel.current_task
+# Bound once: looking up a C method on every call costs about as much as the call itself
+# (~0.05 us per submitted task).
+_get_recorder = _RECORDER.get
 _reschedule = trio.lowlevel.reschedule
 _wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
 _Abort = trio.lowlevel.Abort
@@ -605,7 +608,7 @@ class Sequencer:
             if self._closed or self._dispatcher._closed:
                 raise self._closed_error()
             raise trio.WouldBlock
-        rec = _RECORDER.get()
+        rec = _get_recorder()
         # _enqueue and Ticket.__init__, inlined: this is the hot path.
         d = self._dispatcher
         number = self._next_number
@@ -643,7 +646,7 @@ class Sequencer:
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._closed or self._dispatcher._closed:
             raise self._closed_error()
-        rec = _RECORDER.get()
+        rec = _get_recorder()
         ticket: Ticket[Any] = Ticket(self, fn, args, rec)
         task = _current_task()
         if len(self._queue) < self._limit:
@@ -926,7 +929,7 @@ class Dispatcher:
             _bad_fn(fn)
         if self._closed:
             raise trio.ClosedResourceError(f"{self._label} is closed: it accepts no new tasks")
-        rec = _RECORDER.get()
+        rec = _get_recorder()
         ticket: Ticket[Any] = Ticket(self, fn, args, rec)
         ticket.number = number = self._next_number
         self._next_number += 1
