@@ -56,7 +56,6 @@ T = TypeVar("T")
 
 _QUEUED, _RUNNING, _DONE, _FAILED, _CANCELLED = range(5)
 _STATE_NAMES = ("queued", "running", "done", "failed", "cancelled")
-_new_ticket = object.__new__
 # The hot-path trace events (Recorder.add). A dispatcher's own tasks start and finish with
 # the same kinds and keys as a sequencer's.
 _SUBMIT = shape("Sequencer", "submit", ("ticket", "pending"))
@@ -161,6 +160,8 @@ class Ticket(Generic[T]):
     sequencer's block exits, so an exception is never lost silently.
 
     Tickets cost almost nothing until someone awaits one: no event is created per task.
+    They come from :meth:`Sequencer.submit_nowait` and the other submit methods; the class
+    has no constructor of its own (``__init__`` would cost every submission a call).
     """
 
     # Lean on purpose: 100,000 queued tasks are 100,000 live tickets, and every slot and
@@ -180,30 +181,20 @@ class Ticket(Generic[T]):
         "number",
     )
 
-    def __init__(
-        self,
-        owner: Sequencer | Dispatcher,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        rec: Recorder | None,
-        number: int = -1,
-        stamp: int = -1,
-        queued_at: float = 0.0,
-    ) -> None:
-        self._owner = owner
-        # While queued: the function. Once finished: the return value if done, else the
-        # exception (failed) or the cancellation's cause (or None).
-        self._fn_or_result: Any = fn
-        self._args: tuple[Any, ...] | None = args
-        self._rec = rec
-        #: The task's place in its sequencer's order (its dispatcher's, for a direct task),
-        #: counting from 0.
-        self.number = number
-        # The dispatcher's stamp (its place in the dispatcher's line) minus number: 0 while
-        # one sequencer is all a dispatcher serves, so usually no int object of its own.
-        self._lag = stamp - number
-        self._queued_at = queued_at
-        self._state = _QUEUED
+    _owner: Sequencer | Dispatcher
+    # While queued: the function. Once finished: the return value if done, else the
+    # exception (failed) or the cancellation's cause (or None).
+    _fn_or_result: Any
+    _args: tuple[Any, ...] | None
+    _rec: Recorder | None
+    #: The task's place in its sequencer's order (its dispatcher's, for a direct task),
+    #: counting from 0.
+    number: int
+    # The dispatcher's stamp (the task's place in the dispatcher's line) minus number: 0 while
+    # one sequencer is all a dispatcher serves, so usually no int object of its own.
+    _lag: int
+    _queued_at: float
+    _state: int
 
     @property
     def done(self) -> bool:
@@ -278,6 +269,22 @@ class Ticket(Generic[T]):
 
     def _describe_wait(self) -> str:
         return self._owner._describe(f"waiting for ticket {self.number}")
+
+
+def _new_ticket(
+    owner: Sequencer | Dispatcher,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    rec: Recorder | None,
+) -> Ticket[Any]:
+    """A queued ticket for ``fn(*args)``; its owner then gives it a number and a stamp."""
+    ticket: Ticket[Any] = Ticket()
+    ticket._owner = owner
+    ticket._fn_or_result = fn
+    ticket._args = args
+    ticket._rec = rec
+    ticket._state = _QUEUED
+    return ticket
 
 
 # --------------------------------------------------------------------------- the worker
@@ -615,7 +622,7 @@ class Sequencer:
         self._next_number = number + 1
         stamp = d._stamp
         d._stamp = stamp + 1
-        ticket = _new_ticket(Ticket)
+        ticket: Ticket[Any] = Ticket()
         ticket._owner = self
         ticket._fn_or_result = fn
         ticket._args = args
@@ -647,7 +654,7 @@ class Sequencer:
         if self._closed or self._dispatcher._closed:
             raise self._closed_error()
         rec = _get_recorder()
-        ticket: Ticket[Any] = Ticket(self, fn, args, rec)
+        ticket = _new_ticket(self, fn, args, rec)
         task = _current_task()
         if len(self._queue) < self._limit:
             self._enqueue(ticket, task)
@@ -930,7 +937,7 @@ class Dispatcher:
         if self._closed:
             raise trio.ClosedResourceError(f"{self._label} is closed: it accepts no new tasks")
         rec = _get_recorder()
-        ticket: Ticket[Any] = Ticket(self, fn, args, rec)
+        ticket = _new_ticket(self, fn, args, rec)
         ticket.number = number = self._next_number
         self._next_number += 1
         ticket._lag = self._stamp - number
