@@ -665,6 +665,40 @@ def test_cancelling_the_block_cancels_pending_tasks_and_reports_them():
     explore_ok(main)
 
 
+def test_tasks_waiting_on_cancelled_tickets_are_told_and_nothing_is_left_waiting():
+    # Waiters outside the block, on a running ticket, on a queued one and on a direct task of
+    # the dispatcher, when an error ends the block: each hears TaskCancelledError, at once.
+    async def main():
+        heard = []
+
+        async def wait_for(name, ticket):
+            try:
+                await ticket
+            except TaskCancelledError as exc:
+                heard.append((name, type(exc.__cause__).__name__, trio.current_time()))
+
+        async with trio.open_nursery() as waiters:
+            with pytest.raises(KeyError):
+                async with open_dispatcher(workers=1) as d:
+                    async with open_sequencer(dispatcher=d) as seq:
+                        running = seq.submit_nowait(trio.sleep, 10)
+                        queued = seq.submit_nowait(trio.sleep, 10)
+                        direct = d.submit_nowait(trio.sleep, 10)
+                        for name, ticket in [("running", running), ("queued", queued)]:
+                            waiters.start_soon(wait_for, name, ticket)
+                        waiters.start_soon(wait_for, "direct", direct)
+                        await trio.sleep(1)
+                        raise KeyError("body")
+        assert sorted(heard) == [
+            ("direct", "KeyError", 1.0),
+            ("queued", "KeyError", 1.0),
+            ("running", "KeyError", 1.0),
+        ]
+        assert not seq._waiting and not d._waiting
+
+    explore_ok(main)
+
+
 def test_cancelling_one_sequencer_interrupts_its_task_on_a_shared_dispatcher():
     async def main():
         log = []
