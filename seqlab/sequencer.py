@@ -355,10 +355,10 @@ async def _work(d: Dispatcher) -> None:
                     ticket._state = _RUNNING
                     start = now()
                     delay = start - ticket._queued_at
+                    # The owner's longest delay only: the dispatcher's is its own and its
+                    # sequencers' together, taken when asked (Dispatcher._longest_delay).
                     if delay > owner._max_delay:
                         owner._max_delay = delay
-                        if delay > d._max_delay:
-                            d._max_delay = delay
                     rec = ticket._rec
                     if rec is not None:
                         rec.add(start, me, owner._label, _START, ticket.number, delay)
@@ -989,12 +989,18 @@ class Dispatcher:
             completed=self._stamp - pending - running - self._failed - self._cancelled,
             failed=self._failed,
             cancelled=self._cancelled,
-            max_queue_delay=self._max_delay,
+            max_queue_delay=self._longest_delay(),
             sequencers=len(self._open),
             closed=self._closed,
         )
 
     # -- internals
+
+    def _longest_delay(self) -> float:
+        """The longest queue delay of any task this dispatcher ran: ``_max_delay`` covers its
+        direct tasks and the sequencers already closed (folded in as they close), the open
+        sequencers keep their own."""
+        return max(self._max_delay, max((seq._max_delay for seq in self._open), default=0.0))
 
     def _counts(self) -> tuple[int, int]:
         """(pending, running), counted from the queues and the workers rather than kept up to
@@ -1236,7 +1242,10 @@ class _SequencerLife(AbstractAsyncContextManager["Sequencer"]):
                 await _abort_block(seq, error)
                 raise
         finally:
-            del seq._dispatcher._open[seq]
+            d = seq._dispatcher
+            del d._open[seq]
+            if seq._max_delay > d._max_delay:
+                d._max_delay = seq._max_delay
         _raise_unretrieved(seq._unretrieved(), seq._label)
         return False
 

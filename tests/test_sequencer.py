@@ -858,6 +858,30 @@ def test_statistics_count_outcomes_and_exact_queue_delay():
     seqlab.run(main, seed=0)
 
 
+def test_dispatcher_longest_queue_delay_covers_open_closed_and_direct():
+    # The dispatcher's max_queue_delay is the longest wait of any task it ran: a sequencer's
+    # still open, one's already closed (a later, shorter one closing after it must not hide
+    # it), and its own direct tasks.
+    async def main():
+        async with open_dispatcher(workers=1) as d:
+            async with open_sequencer(dispatcher=d) as outer:
+                async with open_sequencer(dispatcher=d) as inner:
+                    inner.submit_nowait(trio.sleep, 3)
+                    assert await inner.call(int, "1") == 1  # waited 3
+                    assert inner.statistics().max_queue_delay == 3.0
+                    assert d.statistics().max_queue_delay == 3.0  # inner still open
+                assert d.statistics().max_queue_delay == 3.0  # inner closed
+                outer.submit_nowait(trio.sleep, 2)
+                assert await outer.call(int, "2") == 2  # waited 2
+                assert outer.statistics().max_queue_delay == 2.0
+            assert d.statistics().max_queue_delay == 3.0  # outer (2) closed after inner (3)
+            d.submit_nowait(trio.sleep, 5)
+            assert await d.call(int, "3") == 3  # waited 5
+            assert d.statistics().max_queue_delay == 5.0
+
+    explore_ok(main)
+
+
 def test_statistics_add_up_at_every_step_on_a_shared_dispatcher():
     # Completed (and the dispatcher's pending and running) are counted from the queues, the
     # workers and the other outcomes; each is checked while tasks queue, run, fail, complete
