@@ -12,6 +12,10 @@ The two message classes are private to trio. ``tests/test_traps.py`` pins them a
 that these functions behave exactly like the public ones (schedule point, cancel point,
 abort protocol); if a trio release moves them, :data:`DIRECT` is false and the public
 functions are used instead.
+
+It also reads the two counters trio keeps per task, of schedule points and of cancel points
+(:func:`checkpoint_marks`, :func:`checkpointed_since`): a loop that must checkpoint now and
+then can skip its own checkpoint when the user code it ran already took one.
 """
 
 from __future__ import annotations
@@ -22,7 +26,16 @@ from typing import Any
 
 import trio
 
-__all__ = ["DIRECT", "cancel_shielded_checkpoint", "park", "park_message", "wait_task_rescheduled"]
+__all__ = [
+    "COUNTS_CHECKPOINTS",
+    "DIRECT",
+    "cancel_shielded_checkpoint",
+    "checkpoint_marks",
+    "checkpointed_since",
+    "park",
+    "park_message",
+    "wait_task_rescheduled",
+]
 
 _CANCEL_SHIELDED: Any
 _WAIT: Any
@@ -86,3 +99,36 @@ each time: nothing is allocated per wait but the generator."""
 
 park: Callable[[Any], Any] = _park if DIRECT else trio.lowlevel.wait_task_rescheduled
 """``await park(park_message(abort_func))`` is ``await wait_task_rescheduled(abort_func)``."""
+
+
+COUNTS_CHECKPOINTS = hasattr(trio.lowlevel.Task, "_schedule_points") and hasattr(
+    trio.lowlevel.Task, "_cancel_points"
+)
+"""True when trio counts each task's schedule points and cancel points (private counters)."""
+
+
+def checkpoint_marks(task: trio.lowlevel.Task) -> tuple[int, int] | None:
+    """How many schedule points and cancel points ``task`` has passed so far.
+
+    trio's run loop counts a task's yields (``Task._schedule_points``) and its cancel points
+    (``Task._cancel_points``, counted by every checkpoint that could have raised
+    :class:`trio.Cancelled`). A loop that must checkpoint now and then, but runs user code
+    that usually checkpoints for it, can take marks before the user code and ask
+    :func:`checkpointed_since` afterwards, and checkpoint itself only if it has to.
+    ``None`` when this trio does not keep the counters.
+    """
+    if COUNTS_CHECKPOINTS:
+        return task._schedule_points, task._cancel_points
+    return None  # pragma: no cover - a trio without the counters
+
+
+def checkpointed_since(task: trio.lowlevel.Task, marks: tuple[int, int] | None) -> bool:
+    """True if ``task`` passed a schedule point and a cancel point since ``marks`` were taken.
+
+    That is what one ``await trio.lowlevel.checkpoint()`` would have given: other tasks had
+    their turn, and a cancellation already due was delivered. False when the counters are
+    not kept (the caller then checkpoints, as it would without this test).
+    """
+    return (
+        marks is not None and task._schedule_points != marks[0] and task._cancel_points != marks[1]
+    )

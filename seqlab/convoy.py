@@ -26,6 +26,7 @@ import trio
 from trio.lowlevel import enable_ki_protection
 
 from ._callables import is_async_callable
+from ._traps import checkpoint_marks, checkpointed_since
 from .trace import _RECORDER, clock_reader, shape
 
 __all__ = [
@@ -129,20 +130,6 @@ _DONE = shape("Convoy", "done", _DELIVERY)
 _LOCK_LOST = shape("Convoy", "lock_lost", _DELIVERY)
 
 
-def _pop_head(state: _Key) -> None:
-    """Drop the key's settled head message (amortised O(1): the list is cut now and then)."""
-    head = state.head + 2
-    backlog = state.backlog
-    if head == len(backlog):
-        backlog.clear()
-        state.head = 0
-    elif head >= 64 and 2 * head >= len(backlog):
-        del backlog[:head]
-        state.head = 0
-    else:
-        state.head = head
-
-
 _new_delivery = partial(tuple.__new__, Delivery)  # Delivery(*fields), without the Python frame
 
 
@@ -154,7 +141,6 @@ class _Key:
     __slots__ = (
         "attempts",
         "backlog",
-        "head",
         "join_lot",
         "key",
         "next_sequence",
@@ -164,15 +150,17 @@ class _Key:
 
     def __init__(self, key: Any) -> None:
         self.key = key
-        # message, send time, message, send time, ... from ``head`` on, flat (no tuple per
-        # message); the head stays while it is in flight. The head message's sequence number
-        # is ``settled`` (messages settle in order), the next one's ``settled + 1``, and so
-        # on. A list with a moving head, not a deque: an empty deque alone is 624 bytes, and
-        # most keys hold a message or two.
+        # message, send time, message, send time, ... flat (no tuple per message). Its last
+        # ``next_sequence - settled`` pairs are the unsettled messages, oldest first (messages
+        # settle in order, so the first of them has sequence number ``settled``, the next
+        # ``settled + 1``, ...); the pairs before them are settled ones the consumer holding
+        # the key has not cut off yet. The oldest stays while it is in flight. A list, not a
+        # deque: an empty deque alone is 624 bytes, and most keys hold a message or two.
         self.backlog: list[Any] = []
-        self.head = 0
         self.next_sequence = 0
         self.settled = 0
+        # Failed attempts at the oldest unsettled message; while a consumer holds the key,
+        # one more is in flight.
         self.attempts = 0
         self.state = _IDLE
         self.join_lot: trio.lowlevel.ParkingLot | None = None
@@ -461,27 +449,18 @@ class Convoy:
         del self._keys[state.key]
         self._idle_sequences[state.key] = state.next_sequence
 
-    def _settle(self, state: _Key) -> None:
-        _pop_head(state)
-        state.attempts = 0
-        state.settled += 1
-        self._unsettled -= 1
-        if state.join_lot:
-            state.join_lot.unpark_all()
-        if not self._unsettled and self._drained:
-            self._drained.unpark_all()
-
     def _abandon(self, reason: BaseException | None) -> None:
         """Record every unsettled message as undelivered and say so loudly."""
         self._closed = True
         for state in self._keys.values():
-            messages = state.backlog[state.head :: 2]
+            backlog = state.backlog
+            messages = backlog[len(backlog) - 2 * (state.next_sequence - state.settled) :: 2]
             for index, message in enumerate(messages):
-                attempts = state.attempts if index == 0 else 0
+                # The attempt in flight when the consumers were stopped counts.
+                attempts = state.attempts + (state.state == _HELD) if index == 0 else 0
                 sequence = state.settled + index
                 self.undelivered.append(Undelivered(state.key, message, sequence, attempts))
-            state.backlog.clear()
-            state.head = 0
+            backlog.clear()
             state.state = _IDLE
             if state.join_lot:
                 state.join_lot.unpark_all()  # they raise ClosedResourceError
@@ -513,11 +492,11 @@ class Convoy:
         backlog: dict[Any, int] = {}
         locked = []
         for state in self._keys.values():
-            waiting = (len(state.backlog) - state.head) // 2
+            # After an early exit the backlogs are emptied (the messages are undelivered).
+            waiting = state.next_sequence - state.settled if state.backlog else 0
             if state.state == _HELD:
                 locked.append(state.key)
-                if state.attempts:
-                    waiting -= 1
+                waiting -= 1  # the one in the handler
             if waiting > 0:
                 backlog[state.key] = waiting
         hottest = max(backlog, key=backlog.__getitem__) if backlog else None
@@ -552,7 +531,8 @@ async def _consume(convoy: Convoy, index: int) -> None:
     max_attempts = convoy._max_attempts
     timeout = convoy._lock_timeout
     handler = convoy._handler
-    is_async = convoy._handler_is_async
+    # The common case, an async handler without lock_timeout, is awaited directly.
+    plain = convoy._handler_is_async and timeout is None
     label = convoy._label
     rec = _RECORDER.get()
     task = trio.lowlevel.current_task()
@@ -565,19 +545,17 @@ async def _consume(convoy: Convoy, index: int) -> None:
         state.state = _HELD
         key = state.key
         backlog = state.backlog
+        # Kept in locals for the session: nobody else touches them while the key is held.
+        sequence = state.settled
+        head = len(backlog) - 2 * (state.next_sequence - sequence)
+        attempt = state.attempts + 1
+        marks = checkpoint_marks(task)
         if rec is not None:
             rec.add(now(), task, label, _LOCK, key, index)
-        # Attempts made at the head message so far; stored in the state before each
-        # delivery (statistics and an early exit read it) and when the session ends.
-        attempt = state.attempts
         for _ in range(batch):  # one turn per delivery, retries included
             if not backlog:
                 break
-            head = state.head
             message = backlog[head]
-            sequence = state.settled
-            attempt += 1
-            state.attempts = attempt
             if attempt == 1:
                 waited = now() - backlog[head + 1]
                 if waited > convoy._max_wait:
@@ -585,62 +563,50 @@ async def _consume(convoy: Convoy, index: int) -> None:
             delivery = _new_delivery((key, message, attempt, sequence))
             if rec is not None:
                 rec.add(now(), task, label, _DELIVER, key, sequence, attempt, index)
-            error: Exception | None = None
             lost = False
-            if timeout is None:
-                try:
-                    if is_async:
-                        await handler(delivery)  # type: ignore[misc]
-                    else:
-                        result = handler(delivery)
-                        if inspect.isawaitable(result):
-                            await result
-                except Exception as exc:
-                    error = exc
-            else:
-                with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
-                    try:
-                        result = handler(delivery)
-                        if inspect.isawaitable(result):
-                            await result
-                    except Exception as exc:
-                        error = exc
-                lost = scope.cancel_called
-            if error is None and not lost:
-                # convoy._settle(state), inlined: this is the hot path.
-                head += 2
-                if head == len(backlog):
-                    backlog.clear()
-                    state.head = 0
-                elif head >= 64 and 2 * head >= len(backlog):
-                    del backlog[:head]
-                    state.head = 0
+            try:
+                if plain:
+                    await handler(delivery)  # type: ignore[misc]
                 else:
-                    state.head = head
-                attempt = 0
-                state.settled = sequence + 1
-                unsettled = convoy._unsettled - 1
-                convoy._unsettled = unsettled
-                if state.join_lot:
-                    state.join_lot.unpark_all()
-                if not unsettled and convoy._drained:
-                    convoy._drained.unpark_all()
-                if rec is not None:
-                    rec.add(now(), task, label, _DONE, key, sequence, attempt, index)
-                continue
-            if lost:
-                convoy._lock_losses += 1
-                error = trio.TooSlowError(
-                    f"handler for key {key!r} sequence {sequence} ran longer than "
-                    f"lock_timeout={timeout}s and was cancelled"
-                )
-                if rec is not None:
-                    rec.add(now(), task, label, _LOCK_LOST, key, sequence, attempt, index)
-            assert error is not None
-            if attempt >= max_attempts:
+                    lost = await _call_guarded(handler, delivery, timeout)
+            except Exception as exc:
+                error: Exception = exc
+            else:
+                if not lost:
+                    if rec is not None:
+                        rec.add(now(), task, label, _DONE, key, sequence, attempt, index)
+                    error = _SETTLED
+                else:
+                    convoy._lock_losses += 1
+                    error = trio.TooSlowError(
+                        f"handler for key {key!r} sequence {sequence} ran longer than "
+                        f"lock_timeout={timeout}s and was cancelled"
+                    )
+                    if rec is not None:
+                        rec.add(now(), task, label, _LOCK_LOST, key, sequence, attempt, index)
+            if error is not _SETTLED:
+                if attempt < max_attempts:
+                    state.attempts = attempt
+                    attempt += 1
+                    if lost:
+                        break  # the key goes to the back of the line
+                    convoy._retried += 1
+                    if rec is not None:
+                        rec.record(
+                            task,
+                            label,
+                            "retry",
+                            {
+                                "key": key,
+                                "sequence": sequence,
+                                "attempt": attempt - 1,
+                                "consumer": index,
+                                "error": _error_text(error),
+                            },
+                        )
+                    continue
                 convoy.dead_letters.append(DeadLetter(key, message, attempt, error))
                 convoy._dead_count += 1
-                convoy._settle(state)
                 if rec is not None:
                     rec.record(
                         task,
@@ -655,25 +621,25 @@ async def _consume(convoy: Convoy, index: int) -> None:
                             "message": _short(message),
                         },
                     )
-                attempt = 0
-            elif lost:
-                break
-            else:
-                convoy._retried += 1
-                if rec is not None:
-                    rec.record(
-                        task,
-                        label,
-                        "retry",
-                        {
-                            "key": key,
-                            "sequence": sequence,
-                            "attempt": attempt,
-                            "consumer": index,
-                            "error": _error_text(error),
-                        },
-                    )
-        state.attempts = attempt
+            # Settle the oldest message (delivered or dead-lettered): the one place it is done.
+            if attempt != 1:
+                state.attempts = 0
+                attempt = 1
+            sequence += 1
+            state.settled = sequence
+            head += 2
+            if head == len(backlog):
+                backlog.clear()
+                head = 0
+            elif head >= 64 and 2 * head >= len(backlog):
+                del backlog[:head]  # amortised O(1) per message
+                head = 0
+            unsettled = convoy._unsettled - 1
+            convoy._unsettled = unsettled
+            if state.join_lot:
+                state.join_lot.unpark_all()
+            if not unsettled and convoy._drained:
+                convoy._drained.unpark_all()
         if rec is not None:
             rec.add(now(), task, label, _UNLOCK, key, index)
         if backlog:
@@ -683,9 +649,41 @@ async def _consume(convoy: Convoy, index: int) -> None:
             state.state = _IDLE
             if not convoy._closed:
                 convoy._retire(state)
-        if ready:
-            # Other keys wait: let everyone else run before taking the next session.
+        if ready and not checkpointed_since(task, marks):
+            # Other keys wait and the handler did not checkpoint (a plain function, say):
+            # let everyone else run before taking the next session.
             await trio.lowlevel.checkpoint()
+
+
+# Stands for "no error": the message settled.
+_SETTLED = Exception("settled")
+
+
+async def _call_guarded(
+    handler: Callable[[Delivery], Awaitable[object] | object],
+    delivery: Delivery,
+    timeout: float | None,
+) -> bool:
+    """Deliver to a plain-function handler and/or under ``lock_timeout``; True if the lock was
+    lost (the handler overran and was cancelled). The handler's own errors propagate."""
+    if timeout is None:
+        result = handler(delivery)
+        if inspect.isawaitable(result):
+            await result
+        return False
+    error: Exception | None = None
+    with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+        try:
+            result = handler(delivery)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            error = exc
+    if scope.cancel_called:
+        return True
+    if error is not None:
+        raise error
+    return False
 
 
 def open_convoy(

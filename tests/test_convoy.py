@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seqlab
+from seqlab import schedule as seqlab_schedule
 from seqlab.convoy import (
     Convoy,
     DeadLetter,
@@ -28,6 +29,7 @@ if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 SEEDS = range(12)
+STRATEGIES = list(seqlab_schedule.STRATEGIES)
 
 
 class Log:
@@ -248,6 +250,115 @@ def test_two_hot_keys_and_cold_keys_share_consumers_round_robin() -> None:
         assert next(t for t, d in log.started if d.key == "cold") == 2.0
 
 
+# --------------------------------------------------------------------------- session hand-offs
+
+
+class ConsumerSteps(trio.abc.Instrument):
+    """Counts how often the task named ``consumer-0`` is resumed by the scheduler."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name == "consumer-0":
+            self.steps += 1
+
+
+async def _no_yield(delivery: Delivery) -> None:
+    pass
+
+
+async def _cancel_point_only(delivery: Delivery) -> None:
+    await trio.lowlevel.checkpoint_if_cancelled()  # may raise Cancelled, never yields
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [lambda delivery: None, _no_yield, _cancel_point_only],
+    ids=["function", "async-no-await", "cancel-point-only"],
+)
+def test_a_consumer_whose_handler_never_yields_yields_between_sessions(handler: Any) -> None:
+    # Two keys of 12 messages, one consumer, sessions of 4: six sessions, and while the other
+    # key waits the consumer must give the scheduler a turn between two of them (five times).
+    # The handler never yields, so those turns are the consumer's own: with the last
+    # session's park and the final wake, 1 + 5 + 1 steps; a consumer that wrongly trusts the
+    # handler to have checkpointed runs all 24 messages in its first step.
+    steps = ConsumerSteps()
+
+    async def main() -> None:
+        async with open_convoy(handler, consumers=1, session_batch=4) as convoy:
+            for m in range(12):
+                convoy.send_nowait("a", m)
+                convoy.send_nowait("b", m)
+
+    trio.run(main, instruments=[steps])
+    assert steps.steps == 7
+
+
+def test_a_consumer_whose_handler_checkpointed_moves_to_the_next_key_without_a_round_trip() -> None:
+    # The handler's checkpoint already let everyone run and could have delivered a
+    # cancellation, so the consumer takes the next waiting key in the same step: the first
+    # step, one per delivery and the final wake (a consumer that checkpoints again between
+    # sessions takes five more).
+    steps = ConsumerSteps()
+
+    async def main() -> None:
+        async with open_convoy(_checkpoint_once, consumers=1, session_batch=1) as convoy:
+            for m in range(3):
+                convoy.send_nowait("a", m)
+                convoy.send_nowait("b", m)
+
+    trio.run(main, instruments=[steps])
+    assert steps.steps == 1 + 6 + 1
+
+
+async def _checkpoint_once(delivery: Delivery) -> None:
+    await trio.lowlevel.checkpoint()
+
+
+async def _stopped_between_sessions(strategy_name: str) -> None:
+    # The handler yields but is never a cancel point (a cancel-shielded yield), so the only
+    # cancel point between two deliveries is the consumer's own, between sessions: once the
+    # block is cancelled, no further delivery may start. (A consumer that counted the
+    # handler's yield as a full checkpoint would deliver all 12 messages.)
+    # (A consumer's very first step is not a cancel point, like any task's: the cancel
+    # comes once both have delivered something.)
+    delivered: list[Any] = []
+    stopped_at: list[int] = []
+    consumers: set[str] = set()
+
+    going = trio.Event()
+
+    async def handler(delivery: Delivery) -> None:
+        delivered.append(delivery.message)
+        consumers.add(trio.lowlevel.current_task().name)
+        if (len(delivered) >= 4 and len(consumers) == 2) or len(delivered) == 12:
+            going.set()  # (a schedule may leave one consumer idle all along)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    with trio.CancelScope() as outer:
+        async with open_convoy(handler, consumers=2, session_batch=1) as convoy:
+            for m in range(4):
+                for key in "abc":
+                    convoy.send_nowait(key, (key, m))
+            await going.wait()
+            stopped_at.append(len(delivered))
+            outer.cancel()
+            await trio.lowlevel.checkpoint()
+    assert len(delivered) == stopped_at[0], strategy_name
+    assert len(convoy.undelivered) == 12 - len(delivered)
+    assert all(u.attempts == 0 for u in convoy.undelivered)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_cancelled_convoy_starts_no_delivery_after_the_cancel(strategy: str) -> None:
+    with pytest.warns(UndeliveredWarning):
+        result = seqlab.explore(
+            _stopped_between_sessions, strategy, seeds=range(12), strategy=strategy
+        )
+    assert result.ok, str(result)
+
+
 # --------------------------------------------------------------------------- lock timeout
 
 
@@ -384,10 +495,19 @@ def test_every_message_is_delivered_once_or_dead_lettered(
     busy: set[int] = set()
     in_flight = [0, 0]
 
+    convoys: list[Convoy] = []
+
     async def handler(delivery: Delivery) -> None:
         index = delivery.message
         _, failing, seconds, _ = specs[index]
         if delivery.key in busy:
+            violations.append(delivery)
+        # What statistics() says from inside a handler adds up: every unsettled message is
+        # waiting or in a handler, and this one's key is held.
+        stats = convoys[0].statistics()
+        if sum(stats.backlog.values()) + stats.in_flight != stats.unsettled:
+            violations.append(delivery)
+        if delivery.key not in stats.locked_keys or stats.backlog.get(delivery.key) == 0:
             violations.append(delivery)
         busy.add(delivery.key)
         in_flight[0] += 1
@@ -409,6 +529,7 @@ def test_every_message_is_delivered_once_or_dead_lettered(
             session_batch=session_batch,
             lock_timeout=lock_timeout,
         ) as convoy:
+            convoys.append(convoy)
             for index, (key, _, _, pause) in enumerate(specs):
                 await trio.sleep(pause)
                 assert await convoy.send(key, index)
@@ -706,6 +827,16 @@ def test_trace_is_deterministic_and_names_the_events() -> None:
     deliver = next(e for e in rec.events if e.kind == "deliver")
     assert set(deliver.data) == {"key", "sequence", "attempt", "consumer"}
     assert deliver.task.startswith("pay-consumer-")
+    # Each delivery ends in done, retry or lock_lost with its own attempt number.
+    ends = [
+        (e.kind, e.data["key"], e.data["sequence"], e.data["attempt"])
+        for e in rec.events
+        if e.kind in ("done", "retry")
+    ]
+    assert ends in (
+        [("done", "a", 0, 1), ("done", "b", 0, 1), ("retry", "a", 1, 1), ("done", "a", 1, 2)],
+        [("done", "b", 0, 1), ("done", "a", 0, 1), ("retry", "a", 1, 1), ("done", "a", 1, 2)],
+    )
 
 
 def test_statistics_while_running() -> None:
@@ -856,6 +987,19 @@ def test_competing_consumers_misorder_and_the_convoy_does_not() -> None:
             orders.checked_convoy_consumers, orders_count, consumers, seeds=range(30)
         )
         assert result.ok, result
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_the_convoy_keeps_each_order_in_sequence_under_every_strategy(strategy: str) -> None:
+    for orders_count, consumers in [(3, 2), (5, 2)]:
+        result = seqlab.explore(
+            orders.checked_convoy_consumers,
+            orders_count,
+            consumers,
+            seeds=range(15),
+            strategy=strategy,
+        )
+        assert result.ok, str(result)
 
 
 def test_example_events_are_per_order_in_lifecycle_order() -> None:

@@ -132,3 +132,40 @@ def test_one_park_message_parks_the_same_task_again_and_again() -> None:
 
     got = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert got == ["one", "two", ("abort", 3.0), ("abort", 4.0)]
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        ((), False),
+        (("shielded",), False),  # a schedule point that cannot raise Cancelled
+        (("if_cancelled",), False),  # a cancel point that does not yield
+        (("shielded", "if_cancelled"), True),
+        (("checkpoint",), True),
+        (("sleep",), True),  # parked, then woken: both
+    ],
+)
+def test_checkpointed_since_means_a_full_checkpoint_was_passed(
+    steps: tuple[str, ...], expected: bool
+) -> None:
+    # The private counters trio keeps per task: a consumer that skips its own checkpoint
+    # when its handler already took one relies on them. If trio renames them this fails
+    # (the convoy would still be correct, checkpointing every time, only slower).
+    assert _traps.COUNTS_CHECKPOINTS
+    kinds = {
+        "shielded": trio.lowlevel.cancel_shielded_checkpoint,
+        "if_cancelled": trio.lowlevel.checkpoint_if_cancelled,
+        "checkpoint": trio.lowlevel.checkpoint,
+        "sleep": lambda: trio.sleep(0.001),
+    }
+
+    async def main() -> bool:
+        task = trio.lowlevel.current_task()
+        marks = _traps.checkpoint_marks(task)
+        assert marks is not None
+        for step in steps:
+            await kinds[step]()
+        return _traps.checkpointed_since(task, marks)
+
+    assert trio.run(main) is expected
+    assert _traps.checkpointed_since(object(), None) is False  # type: ignore[arg-type]
