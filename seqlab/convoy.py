@@ -273,6 +273,9 @@ class Convoy:
         self._label = "Convoy" if name is None else f"Convoy {name!r}"
         self._keys: dict[Any, _Key] = {}  # keys with work pending
         self._idle_sequences: dict[Any, int] = {}  # every other key seen: its next sequence
+        # The sum of _idle_sequences' values: with the pending keys' next_sequence, the
+        # number of messages sent (counted per key, not per send).
+        self._idle_sent = 0
         self._now: Callable[[], float] = trio.current_time  # cheaper reader once running
         self._ready: deque[_Key] = deque()
         self._idle_consumers = trio.lowlevel.ParkingLot()
@@ -281,7 +284,6 @@ class Convoy:
         self._dedup_expiry: deque[tuple[float, Any]] = deque()
         self._closed = False
         self._unsettled = 0
-        self._sent = 0
         self._retried = 0
         self._dead_count = 0
         self._deduplicated = 0
@@ -337,14 +339,14 @@ class Convoy:
         if state is None:
             state = self._keys[key] = _Key(key)
             if self._idle_sequences:
-                state.next_sequence = state.settled = self._idle_sequences.pop(key, 0)
+                sequence = state.next_sequence = state.settled = self._idle_sequences.pop(key, 0)
+                self._idle_sent -= sequence
         sequence = state.next_sequence
         state.next_sequence = sequence + 1
         backlog = state.backlog
         backlog.append(message)
         backlog.append(now)
         self._unsettled += 1
-        self._sent += 1
         rec = _RECORDER.get()
         if rec is not None:
             rec.add(now, trio.lowlevel.current_task(), self._label, _SEND, key, sequence)
@@ -448,6 +450,7 @@ class Convoy:
         """Drop an idle key, keeping only its next sequence number."""
         del self._keys[state.key]
         self._idle_sequences[state.key] = state.next_sequence
+        self._idle_sent += state.next_sequence
 
     def _abandon(self, reason: BaseException | None) -> None:
         """Record every unsettled message as undelivered and say so loudly."""
@@ -491,7 +494,9 @@ class Convoy:
         """Counts and backlog right now (see :class:`ConvoyStatistics`)."""
         backlog: dict[Any, int] = {}
         locked = []
+        sent = self._idle_sent
         for state in self._keys.values():
+            sent += state.next_sequence
             # After an early exit the backlogs are emptied (the messages are undelivered).
             waiting = state.next_sequence - state.settled if state.backlog else 0
             if state.state == _HELD:
@@ -507,10 +512,10 @@ class Convoy:
             locked_keys=tuple(locked),
             in_flight=self._in_flight(),
             unsettled=self._unsettled,
-            sent=self._sent,
+            sent=sent,
             # Every message sent is delivered, dead-lettered, unsettled or (after an early
             # exit) undelivered: delivered is counted from the others, not per message.
-            delivered=self._sent - self._dead_count - self._unsettled - len(self.undelivered),
+            delivered=sent - self._dead_count - self._unsettled - len(self.undelivered),
             retried=self._retried,
             dead_lettered=self._dead_count,
             deduplicated=self._deduplicated,
@@ -563,20 +568,15 @@ async def _consume(convoy: Convoy, index: int) -> None:
             delivery = _new_delivery((key, message, attempt, sequence))
             if rec is not None:
                 rec.add(now(), task, label, _DELIVER, key, sequence, attempt, index)
-            lost = False
             try:
                 if plain:
                     await handler(delivery)  # type: ignore[misc]
                 else:
-                    lost = await _call_guarded(handler, delivery, timeout)
+                    await _call_guarded(handler, delivery, timeout)
             except Exception as exc:
                 error: Exception = exc
-            else:
-                if not lost:
-                    if rec is not None:
-                        rec.add(now(), task, label, _DONE, key, sequence, attempt, index)
-                    error = _SETTLED
-                else:
+                lost = type(error) is _LockLost
+                if lost:
                     convoy._lock_losses += 1
                     error = trio.TooSlowError(
                         f"handler for key {key!r} sequence {sequence} ran longer than "
@@ -584,7 +584,6 @@ async def _consume(convoy: Convoy, index: int) -> None:
                     )
                     if rec is not None:
                         rec.add(now(), task, label, _LOCK_LOST, key, sequence, attempt, index)
-            if error is not _SETTLED:
                 if attempt < max_attempts:
                     state.attempts = attempt
                     attempt += 1
@@ -621,6 +620,9 @@ async def _consume(convoy: Convoy, index: int) -> None:
                             "message": _short(message),
                         },
                     )
+            else:
+                if rec is not None:
+                    rec.add(now(), task, label, _DONE, key, sequence, attempt, index)
             # Settle the oldest message (delivered or dead-lettered): the one place it is done.
             if attempt != 1:
                 state.attempts = 0
@@ -655,22 +657,23 @@ async def _consume(convoy: Convoy, index: int) -> None:
             await trio.lowlevel.checkpoint()
 
 
-# Stands for "no error": the message settled.
-_SETTLED = Exception("settled")
+class _LockLost(Exception):
+    """Raised by :func:`_call_guarded` when the handler overran ``lock_timeout`` (private: a
+    handler cannot raise it, so the consumer tells a lost lock from a handler's error)."""
 
 
 async def _call_guarded(
     handler: Callable[[Delivery], Awaitable[object] | object],
     delivery: Delivery,
     timeout: float | None,
-) -> bool:
-    """Deliver to a plain-function handler and/or under ``lock_timeout``; True if the lock was
-    lost (the handler overran and was cancelled). The handler's own errors propagate."""
+) -> None:
+    """Deliver to a plain-function handler and/or under ``lock_timeout``: the handler's own
+    errors propagate, and a lost lock (it overran and was cancelled) raises _LockLost."""
     if timeout is None:
         result = handler(delivery)
         if inspect.isawaitable(result):
             await result
-        return False
+        return
     error: Exception | None = None
     with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
         try:
@@ -680,10 +683,9 @@ async def _call_guarded(
         except Exception as exc:
             error = exc
     if scope.cancel_called:
-        return True
+        raise _LockLost
     if error is not None:
         raise error
-    return False
 
 
 def open_convoy(

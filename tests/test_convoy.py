@@ -1020,6 +1020,9 @@ def test_a_key_that_goes_idle_and_comes_back_keeps_numbering_its_messages() -> N
             for round_ in range(3):
                 await convoy.send("a", f"a{round_}")
                 await convoy.send("b", f"b{round_}")
+                # sent is counted per key (idle keys' numbers and pending keys' next ones)
+                stats = convoy.statistics()
+                assert (stats.sent, stats.unsettled) == (2 * round_ + 2, 2)
                 await convoy.join()  # both keys idle now: the convoy drops them
                 assert convoy.statistics().backlog == {}
         return convoy
