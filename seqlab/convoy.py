@@ -283,6 +283,9 @@ class Convoy:
         self._dedup_seen: dict[Any, float] = {}
         self._dedup_expiry: deque[tuple[float, Any]] = deque()
         self._closed = False
+        # Messages sent and not settled, as of the last session that ended: a consumer
+        # subtracts what its session settled when the session ends (what a running session
+        # has settled so far shows in its key's ``settled``; see _count_unsettled).
         self._unsettled = 0
         self._retried = 0
         self._dead_count = 0
@@ -296,7 +299,7 @@ class Convoy:
 
     def __repr__(self) -> str:
         return (
-            f"<{self._label}: {self._unsettled} unsettled, {self._in_flight()} in flight, "
+            f"<{self._label}: {self._count_unsettled()} unsettled, {self._in_flight()} in flight, "
             f"{self._consumers} consumers>"
         )
 
@@ -433,12 +436,17 @@ class Convoy:
 
     def _describe_wait(self) -> str:
         return (
-            f"{self._label} ({self._unsettled} unsettled, {self._in_flight()} in flight, "
+            f"{self._label} ({self._count_unsettled()} unsettled, {self._in_flight()} in flight, "
             f"{len(self._ready)} keys waiting for a consumer, "
             f"{len(self._idle_consumers)} of {self._consumers} consumers idle)"
         )
 
     # ------------------------------------------------------------------ bookkeeping
+
+    def _count_unsettled(self) -> int:
+        # Exact at any moment (_unsettled lags by what running sessions settled). After an
+        # early exit the backlogs are emptied: the messages are undelivered, not unsettled.
+        return sum(s.next_sequence - s.settled for s in self._keys.values() if s.backlog)
 
     def _in_flight(self) -> int:
         # A consumer holds a key's session exactly while one of its messages is in the
@@ -468,9 +476,9 @@ class Convoy:
             if state.join_lot:
                 state.join_lot.unpark_all()  # they raise ClosedResourceError
         self._ready.clear()
+        self._unsettled = 0
         if not self.undelivered:
             return
-        self._unsettled = 0
         first = self.undelivered[0]
         why = "" if reason is None else f" ({type(reason).__name__})"
         rec = _RECORDER.get()
@@ -495,10 +503,12 @@ class Convoy:
         backlog: dict[Any, int] = {}
         locked = []
         sent = self._idle_sent
+        unsettled = 0
         for state in self._keys.values():
             sent += state.next_sequence
             # After an early exit the backlogs are emptied (the messages are undelivered).
             waiting = state.next_sequence - state.settled if state.backlog else 0
+            unsettled += waiting
             if state.state == _HELD:
                 locked.append(state.key)
                 waiting -= 1  # the one in the handler
@@ -511,11 +521,11 @@ class Convoy:
             backlog=MappingProxyType(backlog),
             locked_keys=tuple(locked),
             in_flight=self._in_flight(),
-            unsettled=self._unsettled,
+            unsettled=unsettled,
             sent=sent,
             # Every message sent is delivered, dead-lettered, unsettled or (after an early
             # exit) undelivered: delivered is counted from the others, not per message.
-            delivered=sent - self._dead_count - self._unsettled - len(self.undelivered),
+            delivered=sent - self._dead_count - unsettled - len(self.undelivered),
             retried=self._retried,
             dead_lettered=self._dead_count,
             deduplicated=self._deduplicated,
@@ -551,14 +561,14 @@ async def _consume(convoy: Convoy, index: int) -> None:
         key = state.key
         backlog = state.backlog
         # Kept in locals for the session: nobody else touches them while the key is held.
-        sequence = state.settled
+        sequence = first = state.settled
         head = len(backlog) - 2 * (state.next_sequence - sequence)
         attempt = state.attempts + 1
         marks = checkpoint_marks(task)
         if rec is not None:
             rec.add(now(), task, label, _LOCK, key, index)
         for _ in range(batch):  # one turn per delivery, retries included
-            if not backlog:
+            if head == len(backlog):
                 break
             message = backlog[head]
             if attempt == 1:
@@ -629,21 +639,20 @@ async def _consume(convoy: Convoy, index: int) -> None:
                 attempt = 1
             sequence += 1
             state.settled = sequence
-            head += 2
-            if head == len(backlog):
-                backlog.clear()
-                head = 0
-            elif head >= 64 and 2 * head >= len(backlog):
-                del backlog[:head]  # amortised O(1) per message
-                head = 0
-            unsettled = convoy._unsettled - 1
-            convoy._unsettled = unsettled
+            head += 2  # the settled pairs before head are cut off when the session ends
             if state.join_lot:
                 state.join_lot.unpark_all()
-            if not unsettled and convoy._drained:
-                convoy._drained.unpark_all()
         if rec is not None:
             rec.add(now(), task, label, _UNLOCK, key, index)
+        if sequence != first:
+            unsettled = convoy._unsettled - (sequence - first)
+            convoy._unsettled = unsettled
+            if not unsettled and convoy._drained:
+                convoy._drained.unpark_all()
+        if head == len(backlog):
+            backlog.clear()
+        elif head >= 64 and 2 * head >= len(backlog):
+            del backlog[:head]  # amortised O(1) per message
         if backlog:
             state.state = _READY
             ready.append(state)

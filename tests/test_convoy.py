@@ -1073,6 +1073,32 @@ def test_idle_keys_are_dropped_and_only_their_sequence_number_is_kept() -> None:
     assert convoy.statistics().delivered == n + 1
 
 
+def test_a_key_that_never_runs_dry_keeps_its_backlog_short() -> None:
+    # Two messages of "a" always wait (each delivery sends the next but one), so the key's
+    # backlog never empties: the settled messages at its front must still be cut off (when
+    # they are at least half of it), or it would hold all 2,000 messages sent.
+    sizes: list[int] = []
+    convoys: list[Convoy] = []
+
+    async def handler(delivery: Delivery) -> None:
+        convoy = convoys[0]
+        if delivery.message < 2_000:
+            convoy.send_nowait("a", delivery.message + 2)
+        sizes.append(len(convoy._keys["a"].backlog))
+        await trio.lowlevel.checkpoint()
+
+    async def main() -> Convoy:
+        async with open_convoy(handler, consumers=1) as convoy:
+            convoys.append(convoy)
+            convoy.send_nowait("a", 0)
+            convoy.send_nowait("a", 1)
+        return convoy
+
+    convoy = trio.run(main)
+    assert convoy.statistics().delivered == 2_002
+    assert max(sizes) < 200  # message and send time per entry: under 100 messages
+
+
 def test_join_on_an_idle_convoy_returns_at_once_and_is_still_a_checkpoint() -> None:
     async def main() -> None:
         async with open_convoy(Log(duration=0.1)) as convoy:
