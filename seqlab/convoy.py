@@ -567,9 +567,12 @@ async def _consume(convoy: Convoy, index: int) -> None:
         marks = checkpoint_marks(task)
         if rec is not None:
             rec.add(now(), task, label, _LOCK, key, index)
+        end = len(backlog)
         for _ in range(batch):  # one turn per delivery, retries included
-            if head == len(backlog):
-                break
+            if head == end:
+                end = len(backlog)  # with what was sent while the handler ran
+                if head == end:
+                    break
             message = backlog[head]
             if attempt == 1:
                 waited = now() - backlog[head + 1]
