@@ -160,8 +160,8 @@ class Ticket(Generic[T]):
     sequencer's block exits, so an exception is never lost silently.
 
     Tickets cost almost nothing until someone awaits one: no event is created per task.
-    They come from :meth:`Sequencer.submit_nowait` and the other submit methods; the class
-    has no constructor of its own (``__init__`` would cost every submission a call).
+    They come from :meth:`Sequencer.submit_nowait` and the other submit methods only:
+    ``Ticket()`` raises ``TypeError`` (a ticket made by hand would belong to no sequencer).
     """
 
     # Lean on purpose: 100,000 queued tasks are 100,000 live tickets, and every slot and
@@ -271,6 +271,29 @@ class Ticket(Generic[T]):
         return self._owner._describe(f"waiting for ticket {self.number}")
 
 
+class _Ticket(Ticket[Any]):
+    """The tickets the submit methods make: a :class:`Ticket` in every way, made without a
+    constructor call (a Python ``__init__``, or ``object.__new__`` called with its argument
+    tuple, cost every submission ~30 ns). Its ``__new__`` is ``object.__new__`` itself, which
+    CPython then calls directly; and because this class has a ``__new__`` of its own, it
+    keeps that one when :class:`Ticket` gets the refusing ``__new__`` below."""
+
+    __slots__ = ()
+    __new__ = object.__new__
+
+
+def _made_by_hand(cls: type, *args: Any, **kwargs: Any) -> Any:
+    raise TypeError(
+        "Ticket() cannot be made directly: a ticket comes from the sequencer or dispatcher "
+        "that runs its task (submit_nowait, submit or call)"
+    )
+
+
+# Set only now, after _Ticket: set in the class body, it would be inherited by _Ticket as a
+# Python-level __new__ and cost every submission a call.
+setattr(Ticket, "__new__", staticmethod(_made_by_hand))  # noqa: B010 (mypy refuses the assignment)
+
+
 def _new_ticket(
     owner: Sequencer | Dispatcher,
     fn: Callable[..., Any],
@@ -278,7 +301,7 @@ def _new_ticket(
     rec: Recorder | None,
 ) -> Ticket[Any]:
     """A queued ticket for ``fn(*args)``; its owner then gives it a number and a stamp."""
-    ticket: Ticket[Any] = Ticket()
+    ticket: Ticket[Any] = _Ticket()
     ticket._owner = owner
     ticket._fn_or_result = fn
     ticket._args = args
@@ -622,7 +645,7 @@ class Sequencer:
         self._next_number = number + 1
         stamp = d._stamp
         d._stamp = stamp + 1
-        ticket: Ticket[Any] = Ticket()
+        ticket: Ticket[Any] = _Ticket()
         ticket._owner = self
         ticket._fn_or_result = fn
         ticket._args = args

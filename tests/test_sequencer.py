@@ -165,6 +165,24 @@ def test_repr_and_labels_have_no_addresses():
     seqlab.run(main, seed=0)
 
 
+def test_a_ticket_cannot_be_made_by_hand_but_every_submitted_one_is_a_ticket():
+    # Ticket has no constructor (it would cost every submission a call); made by hand it
+    # would belong to no sequencer, and its repr, .done and await would fail with
+    # AttributeError. So Ticket() refuses, with a TypeError saying where tickets come from.
+    for make in (Ticket, Ticket[int], seqlab.Ticket):
+        with pytest.raises(TypeError, match=r"Ticket\(\) cannot be made directly.*submit"):
+            make()
+
+    async def main():
+        async with open_dispatcher() as d, open_sequencer(dispatcher=d, max_pending=1) as seq:
+            made = [seq.submit_nowait(int), await seq.submit(int), d.submit_nowait(int)]
+            made.append(await d.submit(int))
+            assert all(isinstance(ticket, Ticket) for ticket in made)
+            assert [await ticket for ticket in made] == [0, 0, 0, 0]
+
+    seqlab.run(main, seed=0)
+
+
 # ---------------------------------------------------------------- Michonne certification
 
 
