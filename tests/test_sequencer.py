@@ -297,6 +297,32 @@ def test_two_sequencers_on_one_worker_alternate_strictly():
     explore_ok(main)
 
 
+def test_tasks_from_await_submit_and_admitted_submitters_keep_their_place_among_direct_tasks():
+    # With one worker, a sequencer's tasks and direct tasks run in submission order, and a
+    # submitter that waited for room is placed when it is admitted. Every task here is
+    # queued through `await submit` (room at once, or admitted later), which stamps its
+    # ticket on a path of its own; a wrong stamp there would put a sequencer task after a
+    # direct task submitted later.
+    async def main():
+        log: list[str] = []
+        async with open_dispatcher() as d, open_sequencer(dispatcher=d, max_pending=4) as seq:
+            d.submit_nowait(trio.sleep, 1)  # holds the worker while everything queues
+            for i in range(4):
+                await seq.submit(log.append, f"s{i}")
+                d.submit_nowait(log.append, f"d{i}")
+
+            async def late_submitter():
+                await seq.submit(log.append, "admitted")  # full: waits until s0 starts
+                d.submit_nowait(log.append, "after-admitted")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(late_submitter)
+        expected = [x for i in range(4) for x in (f"s{i}", f"d{i}")]
+        assert log == [*expected, "admitted", "after-admitted"]
+
+    explore_ok(main)
+
+
 def test_round_robin_between_three_sequencers_and_direct_tasks():
     async def main():
         log: list[str] = []
