@@ -282,6 +282,10 @@ class _Ticket(Ticket[Any]):
     __new__ = object.__new__
 
 
+# What traces, deadlock reports and type(ticket) call it (a wait's "on" is the class name).
+_Ticket.__name__ = _Ticket.__qualname__ = "Ticket"
+
+
 def _made_by_hand(cls: type, *args: Any, **kwargs: Any) -> Any:
     raise TypeError(
         "Ticket() cannot be made directly: a ticket comes from the sequencer or dispatcher "

@@ -179,8 +179,15 @@ def test_a_ticket_cannot_be_made_by_hand_but_every_submitted_one_is_a_ticket():
             made.append(await d.submit(int))
             assert all(isinstance(ticket, Ticket) for ticket in made)
             assert [await ticket for ticket in made] == [0, 0, 0, 0]
+            # and whatever class makes them, a trace says a task waits on a Ticket
+            assert await seq.submit_nowait(trio.sleep, 1) is None
 
-    seqlab.run(main, seed=0)
+    rec = seqlab.Recorder()
+    seqlab.run(main, seed=0, recorder=rec)
+    on_tickets = {
+        e.data["on"] for e in rec.events if "waiting for ticket" in e.data.get("what", "")
+    }
+    assert on_tickets == {"Ticket"}
 
 
 # ---------------------------------------------------------------- Michonne certification
