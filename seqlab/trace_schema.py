@@ -52,9 +52,9 @@ class Kind:
 _ROLES = frozenset({"wait", "release", "fail", "block", "wake", "exit", "deadlock"})
 
 _GEN = "the barrier's generation (0, 1, ...)"
-_TICKET = "the ticket's number in its sequencer (1, 2, ...)"
+_TICKET = "the ticket's number in its sequencer, or its dispatcher for a direct task (0, 1, ...)"
 _KEY = "the message's key"
-_SEQ = "the message's number in the convoy (1, 2, ...)"
+_SEQ = "the message's number among its key's messages (0, 1, ...)"
 _CONSUMER = "the consumer's index (0 .. consumers-1)"
 _ATTEMPT = "which delivery attempt of the message (1, 2, ...)"
 _STAGE = "the pipeline stage's name"
