@@ -359,6 +359,40 @@ def test_a_cancelled_convoy_starts_no_delivery_after_the_cancel(strategy: str) -
     assert result.ok, str(result)
 
 
+async def _counts_while_sessions_run(strategy_name: str) -> None:
+    # A session settles several messages between its turns; what statistics() and join()
+    # say must be exact whenever another task looks, under any schedule.
+    handled: list[tuple[str, int]] = []
+    sent: list[tuple[str, int]] = []
+
+    async def handler(delivery: Delivery) -> None:
+        await trio.lowlevel.checkpoint()
+        handled.append((delivery.key, delivery.message))  # settles right after, same step
+
+    async with open_convoy(handler, consumers=2, session_batch=3) as convoy:
+        for round_ in range(3):
+            for key in "abc":
+                for m in range(2):
+                    convoy.send_nowait(key, 2 * round_ + m)
+                    sent.append((key, 2 * round_ + m))
+            await trio.lowlevel.checkpoint()
+            stats = convoy.statistics()
+            assert (stats.sent, stats.delivered) == (len(sent), len(handled)), strategy_name
+            assert stats.unsettled == len(sent) - len(handled), strategy_name
+            await convoy.join()
+            assert set(sent) <= set(handled), strategy_name
+            assert convoy.statistics().unsettled == len(sent) - len(handled) == 0
+    assert len(handled) == 18 and convoy.statistics().unsettled == 0
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_counts_and_join_are_exact_while_sessions_run(strategy: str) -> None:
+    result = seqlab.explore(
+        _counts_while_sessions_run, strategy, seeds=range(12), strategy=strategy
+    )
+    assert result.ok, str(result)
+
+
 # --------------------------------------------------------------------------- lock timeout
 
 
