@@ -213,6 +213,7 @@ class Ticket(Generic[T]):
         # A generator (not the coroutine's own iterator) so deadlock reports can see this frame.
         return (yield from self._wait().__await__())
 
+    @enable_ki_protection
     async def _wait(self) -> T:
         if self._state < _DONE:
             owner = self._owner
@@ -668,6 +669,7 @@ class Sequencer:
             rec.add(queued_at, _current_task(), self._label, _SUBMIT, number, len(queue))
         return ticket
 
+    @enable_ki_protection
     async def submit(self, fn: Callable[..., Any], *args: Any) -> Ticket[Any]:
         """Queue ``fn(*args)`` like :meth:`submit_nowait`, waiting for room if the queue is full.
 
@@ -1047,6 +1049,7 @@ class Dispatcher:
     def _wake_one(self) -> None:
         _reschedule(self._idle.popleft())
 
+    @enable_ki_protection
     async def _wait_for_work(self) -> None:
         task = _current_task()
         self._idle.append(task)

@@ -141,3 +141,54 @@ def test_the_probe_sees_unprotected_methods():
         return protection_on_entry(seqlab.Barrier.statistics, barrier.statistics)
 
     assert in_trio(check) is False
+
+
+def _protected_while_running(code: Any, scenario: Callable[[], Any]) -> list[bool]:
+    """For each time a frame of ``code`` starts or resumes during ``trio.run(scenario)``:
+    whether KI protection was on (the first entry is the one that matters)."""
+    seen: list[bool] = []
+
+    def tracer(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code is code:
+            seen.append(trio.lowlevel.currently_ki_protected())
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        trio.run(scenario)
+    finally:
+        sys.settrace(previous)
+    assert seen, f"{code.co_name} never ran"
+    return seen
+
+
+async def _await_a_ticket() -> None:
+    async with seqlab.open_sequencer() as seq:
+        await seq.submit_nowait(trio.sleep, 1)
+
+
+async def _blocked_submit() -> None:
+    async with seqlab.open_sequencer(max_pending=1) as seq:
+        seq.submit_nowait(trio.sleep, 1)  # queued, not started: full
+        await seq.submit(int)  # waits for room until the sleep starts
+
+
+@pytest.mark.parametrize(
+    ("method", "scenario"),
+    [
+        (seqlab.Ticket._wait, _await_a_ticket),
+        (seqlab.Sequencer.submit, _blocked_submit),
+        (seqlab.Dispatcher._wait_for_work, _await_a_ticket),
+    ],
+    ids=["await ticket", "Sequencer.submit waiting for room", "an idle worker"],
+)
+def test_a_task_that_parks_on_the_sequencer_registers_itself_under_ki_protection(
+    method: Any, scenario: Callable[[], Any]
+) -> None:
+    # Each adds the task to a list of waiters (a ticket's, the blocked submitters', the idle
+    # workers') and then parks. A KeyboardInterrupt raised between the two would leave a
+    # task in the list that is not parked: waking it later would reschedule a running task
+    # (trio's ParkingLot.park is protected for the same reason). Protected, the interrupt
+    # waits for the park, where trio delivers it through the abort function, which takes
+    # the task out of the list.
+    assert all(_protected_while_running(method.__code__, scenario))
