@@ -13,9 +13,10 @@ that these functions behave exactly like the public ones (schedule point, cancel
 abort protocol); if a trio release moves them, :data:`DIRECT` is false and the public
 functions are used instead.
 
-It also reads the two counters trio keeps per task, of schedule points and of cancel points
-(:func:`checkpoint_marks`, :func:`checkpointed_since`): a loop that must checkpoint now and
-then can skip its own checkpoint when the user code it ran already took one.
+It also reads the count of schedule points trio keeps per task, and whether a cancellation is
+due for it (:func:`checkpoint_marks`, :func:`checkpointed_since`): a loop that must checkpoint
+now and then can skip its own checkpoint when the user code it ran already yielded and no
+cancellation waits to be delivered.
 """
 
 from __future__ import annotations
@@ -102,33 +103,36 @@ park: Callable[[Any], Any] = _park if DIRECT else trio.lowlevel.wait_task_resche
 
 
 COUNTS_CHECKPOINTS = hasattr(trio.lowlevel.Task, "_schedule_points") and hasattr(
-    trio.lowlevel.Task, "_cancel_points"
+    trio.lowlevel.Task, "_cancel_status"
 )
-"""True when trio counts each task's schedule points and cancel points (private counters)."""
+"""True when trio counts each task's schedule points and keeps its cancel status (private)."""
 
 
-def checkpoint_marks(task: trio.lowlevel.Task) -> tuple[int, int] | None:
-    """How many schedule points and cancel points ``task`` has passed so far.
+def checkpoint_marks(task: trio.lowlevel.Task) -> int | None:
+    """How many schedule points ``task`` has passed so far (``Task._schedule_points``, which
+    trio's run loop counts each time the task yields).
 
-    trio's run loop counts a task's yields (``Task._schedule_points``) and its cancel points
-    (``Task._cancel_points``, counted by every checkpoint that could have raised
-    :class:`trio.Cancelled`). A loop that must checkpoint now and then, but runs user code
-    that usually checkpoints for it, can take marks before the user code and ask
-    :func:`checkpointed_since` afterwards, and checkpoint itself only if it has to.
-    ``None`` when this trio does not keep the counters.
+    A loop that must checkpoint now and then, but runs user code that usually yields for it,
+    takes a mark before the user code and asks :func:`checkpointed_since` afterwards, and
+    checkpoints itself only if it has to. ``None`` when this trio does not keep the counter.
     """
     if COUNTS_CHECKPOINTS:
-        return task._schedule_points, task._cancel_points
-    return None  # pragma: no cover - a trio without the counters
+        return task._schedule_points
+    return None  # pragma: no cover - a trio without the counter
 
 
-def checkpointed_since(task: trio.lowlevel.Task, marks: tuple[int, int] | None) -> bool:
-    """True if ``task`` passed a schedule point and a cancel point since ``marks`` were taken.
+def checkpointed_since(task: trio.lowlevel.Task, marks: int | None) -> bool:
+    """True if one ``await trio.lowlevel.checkpoint()`` here would change nothing: ``task``
+    passed a schedule point since ``marks`` were taken (other tasks had their turn), and no
+    cancellation is due for it now (the checkpoint would not raise :class:`trio.Cancelled`).
 
-    That is what one ``await trio.lowlevel.checkpoint()`` would have given: other tasks had
-    their turn, and a cancellation already due was delivered. False when the counters are
-    not kept (the caller then checkpoints, as it would without this test).
+    Whether the user code passed a cancel point does not tell the second half: under a
+    shield, or in code that catches ``Cancelled``, trio counts a cancel point that delivered
+    nothing. So the task's cancel status is read at the moment of asking. False when trio
+    keeps neither (the caller then checkpoints, as it would without this test).
     """
     return (
-        marks is not None and task._schedule_points != marks[0] and task._cancel_points != marks[1]
+        marks is not None
+        and task._schedule_points != marks
+        and not task._cancel_status.effectively_cancelled
     )

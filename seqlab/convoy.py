@@ -664,8 +664,9 @@ async def _consume(convoy: Convoy, index: int) -> None:
             if not convoy._closed:
                 convoy._retire(state)
         if ready and not checkpointed_since(task, marks):
-            # Other keys wait and the handler did not checkpoint (a plain function, say):
-            # let everyone else run before taking the next session.
+            # Other keys wait and the handler did not yield (a plain function, say), or a
+            # cancellation is due: let everyone else run, and deliver it, before taking the
+            # next session.
             await trio.lowlevel.checkpoint()
 
 

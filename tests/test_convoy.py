@@ -316,6 +316,51 @@ async def _checkpoint_once(delivery: Delivery) -> None:
     await trio.lowlevel.checkpoint()
 
 
+async def _shielded_sleep(delivery: Delivery) -> None:
+    # "Finish the commit even if cancelled": a schedule point and a cancel point trio counts,
+    # which the convoy's cancellation cannot reach.
+    with trio.CancelScope(shield=True):
+        await trio.sleep(1)
+
+
+async def _swallowing_sleep(delivery: Delivery) -> None:
+    try:
+        await trio.sleep(1)
+    except trio.Cancelled:
+        pass  # wrong, but a handler may do it: the convoy must still stop
+
+
+@pytest.mark.parametrize(
+    "handler", [_shielded_sleep, _swallowing_sleep], ids=["shielded", "swallows-cancelled"]
+)
+def test_a_cancelled_convoy_stops_after_the_session_whatever_the_handler_did(
+    handler: Any,
+) -> None:
+    # One consumer, sessions of one message, three keys; the block is cancelled at t=0.5,
+    # during the first delivery. That delivery finishes (shielded or swallowed) and no other
+    # may start. A consumer that takes the handler's shielded or swallowed cancel point for
+    # its own checkpoint delivers all 12 (the shielded one until t=12).
+    async def main() -> tuple[list[Any], int, float]:
+        started: list[Any] = []
+
+        async def recorded(delivery: Delivery) -> None:
+            started.append(delivery.message)
+            await handler(delivery)
+
+        with trio.move_on_after(0.5):
+            async with open_convoy(recorded, consumers=1, session_batch=1) as convoy:
+                for m in range(4):
+                    for key in "abc":
+                        convoy.send_nowait(key, (key, m))
+        return started, len(convoy.undelivered), trio.current_time()
+
+    with pytest.warns(UndeliveredWarning):
+        started, undelivered, ended = seqlab.run(main, seed=0)
+    assert started == [("a", 0)]
+    assert undelivered == 11
+    assert ended == (1.0 if handler is _shielded_sleep else 0.5)
+
+
 async def _stopped_between_sessions(strategy_name: str) -> None:
     # The handler yields but is never a cancel point (a cancel-shielded yield), so the only
     # cancel point between two deliveries is the consumer's own, between sessions: once the

@@ -135,37 +135,58 @@ def test_one_park_message_parks_the_same_task_again_and_again() -> None:
 
 
 @pytest.mark.parametrize(
-    ("steps", "expected"),
+    ("steps", "cancelled", "expected"),
     [
-        ((), False),
-        (("shielded",), False),  # a schedule point that cannot raise Cancelled
-        (("if_cancelled",), False),  # a cancel point that does not yield
-        (("shielded", "if_cancelled"), True),
-        (("checkpoint",), True),
-        (("sleep",), True),  # parked, then woken: both
+        ((), False, False),
+        (("if_cancelled",), False, False),  # a cancel point that does not yield
+        (("shielded",), False, True),  # yielded, and nothing to deliver
+        (("checkpoint",), False, True),
+        (("sleep",), False, True),  # parked, then woken
+        # Cancelled: whatever the code passed, a checkpoint now would raise, so it is needed.
+        (("shielded",), True, False),
+        (("shield_scope_sleep",), True, False),  # a cancel point under a shield
+        (("swallow_sleep",), True, False),  # a cancel point whose Cancelled was caught
     ],
 )
-def test_checkpointed_since_means_a_full_checkpoint_was_passed(
-    steps: tuple[str, ...], expected: bool
+def test_checkpointed_since_means_a_checkpoint_now_would_change_nothing(
+    steps: tuple[str, ...], cancelled: bool, expected: bool
 ) -> None:
-    # The private counters trio keeps per task: a consumer that skips its own checkpoint
-    # when its handler already took one relies on them. If trio renames them this fails
-    # (the convoy would still be correct, checkpointing every time, only slower).
+    # The private state trio keeps per task (the schedule-point counter and the cancel
+    # status): a consumer that skips its own checkpoint when its handler already yielded
+    # relies on them. If trio renames them this fails (the convoy would still be correct,
+    # checkpointing every time, only slower).
     assert _traps.COUNTS_CHECKPOINTS
+
+    async def shield_scope_sleep() -> None:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(0.001)
+
+    async def swallow_sleep() -> None:
+        try:
+            await trio.sleep(0.001)
+        except trio.Cancelled:
+            pass
+
     kinds = {
         "shielded": trio.lowlevel.cancel_shielded_checkpoint,
         "if_cancelled": trio.lowlevel.checkpoint_if_cancelled,
         "checkpoint": trio.lowlevel.checkpoint,
         "sleep": lambda: trio.sleep(0.001),
+        "shield_scope_sleep": shield_scope_sleep,
+        "swallow_sleep": swallow_sleep,
     }
 
     async def main() -> bool:
         task = trio.lowlevel.current_task()
-        marks = _traps.checkpoint_marks(task)
-        assert marks is not None
-        for step in steps:
-            await kinds[step]()
-        return _traps.checkpointed_since(task, marks)
+        with trio.CancelScope() as scope:
+            if cancelled:
+                scope.cancel()
+            marks = _traps.checkpoint_marks(task)
+            assert marks is not None
+            for step in steps:
+                await kinds[step]()
+            return _traps.checkpointed_since(task, marks)
+        raise AssertionError("unreachable: nothing here raises Cancelled")
 
-    assert trio.run(main) is expected
+    assert trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)) is expected
     assert _traps.checkpointed_since(object(), None) is False  # type: ignore[arg-type]
