@@ -311,6 +311,7 @@ class Barrier:
     ) -> None:
         return None
 
+    @enable_ki_protection
     async def wait(self) -> int:
         """Wait until ``parties`` tasks are waiting, then return this task's arrival index.
 
@@ -319,6 +320,10 @@ class Barrier:
 
         If the task is cancelled before its generation is released, it leaves the barrier
         without breaking it; once released, it always returns its index.
+
+        A Ctrl-C never lands half way: the method runs protected from KeyboardInterrupt (as
+        trio's ``ParkingLot.park`` does), so a task is never left counted but not parked, nor
+        a generation released in part; the interrupt reaches a waiting task where it parks.
 
         Raises:
           BrokenBarrierError: if the barrier is broken, or breaks while this task waits.
@@ -766,6 +771,7 @@ class Phaser:
                     },
                 )
 
+    @enable_ki_protection
     async def arrive_and_wait(self) -> int:
         """Arrive at the current phase and wait for it to end; return the new phase number.
 
@@ -786,6 +792,7 @@ class Phaser:
             return self._phase
         return await self._park()
 
+    @enable_ki_protection
     async def wait_for_advance(self, phase: int) -> int:
         """Wait until phase number ``phase`` has ended; return the current phase number.
 
