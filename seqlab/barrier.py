@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from itertools import count, repeat
+from itertools import chain, count, islice, repeat
 from operator import sub as _sub
 from types import TracebackType
 from typing import Any
@@ -31,7 +31,7 @@ from trio.lowlevel import enable_ki_protection
 from . import _traps
 from ._callables import is_async_callable
 from ._outcomes import Ready, indexes
-from .trace import _RECORDER, Recorder, shape
+from .trace import _RECORDER, Recorder, flat_rows, flush_deferred, shape
 
 __all__ = [
     "Barrier",
@@ -115,6 +115,8 @@ def _leave(
     barrier: Barrier, task: trio.lowlevel.Task, rec: Recorder | None, _: object
 ) -> trio.lowlevel.Abort:
     """A waiting party's abort function: it is cancelled, so it leaves the filling generation."""
+    if barrier._deferred_in is not None:
+        flush_deferred(barrier)  # deferred arrivals' indexes are their places in _waiters
     del barrier._waiters[task]
     # Cancellation may be delivered from outside any task (a deadline expiring), so
     # use the recorder that was active when this task arrived.
@@ -142,11 +144,16 @@ def _leave_traced(
 
 
 def _leave_untraced(
-    waiters: dict[trio.lowlevel.Task, float | None], task: trio.lowlevel.Task, _: object
+    barrier_ref: Callable[[], Barrier | None], task: trio.lowlevel.Task, _: object
 ) -> trio.lowlevel.Abort:
     """An untraced waiting party's abort function (it is kept and reused, see
-    ``Barrier._park_message``: it holds the waiters, not the barrier, so no cycle)."""
-    del waiters[task]
+    ``Barrier._park_message``: it holds the barrier weakly, so no cycle). The parked party
+    holds the barrier, so it is alive."""
+    barrier = barrier_ref()
+    assert barrier is not None
+    if barrier._deferred_in is not None:
+        flush_deferred(barrier)  # traced parties' deferred arrivals come first (see _leave)
+    del barrier._waiters[task]
     return _SUCCEEDED
 
 
@@ -213,8 +220,11 @@ class Barrier:
     """
 
     __slots__ = (
+        "__weakref__",
         "_action",
         "_broken",
+        "_deferred_from",
+        "_deferred_in",
         "_generation",
         "_label",
         "_outcomes",
@@ -257,6 +267,14 @@ class Barrier:
         self._generation = 0
         self._broken = False
         self._reason = ""
+        # Traced arrivals are deferred (Recorder.defer): while this barrier is the pending
+        # owner of the recorder a party arrives with, the arrival's event is only its entry
+        # in _waiters (its time is kept there anyway), and the arrivals from place
+        # _deferred_from on are staged in one call when the trace needs them: at the
+        # release, usually. An arrival's index is its place in _waiters, so anything that
+        # takes a waiter out flushes them first. _deferred_in is the recorder (weakly).
+        self._deferred_in: Any = None
+        self._deferred_from = 0
 
     def __repr__(self) -> str:
         state = "broken" if self._broken else f"{len(self._waiters)} of {self._parties} arrived"
@@ -337,6 +355,8 @@ class Barrier:
         if len(waiters) + 1 == self._parties:
             if rec is not None:
                 self._record_last_arrival(rec)
+            elif self._deferred_in is not None:
+                flush_deferred(self)  # the release empties _waiters
             if self._action is not None:
                 self._run_action(rec)
             # Release: each waiter wakes up with its index, in arrival order.
@@ -356,9 +376,14 @@ class Barrier:
             message = self._parked.get(task) or self._park_message(task)
             index: int = await _park(message)
             return index
-        index = len(waiters)
-        waiters[task] = t = rec.clock()
-        rec.add(t, task, self._label, _ARRIVE, self._generation, index, index + 1, self._parties)
+        if rec._pending is self or self._defer_arrivals(rec):
+            waiters[task] = rec.clock()  # the arrival's event, deferred (see __init__)
+        else:
+            index = len(waiters)
+            waiters[task] = t = rec.clock()
+            rec.add(
+                t, task, self._label, _ARRIVE, self._generation, index, index + 1, self._parties
+            )
         parked = self._parked_traced.get(id(task))
         if parked is None or parked[0]() is not task or parked[1] is not rec._weak:
             parked = self._traced_park_message(task, rec)
@@ -378,8 +403,38 @@ class Barrier:
         parked = self._parked
         if len(parked) >= 2 * self._parties:
             parked = self._parked = {t: parked[t] for t in self._waiters if t in parked}
-        message = parked[task] = _park_message(partial(_leave_untraced, self._waiters, task))
+        message = parked[task] = _park_message(partial(_leave_untraced, weakref.ref(self), task))
         return message
+
+    def _defer_arrivals(self, rec: Recorder) -> bool:
+        """Become ``rec``'s pending owner, deferring the arrivals from the next one on (see
+        ``__init__``); False if ``rec`` records every event at once."""
+        if rec.defer(self):
+            self._deferred_from = len(self._waiters)
+            return True
+        return False
+
+    def _stage_deferred(self, rec: Recorder) -> None:
+        """Stage the deferred arrivals (``Recorder.defer`` calls this): one event per entry
+        of ``_waiters`` from ``_deferred_from`` on, its time the entry's value and its index
+        its place. An entry without a time arrived untraced: it records nothing."""
+        waiters, start = self._waiters, self._deferred_from
+        n = len(waiters) - start
+        if n <= 0:
+            return
+        generation, parties, label = self._generation, self._parties, self._label
+        if start:
+            tasks: Any = list(islice(waiters, start, None))
+            times: Any = list(islice(waiters.values(), start, None))
+        else:
+            tasks, times = waiters, waiters.values()
+        if all(times):  # (a time of exactly 0.0 merely takes the careful path)
+            columns = (repeat(generation), count(start), count(start + 1), repeat(parties))
+            rec._stage(times, tasks, label, _ARRIVE, flat_rows(n, columns))
+            return
+        for index, (task, t) in enumerate(zip(tasks, times, strict=True), start):
+            if t is not None:
+                rec.add(t, task, label, _ARRIVE, generation, index, index + 1, parties)
 
     def _traced_park_message(self, task: trio.lowlevel.Task, rec: Recorder) -> tuple[Any, ...]:
         """:meth:`_park_message` for a party that arrived while ``rec`` recorded: its abort
@@ -402,7 +457,17 @@ class Barrier:
     def _record_last_arrival(self, rec: Recorder) -> None:
         parties = self._parties
         task, generation = _current_task(), self._generation
-        rec.add(rec.clock(), task, self._label, _ARRIVE, generation, parties - 1, parties, parties)
+        t = rec.clock()
+        if rec._pending is self:
+            # Staged with the deferred arrivals, in the same call.
+            waiters = self._waiters
+            waiters[task] = t
+            rec._flush()
+            del waiters[task]
+            return
+        if self._deferred_in is not None:
+            flush_deferred(self)  # pending in another recorder: the release empties _waiters
+        rec.add(t, task, self._label, _ARRIVE, generation, parties - 1, parties, parties)
 
     def _run_action(self, rec: Recorder | None) -> None:
         assert self._action is not None
@@ -446,14 +511,17 @@ class Barrier:
                     rec.add(now, task, label, _RELEASE_UNTIMED, generation, index, by)
                 else:
                     rec.add(now, task, label, _RELEASE, generation, index, now - arrived, by)
+            rec.add(now, me, label, _RELEASE, generation, self._parties - 1, 0.0, by)
         else:
-            # One event per waiter, all in one call: no Python code runs per waiter.
-            waited = map(_sub, repeat(now), waiters.values())
+            # One event per party, the last arriver's (it waited 0.0) included, all in one
+            # call: no Python code runs per waiter.
+            tasks = list(waiters)
+            tasks.append(me)
+            waited = chain(map(_sub, repeat(now), waiters.values()), (0.0,))
             rec.add_many(
-                now, waiters, label, _RELEASE, repeat(generation), count(), waited, repeat(by)
+                now, tasks, label, _RELEASE, repeat(generation), count(), waited, repeat(by)
             )
         list(map(_reschedule, waiters, outcomes))
-        rec.add(now, me, label, _RELEASE, generation, self._parties - 1, 0.0, by)
 
     def _broken_message(self) -> str:
         return f"{self._label} is broken ({self._reason}); call reset() to make it usable again"
@@ -473,6 +541,8 @@ class Barrier:
             )
 
     def _throw_out_waiters(self, message: str) -> int:
+        if self._deferred_in is not None:
+            flush_deferred(self)
         waiters = list(self._waiters)
         self._waiters.clear()
         for task in waiters:

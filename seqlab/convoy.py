@@ -27,7 +27,7 @@ from trio.lowlevel import enable_ki_protection
 
 from ._callables import is_async_callable
 from ._traps import checkpoint_marks, checkpointed_since
-from .trace import _RECORDER, clock_reader, shape
+from .trace import _RECORDER, DeferredRun, clock_reader, shape
 
 __all__ = [
     "Convoy",
@@ -277,6 +277,10 @@ class Convoy:
         # number of messages sent (counted per key, not per send).
         self._idle_sent = 0
         self._now: Callable[[], float] = trio.current_time  # cheaper reader once running
+        # The traced sends and the consumers' lock, deliver, done and unlock events, deferred
+        # while nothing else is recorded (see trace.DeferredRun): one list append per event
+        # instead of a call into the recorder.
+        self._run = DeferredRun(4)
         self._ready: deque[_Key] = deque()
         self._idle_consumers = trio.lowlevel.ParkingLot()
         self._drained = trio.lowlevel.ParkingLot()
@@ -352,7 +356,10 @@ class Convoy:
         self._unsettled += 1
         rec = _RECORDER.get()
         if rec is not None:
-            rec.add(now, trio.lowlevel.current_task(), self._label, _SEND, key, sequence)
+            run = self._run
+            (run.push if rec._pending is run else run.into(rec))(
+                (now, trio.lowlevel.current_task(), self._label, _SEND, key, sequence, None, None)
+            )
         if state.state == _IDLE:
             state.state = _READY
             self._ready.append(state)
@@ -552,6 +559,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
     rec = _RECORDER.get()
     task = trio.lowlevel.current_task()
     now = convoy._now
+    run = convoy._run
     while True:
         if not ready:
             await convoy._wait_for_work()
@@ -566,7 +574,9 @@ async def _consume(convoy: Convoy, index: int) -> None:
         attempt = state.attempts + 1
         marks = checkpoint_marks(task)
         if rec is not None:
-            rec.add(now(), task, label, _LOCK, key, index)
+            (run.push if rec._pending is run else run.into(rec))(
+                (now(), task, label, _LOCK, key, index, None, None)
+            )
         end = len(backlog)
         for _ in range(batch):  # one turn per delivery, retries included
             if head == end:
@@ -580,7 +590,9 @@ async def _consume(convoy: Convoy, index: int) -> None:
                     convoy._max_wait = waited
             delivery = _new_delivery((key, message, attempt, sequence))
             if rec is not None:
-                rec.add(now(), task, label, _DELIVER, key, sequence, attempt, index)
+                (run.push if rec._pending is run else run.into(rec))(
+                    (now(), task, label, _DELIVER, key, sequence, attempt, index)
+                )
             try:
                 if plain:
                     await handler(delivery)  # type: ignore[misc]
@@ -596,7 +608,9 @@ async def _consume(convoy: Convoy, index: int) -> None:
                         f"lock_timeout={timeout}s and was cancelled"
                     )
                     if rec is not None:
-                        rec.add(now(), task, label, _LOCK_LOST, key, sequence, attempt, index)
+                        (run.push if rec._pending is run else run.into(rec))(
+                            (now(), task, label, _LOCK_LOST, key, sequence, attempt, index)
+                        )
                 if attempt < max_attempts:
                     state.attempts = attempt
                     attempt += 1
@@ -635,7 +649,9 @@ async def _consume(convoy: Convoy, index: int) -> None:
                     )
             else:
                 if rec is not None:
-                    rec.add(now(), task, label, _DONE, key, sequence, attempt, index)
+                    (run.push if rec._pending is run else run.into(rec))(
+                        (now(), task, label, _DONE, key, sequence, attempt, index)
+                    )
             # Settle the oldest message (delivered or dead-lettered): the one place it is done.
             if attempt != 1:
                 state.attempts = 0
@@ -646,7 +662,9 @@ async def _consume(convoy: Convoy, index: int) -> None:
             if state.join_lot:
                 state.join_lot.unpark_all()
         if rec is not None:
-            rec.add(now(), task, label, _UNLOCK, key, index)
+            (run.push if rec._pending is run else run.into(rec))(
+                (now(), task, label, _UNLOCK, key, index, None, None)
+            )
         if sequence != first:
             unsettled = convoy._unsettled - (sequence - first)
             convoy._unsettled = unsettled

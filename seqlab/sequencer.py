@@ -36,7 +36,7 @@ import trio
 from trio.lowlevel import enable_ki_protection
 
 from ._traps import cancel_shielded_checkpoint as _yield_turn
-from .trace import _RECORDER, Recorder, clock_reader, shape
+from .trace import _RECORDER, DeferredRun, Recorder, clock_reader, shape
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
@@ -334,6 +334,7 @@ async def _work(d: Dispatcher) -> None:
     busy = d._busy
     interrupted = d._interrupted
     now = d._now
+    run = d._run
     # A schedule point, not a cancel point: cancellation reaches a worker inside an async task
     # or while it waits for work, and whoever cancels a dispatcher or sequencer empties its
     # queue first, so a worker never needs to notice cancellation between two tasks. (The
@@ -389,7 +390,9 @@ async def _work(d: Dispatcher) -> None:
                         owner._max_delay = delay
                     rec = ticket._rec
                     if rec is not None:
-                        rec.add(start, me, owner._label, _START, ticket.number, delay)
+                        (run.push if rec._pending is run else run.into(rec))(
+                            (start, me, owner._label, _START, ticket.number, delay)
+                        )
                     try:
                         value = ticket._fn_or_result(*ticket._args)  # type: ignore[misc]
                         if type(value) is CoroutineType:
@@ -409,8 +412,8 @@ async def _work(d: Dispatcher) -> None:
                             # _settle's common case, inlined: this is the hot path.
                             if rec is not None:
                                 end = now()
-                                rec.add(
-                                    end, me, seq._label, _DONE_EVENT, ticket.number, end - start
+                                (run.push if rec._pending is run else run.into(rec))(
+                                    (end, me, seq._label, _DONE_EVENT, ticket.number, end - start)
                                 )
                             ticket._state = _DONE
                             ticket._fn_or_result = value
@@ -666,7 +669,10 @@ class Sequencer:
             if d._idle:
                 d._wake_one()
         if rec is not None:
-            rec.add(queued_at, _current_task(), self._label, _SUBMIT, number, len(queue))
+            run = d._run
+            (run.push if rec._pending is run else run.into(rec))(
+                (queued_at, _current_task(), self._label, _SUBMIT, number, len(queue))
+            )
         return ticket
 
     @enable_ki_protection
@@ -916,6 +922,10 @@ class Dispatcher:
         self._name = name
         self._label = label
         self._now: Callable[[], float] = clock_reader()
+        # The traced submissions (submit_nowait), starts and completions of this dispatcher's
+        # tasks, deferred while nothing else is recorded (see trace.DeferredRun): one list
+        # append per event instead of a call into the recorder.
+        self._run = DeferredRun(2)
         self._ready: deque[Sequencer] = deque()
         self._jobs: deque[Ticket[Any]] = deque()
         self._idle: deque[trio.lowlevel.Task] = deque()

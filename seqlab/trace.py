@@ -22,7 +22,7 @@ from array import array
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
-from itertools import accumulate, islice, repeat
+from itertools import accumulate, chain, compress, islice, repeat
 from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, NamedTuple, overload
@@ -281,6 +281,14 @@ class Recorder:
             self._lifecycle if waits is True else _LifecycleInstrument(self, waits=False)
         )
         self._lifecycle_users = 0
+        # Deferred events (see defer()): the one owner whose events are not staged yet, or
+        # None; and the same owner in a list, which the recording closures test (a list is
+        # the cheapest thing a closure can test for "anything pending?").
+        self._pending: Any = None
+        self._deferred: list[Any] = []
+        # Whether owners may defer: not when every event must be checked (strict) or seen
+        # (listeners) as it happens. _install() keeps it up to date.
+        self._defers = not strict
 
     @property
     def events(self) -> TraceEvents:
@@ -289,6 +297,8 @@ class Recorder:
         return self._view
 
     def __len__(self) -> int:
+        if self._deferred:
+            self._flush()
         return len(self._tasks) + len(self._raw) // _FIELDS
 
     def __iter__(self) -> Iterator[TraceEvent]:
@@ -296,7 +306,10 @@ class Recorder:
 
     def _pack(self) -> None:
         """Move the staged events into the columns (see ``__init__``): a few slices and
-        copies per batch, and Python code only for a task seen for the first time."""
+        copies per batch, and Python code only for a task seen for the first time.
+        Whatever reads the trace comes through here, so deferred events are staged first."""
+        if self._deferred:
+            self._flush()
         raw = self._raw
         if not raw:
             return
@@ -399,6 +412,10 @@ class Recorder:
         return self._new_label(task, task_label(task))
 
     def _new_label(self, task: trio.lowlevel.Task, base: str) -> str:
+        # Tasks are numbered ("#2") in the order they first appear in the trace, so events
+        # still deferred must take their labels first.
+        if self._deferred:
+            self._flush()
         count = self._label_counts.get(base, 0) + 1
         self._label_counts[base] = count
         label = base if count == 1 else f"{base}#{count}"
@@ -429,11 +446,15 @@ class Recorder:
 
     def _install(self) -> None:
         """Put the recording functions for this clock, strictness and listeners in place."""
+        # A listener must see each event as it happens: nothing stays deferred from here on.
+        self._flush()
+        self._defers = not (self.strict or self._listeners)
         if self._t0 is None:
             return  # not started: the first record() starts it
-        add, add_many, record, record_fields, record_many = self._recorder_functions()
+        add, add_many, record, record_fields, record_many, stage = self._recorder_functions()
         self.add = add  # type: ignore[method-assign]
         self.add_many = add_many  # type: ignore[method-assign]
+        self._stage = stage  # type: ignore[method-assign]
         self.record = record  # type: ignore[method-assign, assignment]
         self.record_fields = record_fields  # type: ignore[method-assign, assignment]
         self.record_many = record_many  # type: ignore[method-assign, assignment]
@@ -517,6 +538,65 @@ class Recorder:
         self._start()
         return self.record_many(tasks, primitive, kind, keys, rows)
 
+    def _stage(
+        self,
+        times: Iterable[float],
+        tasks: Collection[trio.lowlevel.Task],
+        primitives: str | Iterable[str],
+        shapes: Shape | Iterable[Shape],
+        values: list[Any],
+    ) -> None:
+        """Stage deferred events, one per task, column-wise: each its own time, the
+        ``primitives`` and ``shapes`` shared (a str, a Shape) or one per event, and their
+        ``values`` flat, in order. Owners flushing their deferred events call this (see
+        :meth:`defer`); :meth:`_start` replaces it by a closure."""
+        self._start()
+        self._stage(times, tasks, primitives, shapes, values)
+
+    def defer(self, owner: Any) -> bool:
+        """Let ``owner`` keep the events it records here, and stage them later in one call.
+
+        Recording an event costs a call into the recorder; a primitive that records one or
+        more events per operation pays that per operation. But a primitive often keeps the
+        facts of an event anyway (a barrier keeps each waiter's arrival time until the
+        release), or can append them to a list of its own far more cheaply than a call. So
+        an owner may *defer*: while it is this recorder's pending owner (``rec._pending is
+        owner``), it records by keeping the facts, and stages them all at once when asked.
+
+        The trace stays exactly what it would have been, because an owner defers only while
+        nothing else is staged: every other staging call (``add``, ``add_many``, ``record``,
+        the runtime's and the task instrument's events), every read of the trace (``events``,
+        ``len``, the text, JSON and Perfetto forms), a new task label (labels are numbered in
+        order of first appearance), ``subscribe`` and the end of ``recording()`` first calls
+        ``owner._stage_deferred(rec)``, which stages the deferred events where they belong
+        in the order. At most one owner is pending; another one's ``defer`` flushes it.
+
+        ``owner`` has a ``_deferred_in`` attribute (the recorder, weakly, where it has events
+        pending, or None: an owner recording into two recorders flushes one before deferring
+        into the other) and a ``_stage_deferred(rec)`` method. Returns False, and defers
+        nothing, when this recorder must see each event as it happens (``strict=True``, or a
+        listener): the owner then records the event at once.
+        """
+        flush_deferred(owner)
+        if not self._defers:
+            return False
+        if self._pending is not None:
+            self._flush()
+        self._pending = owner
+        self._deferred.append(owner)
+        owner._deferred_in = self._weak
+        return True
+
+    def _flush(self) -> None:
+        """Stage the pending owner's deferred events (see :meth:`defer`), if any."""
+        owner = self._pending
+        if owner is None:
+            return
+        self._pending = None
+        self._deferred.clear()
+        owner._deferred_in = None
+        owner._stage_deferred(self)
+
     def _adhoc_shape(self, kind: str, keys: tuple[str, ...]) -> Shape:
         """The shape of events of ``kind`` with data ``keys`` recorded through record()."""
         made = self._adhoc.get((kind, keys))
@@ -537,12 +617,15 @@ class Recorder:
             [Iterable[trio.lowlevel.Task], str, str, tuple[str, ...], list[tuple[Any, ...]]],
             float,
         ],
+        Callable[..., None],
     ]:
         now, raw = self._now, self._raw
+        deferred, flush = self._deferred, self._flush
         extend, pack = raw.extend, self._pack
         staged = self._raw_values
         values_extend = staged.extend
         listeners, labels, first_label = self._listeners, self._labels, self._first_label
+        label = self.label
         batch = _BATCH
         adhoc, adhoc_shape = self._adhoc, self._adhoc_shape
         strict = self.strict
@@ -554,6 +637,8 @@ class Recorder:
         def add(
             t: float, task: trio.lowlevel.Task, primitive: str, shape: Shape, /, *values: Any
         ) -> None:
+            if deferred:  # someone's deferred events come first (see defer())
+                flush()
             try:
                 size = shape.size
             except AttributeError:
@@ -587,24 +672,23 @@ class Recorder:
             /,
             *columns: Iterable[Any],
         ) -> None:
+            if deferred:
+                flush()
             if not isinstance(shape, Shape) or len(columns) != shape.size or strict:
                 _check_add(primitive, shape, columns)
             n = len(tasks)
             names = list(map(labels.get, tasks))
             if not all(names):  # (cheaper than `None in names`, which compares every one)
                 names = [name or first_label(task) for name, task in zip(names, tasks, strict=True)]
-            # The rows are laid out with list repetition and extended-slice assignment: C
-            # loops that allocate no tuple per event.
+            try:
+                values = flat_rows(n, columns)
+            except _ShortColumn as short:
+                k = short.args[0]
+                raise ValueError(
+                    f"add_many: {n} tasks, but the {shape.keys[k]!r} column of "
+                    f"{shape.kind} is shorter"
+                ) from None
             width = len(columns)
-            values: list[Any] = [None] * (n * width)
-            for k, column in enumerate(columns):
-                try:
-                    values[k::width] = islice(column, n)
-                except ValueError:
-                    raise ValueError(
-                        f"add_many: {n} tasks, but the {shape.keys[k]!r} column of "
-                        f"{shape.kind} is shorter"
-                    ) from None
             before = len(staged)
             values_extend(values)
             fields = [t, None, primitive, shape] * n
@@ -623,6 +707,8 @@ class Recorder:
         ) -> float:
             # add()'s staging, repeated rather than called: emit() goes through here, and
             # the second call cost about 0.27 us an event (the bench's "events recorded" row).
+            if deferred:
+                flush()
             keys = tuple(data)
             made = adhoc.get((kind, keys)) or adhoc_shape(kind, keys)
             if strict:
@@ -670,7 +756,34 @@ class Recorder:
             add_many(t, tasks, primitive, made, *columns)
             return t
 
-        return add, add_many, record, record_fields, record_many
+        def stage(
+            times: Iterable[float],
+            tasks: Collection[trio.lowlevel.Task],
+            primitives: str | Iterable[str],
+            shapes: Shape | Iterable[Shape],
+            values: list[Any],
+        ) -> None:
+            # Deferred events, laid out as add_many lays out its rows. Only recorders that
+            # defer get here, so there is nothing to check or notify.
+            n = len(tasks)
+            names = list(map(labels.get, tasks))
+            if not all(names):  # a task seen for the first time, maybe on several events
+                names = [name or label(task) for name, task in zip(names, tasks, strict=True)]
+            fields: list[Any]
+            if type(primitives) is str and type(shapes) is Shape:
+                fields = [None, None, primitives, shapes] * n
+            else:
+                fields = [None] * (n * _FIELDS)
+                fields[2::_FIELDS] = [primitives] * n if type(primitives) is str else primitives
+                fields[3::_FIELDS] = [shapes] * n if type(shapes) is Shape else shapes
+            fields[0::_FIELDS] = times
+            fields[1::_FIELDS] = names
+            values_extend(values)
+            extend(fields)
+            if len(raw) >= _BATCH:
+                pack()
+
+        return add, add_many, record, record_fields, record_many, stage
 
     def _notify_added(
         self,
@@ -878,6 +991,95 @@ class _LifecycleInstrument(trio.abc.Instrument):
         blocked[task] = (t, on)
 
 
+class _ShortColumn(ValueError):
+    """flat_rows(): column ``args[0]`` ran out before ``n`` rows."""
+
+
+def flat_rows(n: int, columns: Sequence[Iterable[Any]]) -> list[Any]:
+    """The values of ``n`` events, event after event, from one iterable per key.
+
+    Laid out with list repetition and extended-slice assignment: C loops that allocate no
+    tuple per event (``itertools.repeat`` for a value the events share, ``count()`` for an
+    index).
+    """
+    width = len(columns)
+    values: list[Any] = [None] * (n * width)
+    for k, column in enumerate(columns):
+        try:
+            values[k::width] = islice(column, n)
+        except ValueError:
+            raise _ShortColumn(k) from None
+    return values
+
+
+def flush_deferred(owner: Any) -> None:
+    """Stage ``owner``'s deferred events now, wherever they are pending (see
+    :meth:`Recorder.defer`). An owner calls it before it changes the facts its deferred
+    events are made from (a barrier before a waiter leaves)."""
+    ref = owner._deferred_in
+    if ref is not None:
+        rec = ref()
+        if rec is not None and rec._pending is owner:
+            rec._flush()
+        owner._deferred_in = None
+
+
+class DeferredRun:
+    """Events an owner defers by appending them to a list: the shared form of
+    :meth:`Recorder.defer` for primitives that do not keep the facts of their events anyway.
+
+    An event is a row ``(t, task, primitive, shape, *values)``, padded with ``None`` to
+    ``width`` values: one list, one ``extend`` per event, instead of a call into the
+    recorder. A primitive makes one run (a convoy for all its consumers, a dispatcher for
+    its sequencers and workers), so that its events, whichever task records them, go on
+    one run for as long as nothing else is recorded. The hot path is::
+
+        (run.push if rec._pending is run else run.into(rec))((t, task, label, SHAPE, a, b))
+
+    ``into(rec)`` makes the run ``rec``'s pending owner (or, for a recorder that must see
+    every event at once, returns a function that records it at once).
+    """
+
+    __slots__ = ("_deferred_in", "_rows", "_width", "push")
+
+    def __init__(self, width: int) -> None:
+        self._width = width
+        self._rows: list[Any] = []
+        self._deferred_in: Any = None
+        #: Append one event's row (a tuple): what the hot path calls while the run is pending.
+        self.push: Callable[[tuple[Any, ...]], None] = self._rows.extend
+
+    def into(self, rec: Recorder) -> Callable[[tuple[Any, ...]], None]:
+        """How to record an event in ``rec`` when the run is not its pending owner."""
+        if rec.defer(self):
+            return self.push
+        return partial(_add_row, rec)
+
+    def _stage_deferred(self, rec: Recorder) -> None:
+        rows = self._rows
+        width = self._width
+        step = _FIELDS + width
+        n = len(rows) // step
+        if not n:
+            return
+        shapes = rows[3::step]
+        values: list[Any] = [None] * (n * width)
+        for k in range(width):
+            values[k::width] = rows[_FIELDS + k :: step]
+        if min(map(_SHAPE_SIZE, shapes)) < width:  # drop the padding
+            masks = [(True,) * size + (False,) * (width - size) for size in range(width + 1)]
+            keep = chain.from_iterable(map(masks.__getitem__, map(_SHAPE_SIZE, shapes)))
+            values = list(compress(values, keep))
+        times, tasks, primitives = rows[0::step], rows[1::step], rows[2::step]
+        rows.clear()
+        rec._stage(times, tasks, primitives, shapes, values)
+
+
+def _add_row(rec: Recorder, row: tuple[Any, ...]) -> None:
+    """Record a :class:`DeferredRun` row at once (its padding dropped)."""
+    rec.add(*row[: _FIELDS + row[3].size])
+
+
 def _check_add(primitive: str, shape: Shape, values: tuple[Any, ...]) -> None:
     """What a strict recorder checks per event, and every recorder when the values do not
     match the shape: raise a clear error, before anything is recorded."""
@@ -950,6 +1152,7 @@ def recording(recorder: Recorder) -> Iterator[Recorder]:
     try:
         yield recorder
     finally:
+        recorder._flush()  # events deferred in this block are staged before it ends
         recorder._lifecycle_users -= 1
         if installed is not None:
             trio.lowlevel.remove_instrument(installed)
