@@ -544,12 +544,14 @@ class Recorder:
         tasks: Collection[trio.lowlevel.Task],
         primitives: str | Iterable[str],
         shapes: Shape | Iterable[Shape],
-        values: list[Any],
+        values: Iterable[Any],
     ) -> None:
-        """Stage deferred events, one per task, column-wise: each its own time, the
+        """Record many events at once, one per task, column-wise: each its own time, the
         ``primitives`` and ``shapes`` shared (a str, a Shape) or one per event, and their
-        ``values`` flat, in order. Owners flushing their deferred events call this (see
-        :meth:`defer`); :meth:`_start` replaces it by a closure."""
+        ``values`` flat, in order. They go straight into the columns (no staging lists), with
+        no check and no listener called: :meth:`add_many` (which checks and notifies itself)
+        and owners flushing their deferred events (see :meth:`defer`) call this.
+        :meth:`_start` replaces it by a closure."""
         self._start()
         self._stage(times, tasks, primitives, shapes, values)
 
@@ -621,6 +623,9 @@ class Recorder:
     ]:
         now, raw = self._now, self._raw
         deferred, flush = self._deferred, self._flush
+        times_extend, tasks_extend = self._times.extend, self._tasks.extend
+        primitives_extend, shapes_extend = self._primitives.extend, self._shapes.extend
+        packed_values_extend = self._values.extend
         extend, pack = raw.extend, self._pack
         staged = self._raw_values
         values_extend = staged.extend
@@ -677,9 +682,6 @@ class Recorder:
             if not isinstance(shape, Shape) or len(columns) != shape.size or strict:
                 _check_add(primitive, shape, columns)
             n = len(tasks)
-            names = list(map(labels.get, tasks))
-            if not all(names):  # (cheaper than `None in names`, which compares every one)
-                names = [name or first_label(task) for name, task in zip(names, tasks, strict=True)]
             try:
                 values = flat_rows(n, columns)
             except _ShortColumn as short:
@@ -688,18 +690,11 @@ class Recorder:
                     f"add_many: {n} tasks, but the {shape.keys[k]!r} column of "
                     f"{shape.kind} is shorter"
                 ) from None
-            width = len(columns)
-            before = len(staged)
-            values_extend(values)
-            fields = [t, None, primitive, shape] * n
-            fields[1::_FIELDS] = names
-            extend(fields)
-            flat = staged[before:] if listeners else None
-            if len(raw) >= _BATCH:
-                pack()
-            if flat is not None:
+            stage(repeat(t, n), tasks, primitive, shape, values)
+            if listeners:
+                width = len(columns)
                 for i, task in enumerate(tasks):
-                    row = flat[i * width : (i + 1) * width]
+                    row = values[i * width : (i + 1) * width]
                     self._notify_added(t, task, primitive, shape, row)
 
         def record(
@@ -761,27 +756,23 @@ class Recorder:
             tasks: Collection[trio.lowlevel.Task],
             primitives: str | Iterable[str],
             shapes: Shape | Iterable[Shape],
-            values: list[Any],
+            values: Iterable[Any],
         ) -> None:
-            # Deferred events, laid out as add_many lays out its rows. Only recorders that
-            # defer get here, so there is nothing to check or notify.
-            n = len(tasks)
-            names = list(map(labels.get, tasks))
-            if not all(names):  # a task seen for the first time, maybe on several events
-                names = [name or label(task) for name, task in zip(names, tasks, strict=True)]
-            fields: list[Any]
-            if type(primitives) is str and type(shapes) is Shape:
-                fields = [None, None, primitives, shapes] * n
-            else:
-                fields = [None] * (n * _FIELDS)
-                fields[2::_FIELDS] = [primitives] * n if type(primitives) is str else primitives
-                fields[3::_FIELDS] = [shapes] * n if type(shapes) is Shape else shapes
-            fields[0::_FIELDS] = times
-            fields[1::_FIELDS] = names
-            values_extend(values)
-            extend(fields)
-            if len(raw) >= _BATCH:
+            # Many events at once (add_many's, and deferred ones) go straight into the
+            # columns, after the staged events: one extend per column, no staging lists.
+            # It neither checks nor notifies: add_many does, and deferring recorders need not.
+            if raw:
                 pack()
+            n = len(tasks)
+            names: list[Any] = list(map(labels.get, tasks))
+            if not all(names):  # (cheaper than `None in names`, which compares every one)
+                # A task seen for the first time, maybe on several of these events.
+                names = [name or label(task) for name, task in zip(names, tasks, strict=True)]
+            times_extend(times)
+            tasks_extend(names)
+            primitives_extend(repeat(primitives, n) if isinstance(primitives, str) else primitives)
+            shapes_extend(repeat(shapes, n) if isinstance(shapes, Shape) else shapes)
+            packed_values_extend(values)
 
         return add, add_many, record, record_fields, record_many, stage
 
@@ -1040,10 +1031,12 @@ class DeferredRun:
     every event at once, returns a function that records it at once).
     """
 
-    __slots__ = ("_deferred_in", "_rows", "_width", "push")
+    __slots__ = ("_deferred_in", "_masks", "_rows", "_width", "push")
 
     def __init__(self, width: int) -> None:
         self._width = width
+        # Per number of values: which of a row's ``width`` values are not padding.
+        self._masks = [(True,) * size + (False,) * (width - size) for size in range(width + 1)]
         self._rows: list[Any] = []
         self._deferred_in: Any = None
         #: Append one event's row (a tuple): what the hot path calls while the run is pending.
@@ -1063,16 +1056,16 @@ class DeferredRun:
         if not n:
             return
         shapes = rows[3::step]
-        values: list[Any] = [None] * (n * width)
+        # The values, row after row (slices, C loops), less the padding of rows that have
+        # fewer (picked out by a mask).
+        values: Iterable[Any] = [None] * (n * width)
         for k in range(width):
-            values[k::width] = rows[_FIELDS + k :: step]
-        if min(map(_SHAPE_SIZE, shapes)) < width:  # drop the padding
-            masks = [(True,) * size + (False,) * (width - size) for size in range(width + 1)]
-            keep = chain.from_iterable(map(masks.__getitem__, map(_SHAPE_SIZE, shapes)))
-            values = list(compress(values, keep))
-        times, tasks, primitives = rows[0::step], rows[1::step], rows[2::step]
+            values[k::width] = rows[_FIELDS + k :: step]  # type: ignore[index]
+        sizes = list(map(_SHAPE_SIZE, shapes))
+        if sizes.count(width) != n:  # (compared by identity first: small ints)
+            values = compress(values, chain.from_iterable(map(self._masks.__getitem__, sizes)))
+        rec._stage(rows[0::step], rows[1::step], rows[2::step], shapes, values)
         rows.clear()
-        rec._stage(times, tasks, primitives, shapes, values)
 
 
 def _add_row(rec: Recorder, row: tuple[Any, ...]) -> None:
