@@ -27,7 +27,7 @@ from trio.lowlevel import enable_ki_protection
 
 from ._callables import is_async_callable
 from ._traps import checkpoint_marks, checkpointed_since
-from .trace import _RECORDER, DeferredRun, clock_reader, shape
+from .trace import _RECORDER, DeferredRun, clock_reader, row_shape, shape
 
 __all__ = [
     "Convoy",
@@ -128,6 +128,10 @@ _DELIVERY = ("key", "sequence", "attempt", "consumer")
 _DELIVER = shape("Convoy", "deliver", _DELIVERY)
 _DONE = shape("Convoy", "done", _DELIVERY)
 _LOCK_LOST = shape("Convoy", "lock_lost", _DELIVERY)
+# The two-value events as rows of the convoy's DeferredRun (four values, two of padding).
+_SEND_ROW = row_shape(_SEND, 4)
+_LOCK_ROW = row_shape(_LOCK, 4)
+_UNLOCK_ROW = row_shape(_UNLOCK, 4)
 
 
 _new_delivery = partial(tuple.__new__, Delivery)  # Delivery(*fields), without the Python frame
@@ -356,9 +360,9 @@ class Convoy:
         self._unsettled += 1
         rec = _RECORDER.get()
         if rec is not None:
-            run = self._run
+            run, me = self._run, trio.lowlevel.current_task()
             (run.push if rec._pending is run else run.into(rec))(
-                (now, trio.lowlevel.current_task(), self._label, _SEND, key, sequence, None, None)
+                (now, me, self._label, _SEND_ROW, key, sequence, None, None)
             )
         if state.state == _IDLE:
             state.state = _READY
@@ -575,7 +579,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
         marks = checkpoint_marks(task)
         if rec is not None:
             (run.push if rec._pending is run else run.into(rec))(
-                (now(), task, label, _LOCK, key, index, None, None)
+                (now(), task, label, _LOCK_ROW, key, index, None, None)
             )
         end = len(backlog)
         for _ in range(batch):  # one turn per delivery, retries included
@@ -663,7 +667,7 @@ async def _consume(convoy: Convoy, index: int) -> None:
                 state.join_lot.unpark_all()
         if rec is not None:
             (run.push if rec._pending is run else run.into(rec))(
-                (now(), task, label, _UNLOCK, key, index, None, None)
+                (now(), task, label, _UNLOCK_ROW, key, index, None, None)
             )
         if sequence != first:
             unsettled = convoy._unsettled - (sequence - first)

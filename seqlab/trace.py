@@ -22,7 +22,7 @@ from array import array
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
-from itertools import accumulate, chain, compress, islice, repeat
+from itertools import accumulate, islice, repeat
 from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, NamedTuple, overload
@@ -82,7 +82,9 @@ class Shape(NamedTuple):
     family: str | None
     kind: str
     keys: tuple[str, ...]
-    size: int  # len(keys): how many values an event of this shape carries
+    # How many values an event of this shape carries: len(keys), or more for the shape of a
+    # DeferredRun row (see DeferredRun.row_shape), whose last values are padding.
+    size: int
 
 
 def shape(family: str, kind: str, keys: tuple[str, ...] = ()) -> Shape:
@@ -367,11 +369,10 @@ class Recorder:
                 made = shapes[i]
                 keys = made.keys
                 if keys:
-                    width = len(keys)
-                    data = dict(zip(keys, values[offset : offset + width], strict=True))
-                    offset += width
+                    data = dict(zip(keys, values[offset : offset + len(keys)], strict=True))
                 else:
                     data = {}
+                offset += made.size  # (a padded shape's values end with padding)
                 yield TraceEvent(times[i] - t0, tasks[i], primitives[i], made.kind, data)
                 index = i + 1
             self._pack()
@@ -1015,28 +1016,36 @@ def flush_deferred(owner: Any) -> None:
         owner._deferred_in = None
 
 
+def row_shape(declared: Shape, width: int) -> Shape:
+    """The shape to push ``declared`` events with on a :class:`DeferredRun` of ``width``
+    values (made once, at import): the same kind and keys, padded to ``width`` values."""
+    if declared.size > width:
+        raise ValueError(f"{declared.kind} events carry more than {width} values")
+    return declared._replace(size=width)
+
+
 class DeferredRun:
     """Events an owner defers by appending them to a list: the shared form of
     :meth:`Recorder.defer` for primitives that do not keep the facts of their events anyway.
 
-    An event is a row ``(t, task, primitive, shape, *values)``, padded with ``None`` to
-    ``width`` values: one list, one ``extend`` per event, instead of a call into the
-    recorder. A primitive makes one run (a convoy for all its consumers, a dispatcher for
+    An event is a row ``(t, task, primitive, shape, *values)`` of ``width`` values: one
+    list, one ``extend`` per event, instead of a call into the recorder. An event with fewer
+    values is padded with ``None`` and recorded with ``row_shape(SHAPE, width)``, which says so:
+    the padding is kept in the trace's storage (two pointers), and reading skips it, which
+    costs far less than cutting it out of every row. A primitive makes one run (a convoy for all its consumers, a dispatcher for
     its sequencers and workers), so that its events, whichever task records them, go on
     one run for as long as nothing else is recorded. The hot path is::
 
-        (run.push if rec._pending is run else run.into(rec))((t, task, label, SHAPE, a, b))
+        (run.push if rec._pending is run else run.into(rec))((t, task, label, ROW, a, b))
 
     ``into(rec)`` makes the run ``rec``'s pending owner (or, for a recorder that must see
     every event at once, returns a function that records it at once).
     """
 
-    __slots__ = ("_deferred_in", "_masks", "_rows", "_width", "push")
+    __slots__ = ("_deferred_in", "_rows", "_width", "push")
 
     def __init__(self, width: int) -> None:
         self._width = width
-        # Per number of values: which of a row's ``width`` values are not padding.
-        self._masks = [(True,) * size + (False,) * (width - size) for size in range(width + 1)]
         self._rows: list[Any] = []
         self._deferred_in: Any = None
         #: Append one event's row (a tuple): what the hot path calls while the run is pending.
@@ -1055,22 +1064,19 @@ class DeferredRun:
         n = len(rows) // step
         if not n:
             return
-        shapes = rows[3::step]
-        # The values, row after row (slices, C loops), less the padding of rows that have
-        # fewer (picked out by a mask).
-        values: Iterable[Any] = [None] * (n * width)
+        # The values, row after row, padding included (row shapes say so): slices, C loops.
+        values: list[Any] = [None] * (n * width)
         for k in range(width):
-            values[k::width] = rows[_FIELDS + k :: step]  # type: ignore[index]
-        sizes = list(map(_SHAPE_SIZE, shapes))
-        if sizes.count(width) != n:  # (compared by identity first: small ints)
-            values = compress(values, chain.from_iterable(map(self._masks.__getitem__, sizes)))
-        rec._stage(rows[0::step], rows[1::step], rows[2::step], shapes, values)
+            values[k::width] = rows[_FIELDS + k :: step]
+        rec._stage(rows[0::step], rows[1::step], rows[2::step], rows[3::step], values)
         rows.clear()
 
 
 def _add_row(rec: Recorder, row: tuple[Any, ...]) -> None:
-    """Record a :class:`DeferredRun` row at once (its padding dropped)."""
-    rec.add(*row[: _FIELDS + row[3].size])
+    """Record a :class:`DeferredRun` row at once, with its declared shape (no padding)."""
+    t, task, primitive, made = row[:_FIELDS]
+    size = len(made.keys)
+    rec.add(t, task, primitive, made._replace(size=size), *row[_FIELDS : _FIELDS + size])
 
 
 def _check_add(primitive: str, shape: Shape, values: tuple[Any, ...]) -> None:

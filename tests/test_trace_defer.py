@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import seqlab
 from seqlab import Barrier, BrokenBarrierError, Recorder, emit
-from seqlab.trace import _RECORDER, DeferredRun, current_recorder, shape
+from seqlab.trace import _RECORDER, DeferredRun, current_recorder, row_shape, shape
 
 # ---------------------------------------------------------------- the barrier
 
@@ -232,6 +232,7 @@ def test_recording_end_stages_deferred_arrivals_and_lets_the_barrier_go() -> Non
 
 _PING = shape("bank", "ping", ("n",))
 _PAIR = shape("bank", "pair", ("a", "b"))
+_PING_ROW = row_shape(_PING, 2)  # one value and one of padding
 
 
 def test_deferred_run_drops_its_padding_and_keeps_the_order() -> None:
@@ -241,17 +242,23 @@ def test_deferred_run_drops_its_padding_and_keeps_the_order() -> None:
         rec = current_recorder()
         assert rec is not None
         me = trio.lowlevel.current_task()
-        (run.push if rec._pending is run else run.into(rec))((rec.clock(), me, "p", _PING, 1, None))
+        (run.push if rec._pending is run else run.into(rec))(
+            (rec.clock(), me, "p", _PING_ROW, 1, None)
+        )
         (run.push if rec._pending is run else run.into(rec))((rec.clock(), me, "p", _PAIR, 2, 3))
         assert rec._pending is (None if rec.strict else run)
         emit("bank", "between")  # flushes the run first
         assert rec._pending is None
-        (run.push if rec._pending is run else run.into(rec))((rec.clock(), me, "q", _PING, 4, None))
+        (run.push if rec._pending is run else run.into(rec))(
+            (rec.clock(), me, "q", _PING_ROW, 4, None)
+        )
 
     for strict in (False, True):
         rec = Recorder(strict=strict, waits=False)
         seqlab.run(main, seed=0, recorder=rec)
         events = [(e.primitive, e.kind, e.data) for e in rec.events if e.primitive != "task"]
+        by_index = [rec.events[i] for i in range(len(rec.events) - 1, -1, -1)][::-1]
+        assert by_index == list(rec.events)  # the padding skipped both ways of reading
         assert events == [
             ("p", "ping", {"n": 1}),
             ("p", "pair", {"a": 2, "b": 3}),
