@@ -6,6 +6,12 @@ recorder active, hot paths record through :meth:`Recorder.add`: one call per eve
 event's kind and data keys given as a :class:`Shape` declared once at import (and checked
 against :mod:`seqlab.trace_schema` there) and the time the caller already read, so nothing
 is built or looked up per event but the task's label.
+
+The busiest primitives do not even make that call per event: while nothing else is
+recorded they *defer* their events (:meth:`Recorder.defer`) and stage them many at a time,
+a barrier from the arrival times it keeps anyway, a dispatcher or a convoy from a list of
+rows (:class:`DeferredRun`). Anything else that records or reads the trace stages them
+first, so the trace is exactly what it would have been.
 """
 
 from __future__ import annotations
