@@ -25,14 +25,13 @@ if sys.version_info < (3, 11):
 import seqlab
 
 
-def protection_on_entry(method: Callable[..., Any], call: Callable[[], Any]) -> bool:
-    """Whether KI protection is on when ``method``'s code starts running inside ``call()``."""
-    code = getattr(method, "__code__", None) or method.__func__.__code__  # type: ignore[attr-defined]
+def _protection_seen(code: Any, call: Callable[[], Any]) -> list[bool]:
+    """For each time a frame of ``code`` starts or resumes inside ``call()``: whether KI
+    protection was on (asked from the tracer, with that frame on the stack above it)."""
     seen: list[bool] = []
 
     def tracer(frame: Any, event: str, arg: Any) -> None:
         if event == "call" and frame.f_code is code:
-            # Called on entry, with the method's frame on the stack above this one.
             seen.append(trio.lowlevel.currently_ki_protected())
 
     previous = sys.gettrace()
@@ -41,8 +40,14 @@ def protection_on_entry(method: Callable[..., Any], call: Callable[[], Any]) -> 
         call()
     finally:
         sys.settrace(previous)
-    assert seen, f"{method.__qualname__} was not called"
-    return seen[0]
+    assert seen, f"{code.co_qualname} never ran"
+    return seen
+
+
+def protection_on_entry(method: Callable[..., Any], call: Callable[[], Any]) -> bool:
+    """Whether KI protection is on when ``method``'s code starts running inside ``call()``."""
+    code = getattr(method, "__code__", None) or method.__func__.__code__  # type: ignore[attr-defined]
+    return _protection_seen(code, call)[0]
 
 
 def in_trio(fn: Callable[[], Any]) -> Any:
@@ -149,20 +154,7 @@ def test_the_probe_sees_unprotected_methods():
 def _protected_while_running(code: Any, scenario: Callable[[], Any]) -> list[bool]:
     """For each time a frame of ``code`` starts or resumes during ``trio.run(scenario)``:
     whether KI protection was on (the first entry is the one that matters)."""
-    seen: list[bool] = []
-
-    def tracer(frame: Any, event: str, arg: Any) -> None:
-        if event == "call" and frame.f_code is code:
-            seen.append(trio.lowlevel.currently_ki_protected())
-
-    previous = sys.gettrace()
-    sys.settrace(tracer)
-    try:
-        trio.run(scenario)
-    finally:
-        sys.settrace(previous)
-    assert seen, f"{code.co_name} never ran"
-    return seen
+    return _protection_seen(code, lambda: trio.run(scenario))
 
 
 async def _await_a_ticket() -> None:
