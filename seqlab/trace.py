@@ -1036,11 +1036,12 @@ class DeferredRun:
 
     An event is a row ``(t, task, primitive, shape, *values)`` of ``width`` values: one
     list, one ``extend`` per event, instead of a call into the recorder. An event with fewer
-    values is padded with ``None`` and recorded with ``row_shape(SHAPE, width)``, which says so:
-    the padding is kept in the trace's storage (two pointers), and reading skips it, which
-    costs far less than cutting it out of every row. A primitive makes one run (a convoy for all its consumers, a dispatcher for
-    its sequencers and workers), so that its events, whichever task records them, go on
-    one run for as long as nothing else is recorded. The hot path is::
+    values is padded with ``None`` and recorded with ``row_shape(SHAPE, width)``, which says
+    so: the padding is kept in the trace's storage (two pointers), and reading skips it,
+    which costs far less than cutting it out of every row. A primitive makes one run (a
+    convoy for all its consumers, a dispatcher for its sequencers and workers), so that its
+    events, whichever task records them, go on one run for as long as nothing else is
+    recorded. The hot path is::
 
         (run.push if rec._pending is run else run.into(rec))((t, task, label, ROW, a, b))
 

@@ -243,9 +243,12 @@ def test_ctrl_c_still_reaches_a_main_task_parked_at_a_barrier() -> None:
                 await trio.sleep(0)
             signal.raise_signal(signal.SIGINT)
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(interrupt_once_parked)
-            await barrier.wait()
+        # (A guard, not a timing: if the interrupt were swallowed the wait would never end;
+        # it ends with TooSlowError instead, which fails the test below.)
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(interrupt_once_parked)
+                await barrier.wait()
 
     with pytest.raises(BaseException) as info:
         trio.run(main)
