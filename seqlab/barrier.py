@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from itertools import chain, count, islice, repeat
+from itertools import islice, repeat
 from operator import sub as _sub
 from types import TracebackType
 from typing import Any
@@ -31,7 +31,7 @@ from trio.lowlevel import enable_ki_protection
 from . import _traps
 from ._callables import is_async_callable
 from ._outcomes import Ready, indexes
-from .trace import _RECORDER, Recorder, flat_rows, flush_deferred, shape
+from .trace import _RECORDER, Recorder, Same, flush_deferred, shape
 
 __all__ = [
     "Barrier",
@@ -130,31 +130,18 @@ def _leave(
     return _SUCCEEDED
 
 
-def _leave_traced(
-    barrier: Barrier,
+def _leave_parked(
+    barrier_ref: Callable[[], Barrier | None],
     task_ref: Callable[[], trio.lowlevel.Task | None],
-    rec_ref: Callable[[], Recorder | None],
     _: object,
 ) -> trio.lowlevel.Abort:
-    """A traced waiting party's abort function (kept and reused, see
-    ``Barrier._traced_park_message``). The task is parked, so it is alive."""
-    task = task_ref()
-    assert task is not None
-    return _leave(barrier, task, rec_ref(), _)
-
-
-def _leave_untraced(
-    barrier_ref: Callable[[], Barrier | None], task: trio.lowlevel.Task, _: object
-) -> trio.lowlevel.Abort:
-    """An untraced waiting party's abort function (it is kept and reused, see
-    ``Barrier._park_message``: it holds the barrier weakly, so no cycle). The parked party
-    holds the barrier, so it is alive."""
-    barrier = barrier_ref()
-    assert barrier is not None
-    if barrier._deferred_in is not None:
-        flush_deferred(barrier)  # traced parties' deferred arrivals come first (see _leave)
-    del barrier._waiters[task]
-    return _SUCCEEDED
+    """A waiting party's kept abort function (see ``Barrier._park_message``). It holds the
+    barrier and the task weakly; the parked task holds both, so they are alive. The recorder
+    is the one in the task's context, which cannot change while the task is parked: the one
+    active when it arrived (None if none was)."""
+    barrier, task = barrier_ref(), task_ref()
+    assert barrier is not None and task is not None
+    return _leave(barrier, task, task.context.get(_RECORDER), _)
 
 
 def _leave_phaser(phaser: Phaser, task: trio.lowlevel.Task, _: object) -> trio.lowlevel.Abort:
@@ -229,7 +216,6 @@ class Barrier:
         "_label",
         "_outcomes",
         "_parked",
-        "_parked_traced",
         "_parties",
         "_reason",
         "_waiters",
@@ -258,12 +244,10 @@ class Barrier:
         # arrival time when a recorder was active, else None.
         self._waiters: dict[trio.lowlevel.Task, float | None] = {}
         self._outcomes: list[Ready[int]] = []
-        # Untraced parties park with a message made once per task (seqlab._traps.park) and
-        # kept here, so that a wait allocates almost nothing (see _park_message).
-        self._parked: dict[trio.lowlevel.Task, Any] = {}
-        # The same for traced parties, by id(task): (a weak reference to the task, one to
-        # the recorder, the message); see _traced_park_message.
-        self._parked_traced: dict[int, tuple[Any, ...]] = {}
+        # Parties park with a message made once per task (seqlab._traps.park) and kept
+        # here by the task's number, so that a wait allocates almost nothing (see
+        # _park_message).
+        self._parked: dict[int, Any] = {}
         self._generation = 0
         self._broken = False
         self._reason = ""
@@ -373,10 +357,7 @@ class Barrier:
         task = _current_task()
         if rec is None:
             waiters[task] = None
-            message = self._parked.get(task) or self._park_message(task)
-            index: int = await _park(message)
-            return index
-        if rec._pending is self or self._defer_arrivals(rec):
+        elif rec._pending is self or self._defer_arrivals(rec):
             waiters[task] = rec.clock()  # the arrival's event, deferred (see __init__)
         else:
             index = len(waiters)
@@ -384,10 +365,8 @@ class Barrier:
             rec.add(
                 t, task, self._label, _ARRIVE, self._generation, index, index + 1, self._parties
             )
-        parked = self._parked_traced.get(id(task))
-        if parked is None or parked[0]() is not task or parked[1] is not rec._weak:
-            parked = self._traced_park_message(task, rec)
-        my_index: int = await _park(parked[2])
+        message = self._parked.get(task._counter) or self._park_message(task)
+        my_index: int = await _park(message)
         return my_index
 
     def _park_message(self, task: trio.lowlevel.Task) -> Any:
@@ -399,11 +378,18 @@ class Barrier:
         garbage collector has fewer objects to scan per parked party. Tasks come and go, so
         the store is cut back to the tasks waiting now whenever it reaches twice the parties:
         it never holds more than that.
+
+        It is kept by ``task._counter``, the number trio gives each task (unique in the
+        process), and holds the task weakly: a traced task's context holds its recorder, so
+        keeping tasks would keep finished traces alive for as long as the barrier lives.
         """
         parked = self._parked
         if len(parked) >= 2 * self._parties:
-            parked = self._parked = {t: parked[t] for t in self._waiters if t in parked}
-        message = parked[task] = _park_message(partial(_leave_untraced, weakref.ref(self), task))
+            numbers = [t._counter for t in self._waiters]
+            parked = self._parked = {k: parked[k] for k in numbers if k in parked}
+        ref = weakref.ref
+        message = _park_message(partial(_leave_parked, ref(self), ref(task)))
+        parked[task._counter] = message
         return message
 
     def _defer_arrivals(self, rec: Recorder) -> bool:
@@ -423,36 +409,16 @@ class Barrier:
         if n <= 0:
             return
         generation, parties, label = self._generation, self._parties, self._label
-        if start:
-            tasks: Any = list(islice(waiters, start, None))
-            times: Any = list(islice(waiters.values(), start, None))
-        else:
-            tasks, times = waiters, waiters.values()
+        tasks = list(islice(waiters, start, None))
+        times: list[Any] = list(islice(waiters.values(), start, None))
         if all(times):  # (a time of exactly 0.0 merely takes the careful path)
-            columns = (repeat(generation), count(start), count(start + 1), repeat(parties))
-            rec._stage(times, tasks, label, _ARRIVE, flat_rows(n, columns))
+            end = start + n
+            columns = (Same(generation), range(start, end), range(start + 1, end + 1))
+            rec._stage(times, tasks, label, _ARRIVE, (*columns, Same(parties)))
             return
         for index, (task, t) in enumerate(zip(tasks, times, strict=True), start):
             if t is not None:
                 rec.add(t, task, label, _ARRIVE, generation, index, index + 1, parties)
-
-    def _traced_park_message(self, task: trio.lowlevel.Task, rec: Recorder) -> tuple[Any, ...]:
-        """:meth:`_park_message` for a party that arrived while ``rec`` recorded: its abort
-        function records the ``leave`` with that recorder.
-
-        It holds the task and the recorder by weak references, kept by ``id(task)``: a
-        traced task's context holds its recorder, so a barrier keeping either would keep a
-        finished trace alive for as long as the barrier lives.
-        """
-        parked = self._parked_traced
-        if len(parked) >= 2 * self._parties:
-            parked = self._parked_traced = {
-                id(t): parked[id(t)] for t in self._waiters if id(t) in parked
-            }
-        task_ref, rec_ref = weakref.ref(task), rec._weak
-        message = _park_message(partial(_leave_traced, self, task_ref, rec_ref))
-        entry = parked[id(task)] = (task_ref, rec_ref, message)
-        return entry
 
     def _record_last_arrival(self, rec: Recorder) -> None:
         parties = self._parties
@@ -517,10 +483,10 @@ class Barrier:
             # call: no Python code runs per waiter.
             tasks = list(waiters)
             tasks.append(me)
-            waited = chain(map(_sub, repeat(now), waiters.values()), (0.0,))
-            rec.add_many(
-                now, tasks, label, _RELEASE, repeat(generation), count(), waited, repeat(by)
-            )
+            waited = list(map(_sub, repeat(now), waiters.values()))
+            waited.append(0.0)
+            n = len(tasks)
+            rec.add_many(now, tasks, label, _RELEASE, Same(generation), range(n), waited, Same(by))
         list(map(_reschedule, waiters, outcomes))
 
     def _broken_message(self) -> str:

@@ -588,14 +588,15 @@ async def _consume(convoy: Convoy, index: int) -> None:
                 if head == end:
                     break
             message = backlog[head]
+            t = now()  # the deliver event's time too
             if attempt == 1:
-                waited = now() - backlog[head + 1]
+                waited = t - backlog[head + 1]
                 if waited > convoy._max_wait:
                     convoy._max_wait = waited
             delivery = _new_delivery((key, message, attempt, sequence))
             if rec is not None:
                 (run.push if rec._pending is run else run.into(rec))(
-                    (now(), task, label, _DELIVER, key, sequence, attempt, index)
+                    (t, task, label, _DELIVER, key, sequence, attempt, index)
                 )
             try:
                 if plain:

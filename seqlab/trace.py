@@ -25,11 +25,13 @@ import time
 import warnings
 import weakref
 from array import array
+from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from itertools import accumulate, islice, repeat
 from operator import itemgetter
+from operator import sub as _sub
 from types import MappingProxyType
 from typing import Any, NamedTuple, overload
 
@@ -51,6 +53,7 @@ _SystemClock: type | None = getattr(
 
 
 __all__ = [
+    "Same",
     "TraceEvent",
     "TraceEvents",
     "Recorder",
@@ -73,8 +76,11 @@ _current_time = trio.current_time
 # One event in Recorder._raw: time, task label, primitive, shape; its values go to
 # Recorder._raw_values, flat.
 _FIELDS = 4
-_BATCH = 512 * _FIELDS  # Recorder._raw is packed into columns once it holds this many fields
+_BATCH = 512 * _FIELDS  # Recorder._raw is sealed into a chunk once it holds this many fields
 _SHAPE_SIZE = itemgetter(3)
+# Fewer events than this, staged at once, are copied into Recorder._raw instead of becoming a
+# chunk of their own: a chunk costs a few hundred bytes, whatever its size.
+_SMALL = 16
 
 
 class Shape(NamedTuple):
@@ -162,9 +168,9 @@ class TraceEvents(Sequence[TraceEvent]):
     def __getitem__(self, index: int | slice) -> TraceEvent | list[TraceEvent]:
         rec = self._recorder
         rec._pack()
+        size = rec._sealed
         if isinstance(index, slice):
-            return [rec._event(i) for i in range(*index.indices(len(rec._tasks)))]
-        size = len(rec._tasks)
+            return [rec._event(i) for i in range(*index.indices(size))]
         try:
             position = index.__index__()
         except AttributeError:
@@ -189,6 +195,137 @@ class TraceEvents(Sequence[TraceEvent]):
 
     def __repr__(self) -> str:
         return f"<TraceEvents: {len(self)} events>"
+
+
+class Same:
+    """A column of :meth:`Recorder.add_many` whose events all carry the same ``value``: the
+    trace keeps it once, not once per event (``Same(generation)``)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Same({self.value!r})"
+
+
+# A recorder keeps its events in *chunks*, sealed (never changed again) and in order. Each
+# is the form its events arrived in, so storing them copies nothing per event; reading
+# builds each TraceEvent. Every chunk has ``n`` (its events), ``event(i, t0)`` and
+# ``events(start, t0)`` (times are stored on the recorder's clock; t0 is its time zero).
+
+
+class _Split:
+    """Events staged one by one (``Recorder._raw``): four fields each (time, task label,
+    primitive, shape) in ``fields``, their values flat in ``values``."""
+
+    __slots__ = ("_starts", "fields", "n", "values")
+
+    def __init__(self, fields: list[Any], values: list[Any]) -> None:
+        self.fields = fields
+        self.values = values
+        self.n = len(fields) // _FIELDS
+        self._starts: array[int] | None = None
+
+    def _start_of(self, i: int) -> int:
+        starts = self._starts
+        if starts is None:
+            sizes = map(_SHAPE_SIZE, self.fields[3::_FIELDS])
+            starts = self._starts = array("q", accumulate(sizes, initial=0))
+        return starts[i]
+
+    def event(self, i: int, t0: float) -> TraceEvent:
+        fields, o = self.fields, i * _FIELDS
+        made = fields[o + 3]
+        keys = made.keys
+        start = self._start_of(i) if keys else 0
+        data = dict(zip(keys, self.values[start : start + len(keys)], strict=True))
+        return TraceEvent(fields[o] - t0, fields[o + 1], fields[o + 2], made.kind, data)
+
+    def events(self, start: int, t0: float) -> Iterator[TraceEvent]:
+        fields, values = self.fields, self.values
+        offset = self._start_of(start) if start else 0
+        for o in range(start * _FIELDS, len(fields), _FIELDS):
+            made = fields[o + 3]
+            keys = made.keys
+            data = dict(zip(keys, values[offset : offset + len(keys)], strict=True))
+            offset += made.size  # (a padded shape's values end with padding)
+            yield TraceEvent(fields[o] - t0, fields[o + 1], fields[o + 2], made.kind, data)
+
+
+class _Rows:
+    """A :class:`DeferredRun`'s events, as it kept them: rows of ``step`` items (time, task
+    label, primitive, shape, then the values, padded to the run's width) in one list."""
+
+    __slots__ = ("n", "rows", "step")
+
+    def __init__(self, rows: list[Any], step: int) -> None:
+        self.rows = rows
+        self.step = step
+        self.n = len(rows) // step
+
+    def event(self, i: int, t0: float) -> TraceEvent:
+        rows, o = self.rows, i * self.step
+        made = rows[o + 3]
+        keys = made.keys
+        data = dict(zip(keys, rows[o + 4 : o + 4 + len(keys)], strict=True))
+        return TraceEvent(rows[o] - t0, rows[o + 1], rows[o + 2], made.kind, data)
+
+    def events(self, start: int, t0: float) -> Iterator[TraceEvent]:
+        rows, step = self.rows, self.step
+        for o in range(start * step, len(rows), step):
+            made = rows[o + 3]
+            keys = made.keys
+            data = dict(zip(keys, rows[o + 4 : o + 4 + len(keys)], strict=True))
+            yield TraceEvent(rows[o] - t0, rows[o + 1], rows[o + 2], made.kind, data)
+
+
+class _Columns:
+    """Events staged many at once (:meth:`Recorder.add_many`, a barrier's arrivals): one
+    primitive and shape for all, and per field one sequence of ``n`` items or a
+    :class:`Same`. A barrier generation's index column is a ``range``: nothing per event."""
+
+    __slots__ = ("columns", "made", "n", "names", "primitive", "times")
+
+    def __init__(
+        self,
+        times: Sequence[float] | Same,
+        names: list[str],
+        primitive: str,
+        made: Shape,
+        columns: Sequence[Sequence[Any] | Same],
+    ) -> None:
+        self.n = len(names)
+        self.times = times
+        self.names = names
+        self.primitive = primitive
+        self.made = made
+        self.columns = columns
+
+    def event(self, i: int, t0: float) -> TraceEvent:
+        times = self.times
+        t = times.value if isinstance(times, Same) else times[i]
+        values = (c.value if isinstance(c, Same) else c[i] for c in self.columns)
+        data = dict(zip(self.made.keys, values, strict=True))
+        return TraceEvent(t - t0, self.names[i], self.primitive, self.made.kind, data)
+
+    def events(self, start: int, t0: float) -> Iterator[TraceEvent]:
+        left, times = self.n - start, self.times
+        made, primitive = self.made, self.primitive
+        kind, keys = made.kind, made.keys
+        clock = (
+            repeat(times.value - t0, left)
+            if isinstance(times, Same)
+            else map(_sub, times[start:], repeat(t0))
+        )
+        columns = [
+            repeat(c.value, left) if isinstance(c, Same) else c[start : self.n]
+            for c in self.columns
+        ]
+        rows = zip(*columns, strict=True) if columns else repeat((), left)
+        for t, name, row in zip(clock, self.names[start:], rows, strict=True):
+            yield TraceEvent(t, name, primitive, kind, dict(zip(keys, row, strict=True)))
 
 
 def task_label(task: trio.lowlevel.Task) -> str:
@@ -247,22 +384,18 @@ class Recorder:
         #: The function that reads this recorder's clock (the running trio clock, up to a
         #: constant): what hot paths pass :meth:`add` as the event's time.
         self.clock: Callable[[], float] = _current_time
-        # Storage, about 100 bytes an event. Recording appends four fields per event (time,
-        # task, primitive, the event's Shape) to _raw and its values to _raw_values: small
-        # staging lists, one extend each, nothing looked up per event. Every _BATCH fields,
-        # _pack() moves them into columns with slices: the times, the tasks' labels (looked
-        # up there, in event order, so each task gets the label of its first event), the
-        # primitives and shapes as references to shared objects, and the values flat in one
-        # list. A dict given to record() is not kept (184 bytes each); reading rebuilds one.
+        # Storage: sealed chunks of events, in order (see _Split), each in the form its
+        # events came in, so that keeping them copies nothing per event. Recording one event
+        # appends four fields (time, task label, primitive, the event's Shape) to _raw and
+        # its values to _raw_values: one extend each, nothing looked up but the label. Every
+        # _BATCH fields, and before anything else is staged or read, _pack() seals them into
+        # a chunk. Events staged many at once (add_many, deferred ones) become a chunk of
+        # their own. A dict given to record() is not kept (184 bytes); reading rebuilds one.
         self._raw: list[Any] = []
-        self._times: list[float] = []
-        self._tasks: list[str] = []
-        self._primitives: list[str] = []
-        self._shapes: list[Shape] = []
-        self._values: list[Any] = []
-        # Where each event's values start in _values, filled in on demand by _starts_upto().
-        self._starts = array("q")
         self._raw_values: list[Any] = []  # the values of the events in _raw, flat
+        self._chunks: list[_Split | _Rows | _Columns] = []
+        self._ends: list[int] = []  # per chunk, how many events end with it
+        self._sealed = 0  # events in the chunks
         # The shapes of events recorded with record() / record_fields(), by (kind, keys).
         self._adhoc: dict[tuple[str, tuple[str, ...]], Shape] = {}
         self._view = TraceEvents(self)
@@ -307,81 +440,50 @@ class Recorder:
     def __len__(self) -> int:
         if self._deferred:
             self._flush()
-        return len(self._tasks) + len(self._raw) // _FIELDS
+        return self._sealed + len(self._raw) // _FIELDS
 
     def __iter__(self) -> Iterator[TraceEvent]:
         return iter(self._view)
 
     def _pack(self) -> None:
-        """Move the staged events into the columns (see ``__init__``): a few slices and
-        copies per batch, and Python code only for a task seen for the first time.
-        Whatever reads the trace comes through here, so deferred events are staged first."""
+        """Seal the events staged one by one into a chunk (see ``__init__``): two copies of
+        small lists. Whatever reads the trace comes through here, so deferred events are
+        staged first."""
         if self._deferred:
             self._flush()
         raw = self._raw
-        if not raw:
-            return
-        if self._t0 is None:
-            self._t0 = raw[0]
-        self._times += raw[0::_FIELDS]
-        self._tasks += raw[1::_FIELDS]
-        self._primitives += raw[2::_FIELDS]
-        self._shapes += raw[3::_FIELDS]
-        self._values += self._raw_values
-        raw.clear()
-        self._raw_values.clear()
+        if raw:
+            self._seal(_Split(raw[:], self._raw_values[:]))
+            raw.clear()
+            self._raw_values.clear()
 
-    def _starts_upto(self, index: int) -> array[int]:
-        """The start offsets in ``_values`` of events ``0 .. index`` (at least)."""
-        starts = self._starts
-        done = len(starts)
-        if done <= index:
-            shapes = self._shapes
-            first = 0 if done == 0 else starts[-1] + shapes[done - 1].size
-            widths = map(_SHAPE_SIZE, shapes[done : len(shapes) - 1])
-            starts.extend(accumulate(widths, initial=first))
-        return starts
+    def _seal(self, chunk: _Split | _Rows | _Columns) -> None:
+        """Append ``chunk`` (its events come after every event stored so far)."""
+        self._sealed += chunk.n
+        self._chunks.append(chunk)
+        self._ends.append(self._sealed)
 
     def _event(self, index: int) -> TraceEvent:
-        """Event ``index`` (0 <= index < packed events), rebuilt from the columns."""
-        made = self._shapes[index]
-        keys = made.keys
-        if keys:
-            start = self._starts_upto(index)[index]
-            data = dict(zip(keys, self._values[start : start + len(keys)], strict=True))
-        else:
-            data = {}
+        """Event ``index`` (0 <= index < sealed events), rebuilt from its chunk."""
+        ends = self._ends
+        k = bisect_right(ends, index)
         t0 = self._t0
         assert t0 is not None
-        return TraceEvent(
-            self._times[index] - t0,
-            self._tasks[index],
-            self._primitives[index],
-            made.kind,
-            data,
-        )
+        return self._chunks[k].event(index - ends[k - 1] if k else index, t0)
 
     def _iter_events(self, start: int) -> Iterator[TraceEvent]:
         """Events from ``start`` on, in order, including those recorded while iterating."""
         self._pack()
         index = start
-        offset = self._starts_upto(index)[index] if 0 < index < len(self._tasks) else 0
-        times, tasks, primitives, shapes = self._times, self._tasks, self._primitives, self._shapes
-        values = self._values
-        while index < len(tasks):
+        while index < self._sealed:
+            ends = self._ends
+            k = bisect_right(ends, index)
             t0 = self._t0
             assert t0 is not None
-            for i in range(index, len(tasks)):
-                made = shapes[i]
-                keys = made.keys
-                if keys:
-                    data = dict(zip(keys, values[offset : offset + len(keys)], strict=True))
-                else:
-                    data = {}
-                offset += made.size  # (a padded shape's values end with padding)
-                yield TraceEvent(times[i] - t0, tasks[i], primitives[i], made.kind, data)
-                index = i + 1
-            self._pack()
+            yield from self._chunks[k].events(index - ends[k - 1] if k else index, t0)
+            index = ends[k]
+            if index == self._sealed:
+                self._pack()  # what was recorded meanwhile
 
     def __repr__(self) -> str:
         return f"<Recorder: {len(self)} events>"
@@ -494,14 +596,18 @@ class Recorder:
         primitive: str,
         shape: Shape,
         /,
-        *columns: Iterable[Any],
+        *columns: Iterable[Any] | Same,
     ) -> None:
         """:meth:`add` for many tasks at the instant ``t``: one event per task, in order,
-        whose values are the matching items of ``columns`` (one iterable per key of
-        ``shape``; ``itertools.repeat`` for a value they share, ``count()`` for an index).
-        The events are laid out by C loops (list repetition, slice assignment), with no
-        Python code per event: a barrier records the release of its whole generation with
-        one call."""
+        whose values are the matching items of ``columns`` (one per key of ``shape``).
+
+        A column is a :class:`Same` for a value every event shares (kept once), a list,
+        tuple or ``range`` as long as ``tasks`` (kept as it is: do not change it afterwards),
+        or any other iterable (read up to ``len(tasks)`` items). No Python code runs per
+        event: a barrier records the release of its whole generation with one call::
+
+            rec.add_many(now, tasks, label, RELEASE, Same(generation), range(n), waited)
+        """
         self._start()
         self.add_many(t, tasks, primitive, shape, *columns)
 
@@ -547,20 +653,38 @@ class Recorder:
 
     def _stage(
         self,
-        times: Iterable[float],
-        tasks: Collection[trio.lowlevel.Task],
-        primitives: str | Iterable[str],
-        shapes: Shape | Iterable[Shape],
-        values: Iterable[Any],
+        times: Sequence[float] | Same,
+        tasks: Sequence[trio.lowlevel.Task],
+        primitive: str,
+        shape: Shape,
+        columns: Sequence[Sequence[Any] | Same],
     ) -> None:
-        """Record many events at once, one per task, column-wise: each its own time, the
-        ``primitives`` and ``shapes`` shared (a str, a Shape) or one per event, and their
-        ``values`` flat, in order. They go straight into the columns (no staging lists), with
-        no check and no listener called: :meth:`add_many` (which checks and notifies itself)
-        and owners flushing their deferred events (see :meth:`defer`) call this.
-        :meth:`_start` replaces it by a closure."""
+        """Record many events of one primitive and ``shape`` at once, one per task: their
+        ``times`` and each value column a sequence as long as ``tasks`` (a ``range`` for an
+        index) or a :class:`Same`. The sequences are kept, not copied: the caller must not
+        change them afterwards. No check, no listener called: :meth:`add_many` (which
+        checks and notifies itself) and owners flushing their deferred events (see
+        :meth:`defer`) call this. :meth:`_start` replaces it by a closure."""
         self._start()
-        self._stage(times, tasks, primitives, shapes, values)
+        self._stage(times, tasks, primitive, shape, columns)
+
+    def _adopt_rows(self, rows: list[Any], step: int) -> None:
+        """Take a :class:`DeferredRun`'s rows (``step`` items per event, a task second) as
+        a chunk: the tasks are replaced by their labels, in place; nothing else is copied.
+        The caller gives ``rows`` up."""
+        tasks = rows[1::step]
+        names: list[Any] = list(map(self._labels.get, tasks))
+        if not all(names):
+            names = [name or self.label(task) for name, task in zip(names, tasks, strict=True)]
+        rows[1::step] = names
+        if len(names) >= _SMALL:
+            self._pack()
+            self._seal(_Rows(rows, step))
+            return
+        raw, values = self._raw, self._raw_values
+        for o in range(0, len(rows), step):
+            raw += rows[o : o + _FIELDS]
+            values += rows[o + _FIELDS : o + step]
 
     def defer(self, owner: Any) -> bool:
         """Let ``owner`` keep the events it records here, and stage them later in one call.
@@ -630,10 +754,7 @@ class Recorder:
     ]:
         now, raw = self._now, self._raw
         deferred, flush = self._deferred, self._flush
-        times_extend, tasks_extend = self._times.extend, self._tasks.extend
-        primitives_extend, shapes_extend = self._primitives.extend, self._shapes.extend
-        packed_values_extend = self._values.extend
-        extend, pack = raw.extend, self._pack
+        extend, pack, seal = raw.extend, self._pack, self._seal
         staged = self._raw_values
         values_extend = staged.extend
         listeners, labels, first_label = self._listeners, self._labels, self._first_label
@@ -682,26 +803,20 @@ class Recorder:
             primitive: str,
             shape: Shape,
             /,
-            *columns: Iterable[Any],
+            *columns: Iterable[Any] | Same,
         ) -> None:
             if deferred:
                 flush()
             if not isinstance(shape, Shape) or len(columns) != shape.size or strict:
                 _check_add(primitive, shape, columns)
+            if type(tasks) is not list:
+                tasks = list(tasks)
             n = len(tasks)
-            try:
-                values = flat_rows(n, columns)
-            except _ShortColumn as short:
-                k = short.args[0]
-                raise ValueError(
-                    f"add_many: {n} tasks, but the {shape.keys[k]!r} column of "
-                    f"{shape.kind} is shorter"
-                ) from None
-            stage(repeat(t, n), tasks, primitive, shape, values)
+            kept = [_column(column, n, shape, k) for k, column in enumerate(columns)]
+            stage(Same(t), tasks, primitive, shape, kept)
             if listeners:
-                width = len(columns)
                 for i, task in enumerate(tasks):
-                    row = values[i * width : (i + 1) * width]
+                    row = [c.value if isinstance(c, Same) else c[i] for c in kept]
                     self._notify_added(t, task, primitive, shape, row)
 
         def record(
@@ -759,27 +874,33 @@ class Recorder:
             return t
 
         def stage(
-            times: Iterable[float],
-            tasks: Collection[trio.lowlevel.Task],
-            primitives: str | Iterable[str],
-            shapes: Shape | Iterable[Shape],
-            values: Iterable[Any],
+            times: Sequence[float] | Same,
+            tasks: Sequence[trio.lowlevel.Task],
+            primitive: str,
+            shape: Shape,
+            columns: Sequence[Sequence[Any] | Same],
         ) -> None:
-            # Many events at once (add_many's, and deferred ones) go straight into the
-            # columns, after the staged events: one extend per column, no staging lists.
-            # It neither checks nor notifies: add_many does, and deferring recorders need not.
-            if raw:
-                pack()
-            n = len(tasks)
+            # Many events at once (add_many's, and deferred ones) become one chunk, kept as
+            # given: nothing is copied per event but the tasks' labels. It neither checks
+            # nor notifies: add_many does, and deferring recorders need not.
             names: list[Any] = list(map(labels.get, tasks))
             if not all(names):  # (cheaper than `None in names`, which compares every one)
                 # A task seen for the first time, maybe on several of these events.
                 names = [name or label(task) for name, task in zip(names, tasks, strict=True)]
-            times_extend(times)
-            tasks_extend(names)
-            primitives_extend(repeat(primitives, n) if isinstance(primitives, str) else primitives)
-            shapes_extend(repeat(shapes, n) if isinstance(shapes, Shape) else shapes)
-            packed_values_extend(values)
+            n = len(names)
+            if n >= _SMALL:
+                if raw:
+                    pack()
+                seal(_Columns(times, names, primitive, shape, columns))
+                return
+            clock: Iterable[float] = repeat(times.value, n) if isinstance(times, Same) else times
+            values = [repeat(c.value, n) if isinstance(c, Same) else c for c in columns]
+            rows = zip(*values, strict=True) if values else repeat((), n)
+            for t, name, row in zip(clock, names, rows, strict=True):
+                extend((t, name, primitive, shape))
+                values_extend(row)
+            if len(raw) >= batch:
+                pack()
 
         return add, add_many, record, record_fields, record_many, stage
 
@@ -989,25 +1110,23 @@ class _LifecycleInstrument(trio.abc.Instrument):
         blocked[task] = (t, on)
 
 
-class _ShortColumn(ValueError):
-    """flat_rows(): column ``args[0]`` ran out before ``n`` rows."""
-
-
-def flat_rows(n: int, columns: Sequence[Iterable[Any]]) -> list[Any]:
-    """The values of ``n`` events, event after event, from one iterable per key.
-
-    Laid out with list repetition and extended-slice assignment: C loops that allocate no
-    tuple per event (``itertools.repeat`` for a value the events share, ``count()`` for an
-    index).
-    """
-    width = len(columns)
-    values: list[Any] = [None] * (n * width)
-    for k, column in enumerate(columns):
-        try:
-            values[k::width] = islice(column, n)
-        except ValueError:
-            raise _ShortColumn(k) from None
-    return values
+def _column(column: Any, n: int, made: Shape, k: int) -> Sequence[Any] | Same:
+    """Column ``k`` of an :meth:`Recorder.add_many` call for ``n`` events, as the trace keeps
+    it: a :class:`Same`, or a sequence of ``n`` items (a list, tuple or range as long is kept
+    as it is; any other iterable is read)."""
+    if isinstance(column, Same):
+        return column
+    if type(column) in (list, tuple, range):
+        if len(column) == n:
+            return column
+        column = column[:n]
+    else:
+        column = list(islice(column, n))
+    if len(column) < n:
+        raise ValueError(
+            f"add_many: {n} tasks, but the {made.keys[k]!r} column of {made.kind} is shorter"
+        )
+    return column
 
 
 def flush_deferred(owner: Any) -> None:
@@ -1066,17 +1185,12 @@ class DeferredRun:
 
     def _stage_deferred(self, rec: Recorder) -> None:
         rows = self._rows
-        width = self._width
-        step = _FIELDS + width
-        n = len(rows) // step
-        if not n:
+        if not rows:
             return
-        # The values, row after row, padding included (row shapes say so): slices, C loops.
-        values: list[Any] = [None] * (n * width)
-        for k in range(width):
-            values[k::width] = rows[_FIELDS + k :: step]
-        rec._stage(rows[0::step], rows[1::step], rows[2::step], rows[3::step], values)
-        rows.clear()
+        # The rows become the trace's own chunk, as they are: the run starts a new list.
+        self._rows = []
+        self.push = self._rows.extend
+        rec._adopt_rows(rows, _FIELDS + self._width)
 
 
 def _add_row(rec: Recorder, row: tuple[Any, ...]) -> None:

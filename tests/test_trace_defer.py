@@ -157,7 +157,7 @@ def test_barrier_arrivals_are_deferred_until_the_trace_needs_them() -> None:
                 nursery.start_soon(barrier.wait, name="worker")
             await trio.sleep(1)
             assert rec._pending is barrier
-            staged = len(rec._tasks) + len(rec._raw) // 4
+            staged = rec._sealed + len(rec._raw) // 4
             kinds = [e.kind for e in rec.events]  # reading flushes
             assert rec._pending is None
             assert kinds[-3:] == ["arrive"] * 3
