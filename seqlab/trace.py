@@ -522,9 +522,13 @@ class Recorder:
 
     def _new_label(self, task: trio.lowlevel.Task, base: str) -> str:
         # Tasks are numbered ("#2") in the order they first appear in the trace, so events
-        # still deferred must take their labels first.
+        # still deferred must take their labels first, and that may label this very task
+        # (first seen in them): it keeps that label.
         if self._deferred:
             self._flush()
+            known = self._labels.get(task)
+            if known is not None:
+                return known
         count = self._label_counts.get(base, 0) + 1
         self._label_counts[base] = count
         label = base if count == 1 else f"{base}#{count}"

@@ -375,3 +375,31 @@ def test_a_task_whose_label_was_put_away_keeps_it_on_all_its_deferred_events() -
 
     trio.run(main)
     assert {e.task for e in rec.events if e.kind == "submit"} == {"submitter"}
+
+
+def test_a_task_first_seen_in_deferred_events_keeps_that_label_when_it_spawns() -> None:
+    # The task that enters recording() has no spawn event: its first events may be deferred
+    # (a convoy send). Its child's spawn event asks for the parent's label, which stages them
+    # first and labels it "main" there; it must stay "main", not be numbered again ("main#2").
+    rec = Recorder()
+
+    async def handler(delivery: Any) -> None:
+        pass
+
+    async def main() -> None:
+        async with seqlab.open_convoy(handler) as convoy:  # its consumers are not traced
+            with seqlab.recording(rec):
+                await convoy.send("k", 1)
+                assert rec._pending is convoy._run
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(trio.sleep, 0, name="child")
+                await convoy.send("k", 2)
+
+    trio.run(main)
+    seen = [(e.task, e.kind, e.data.get("parent")) for e in rec.events]
+    assert seen == [
+        ("main", "send", None),
+        ("child", "spawn", "main"),
+        ("child", "exit", None),
+        ("main", "send", None),
+    ]
