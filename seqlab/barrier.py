@@ -370,7 +370,7 @@ class Barrier:
         return my_index
 
     def _park_message(self, task: trio.lowlevel.Task) -> Any:
-        """Make (and keep) what ``task`` parks with when it waits untraced.
+        """Make (and keep) what ``task`` parks with when it waits, traced or not.
 
         Parties usually wait at the same barrier phase after phase, so each one's message
         (trio's ``WaitTaskRescheduled`` and the abort function it carries) is made once and
