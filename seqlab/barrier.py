@@ -409,8 +409,11 @@ class Barrier:
         if n <= 0:
             return
         generation, parties, label = self._generation, self._parties, self._label
-        tasks = list(islice(waiters, start, None))
-        times: list[Any] = list(islice(waiters.values(), start, None))
+        if start:
+            tasks = list(islice(waiters, start, None))
+            times: list[Any] = list(islice(waiters.values(), start, None))
+        else:
+            tasks, times = list(waiters), list(waiters.values())
         if all(times):  # (a time of exactly 0.0 merely takes the careful path)
             end = start + n
             columns = (Same(generation), range(start, end), range(start + 1, end + 1))
@@ -485,8 +488,13 @@ class Barrier:
             tasks.append(me)
             waited = list(map(_sub, repeat(now), waiters.values()))
             waited.append(0.0)
-            n = len(tasks)
-            rec.add_many(now, tasks, label, _RELEASE, Same(generation), range(n), waited, Same(by))
+            columns = (Same(generation), range(len(tasks)), waited, Same(by))
+            if rec._defers and not rec._deferred:
+                # Nothing to check or notify per event, nothing staged before: the columns go
+                # straight into the trace (add_many would check each one first).
+                rec._stage(Same(now), tasks, label, _RELEASE, columns)
+            else:
+                rec.add_many(now, tasks, label, _RELEASE, *columns)
         list(map(_reschedule, waiters, outcomes))
 
     def _broken_message(self) -> str:

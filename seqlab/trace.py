@@ -218,7 +218,9 @@ class Same:
 
 class _Split:
     """Events staged one by one (``Recorder._raw``): four fields each (time, task label,
-    primitive, shape) in ``fields``, their values flat in ``values``."""
+    primitive, shape) in ``fields``, their values flat in ``values``. The only chunk that
+    grows: when it is the last one, the next events staged one by one are appended to it
+    (:meth:`extend`), so a trace read after every event does not get a chunk per event."""
 
     __slots__ = ("_starts", "fields", "n", "values")
 
@@ -226,13 +228,21 @@ class _Split:
         self.fields = fields
         self.values = values
         self.n = len(fields) // _FIELDS
-        self._starts: array[int] | None = None
+        self._starts = array("q")  # where each event's values start, filled in when read
+
+    def extend(self, fields: list[Any], values: list[Any]) -> None:
+        self.fields += fields
+        self.values += values
+        self.n = len(self.fields) // _FIELDS
 
     def _start_of(self, i: int) -> int:
         starts = self._starts
-        if starts is None:
-            sizes = map(_SHAPE_SIZE, self.fields[3::_FIELDS])
-            starts = self._starts = array("q", accumulate(sizes, initial=0))
+        done = len(starts)
+        if done <= i:
+            fields = self.fields
+            first = starts[-1] + fields[done * _FIELDS - 1].size if done else 0
+            sizes = fields[done * _FIELDS + 3 : len(fields) - _FIELDS : _FIELDS]
+            starts.extend(accumulate(map(_SHAPE_SIZE, sizes), initial=first))
         return starts[i]
 
     def event(self, i: int, t0: float) -> TraceEvent:
@@ -246,7 +256,7 @@ class _Split:
     def events(self, start: int, t0: float) -> Iterator[TraceEvent]:
         fields, values = self.fields, self.values
         offset = self._start_of(start) if start else 0
-        for o in range(start * _FIELDS, len(fields), _FIELDS):
+        for o in range(start * _FIELDS, self.n * _FIELDS, _FIELDS):
             made = fields[o + 3]
             keys = made.keys
             data = dict(zip(keys, values[offset : offset + len(keys)], strict=True))
@@ -452,10 +462,18 @@ class Recorder:
         if self._deferred:
             self._flush()
         raw = self._raw
-        if raw:
+        if not raw:
+            return
+        last = self._chunks[-1] if self._chunks else None
+        if type(last) is _Split:
+            before = last.n
+            last.extend(raw, self._raw_values)
+            self._sealed += last.n - before
+            self._ends[-1] = self._sealed
+        else:
             self._seal(_Split(raw[:], self._raw_values[:]))
-            raw.clear()
-            self._raw_values.clear()
+        raw.clear()
+        self._raw_values.clear()
 
     def _seal(self, chunk: _Split | _Rows | _Columns) -> None:
         """Append ``chunk`` (its events come after every event stored so far)."""
@@ -472,7 +490,8 @@ class Recorder:
         return self._chunks[k].event(index - ends[k - 1] if k else index, t0)
 
     def _iter_events(self, start: int) -> Iterator[TraceEvent]:
-        """Events from ``start`` on, in order, including those recorded while iterating."""
+        """Events from ``start`` on, in order, including those recorded while iterating
+        (which may have grown the chunk being read: events are counted as they are read)."""
         self._pack()
         index = start
         while index < self._sealed:
@@ -480,8 +499,9 @@ class Recorder:
             k = bisect_right(ends, index)
             t0 = self._t0
             assert t0 is not None
-            yield from self._chunks[k].events(index - ends[k - 1] if k else index, t0)
-            index = ends[k]
+            for event in self._chunks[k].events(index - ends[k - 1] if k else index, t0):
+                yield event
+                index += 1
             if index == self._sealed:
                 self._pack()  # what was recorded meanwhile
 
