@@ -488,13 +488,8 @@ class Barrier:
             tasks.append(me)
             waited = list(map(_sub, repeat(now), waiters.values()))
             waited.append(0.0)
-            columns = (Same(generation), range(len(tasks)), waited, Same(by))
-            if rec._defers and not rec._deferred:
-                # Nothing to check or notify per event, nothing staged before: the columns go
-                # straight into the trace (add_many would check each one first).
-                rec._stage(Same(now), tasks, label, _RELEASE, columns)
-            else:
-                rec.add_many(now, tasks, label, _RELEASE, *columns)
+            n = len(tasks)
+            rec.add_many(now, tasks, label, _RELEASE, Same(generation), range(n), waited, Same(by))
         list(map(_reschedule, waiters, outcomes))
 
     def _broken_message(self) -> str:

@@ -81,6 +81,8 @@ _SHAPE_SIZE = itemgetter(3)
 # Fewer events than this, staged at once, are copied into Recorder._raw instead of becoming a
 # chunk of their own: a chunk costs a few hundred bytes, whatever its size.
 _SMALL = 16
+# The sequences add_many keeps as they are (and indexes when read).
+_SEQUENCES = (list, tuple, range)
 
 
 class Shape(NamedTuple):
@@ -398,8 +400,8 @@ class Recorder:
         # events came in, so that keeping them copies nothing per event. Recording one event
         # appends four fields (time, task label, primitive, the event's Shape) to _raw and
         # its values to _raw_values: one extend each, nothing looked up but the label. Every
-        # _BATCH fields, and before anything else is staged or read, _pack() seals them into
-        # a chunk. Events staged many at once (add_many, deferred ones) become a chunk of
+        # _BATCH fields, and before anything else is staged or read, _pack() seals them (see
+        # _Split). Events staged many at once (add_many, deferred ones) become a chunk of
         # their own. A dict given to record() is not kept (184 bytes); reading rebuilds one.
         self._raw: list[Any] = []
         self._raw_values: list[Any] = []  # the values of the events in _raw, flat
@@ -456,9 +458,9 @@ class Recorder:
         return iter(self._view)
 
     def _pack(self) -> None:
-        """Seal the events staged one by one into a chunk (see ``__init__``): two copies of
-        small lists. Whatever reads the trace comes through here, so deferred events are
-        staged first."""
+        """Seal the events staged one by one (see ``__init__``): appended to the last chunk
+        if it holds such events too, else a chunk of their own. Whatever reads the trace
+        comes through here, so deferred events are staged first."""
         if self._deferred:
             self._flush()
         raw = self._raw
@@ -630,7 +632,7 @@ class Recorder:
         or any other iterable (read up to ``len(tasks)`` items). No Python code runs per
         event: a barrier records the release of its whole generation with one call::
 
-            rec.add_many(now, tasks, label, RELEASE, Same(generation), range(n), waited)
+            rec.add_many(now, tasks, label, RELEASE, Same(gen), range(n), waited, Same(by))
         """
         self._start()
         self.add_many(t, tasks, primitive, shape, *columns)
@@ -836,7 +838,13 @@ class Recorder:
             if type(tasks) is not list:
                 tasks = list(tasks)
             n = len(tasks)
-            kept = [_column(column, n, shape, k) for k, column in enumerate(columns)]
+            kept: Any = columns  # kept as they are when every one is already (see _column)
+            for column in columns:
+                if type(column) is not Same and (
+                    type(column) not in _SEQUENCES or len(column) != n  # type: ignore[arg-type]
+                ):
+                    kept = [_column(c, n, shape, k) for k, c in enumerate(columns)]
+                    break
             stage(Same(t), tasks, primitive, shape, kept)
             if listeners:
                 for i, task in enumerate(tasks):
@@ -1140,7 +1148,7 @@ def _column(column: Any, n: int, made: Shape, k: int) -> Sequence[Any] | Same:
     as it is; any other iterable is read)."""
     if isinstance(column, Same):
         return column
-    if type(column) in (list, tuple, range):
+    if type(column) in _SEQUENCES:
         if len(column) == n:
             return column
         column = column[:n]

@@ -4,7 +4,6 @@ DeferredRun's rows, add_many's columns), read back by index, slice and iteration
 from __future__ import annotations
 
 import gc
-import tracemalloc
 import weakref
 from itertools import count, islice, repeat
 from typing import Any
@@ -123,32 +122,6 @@ def _replay(ops: list[tuple[Any, ...]]) -> tuple[Recorder, list[tuple[Any, ...]]
         else:
             assert head + list(reader) == everything
     return rec, expected
-
-
-def test_a_trace_read_after_every_event_keeps_little_per_event():
-    """Reading stages what was recorded one by one; that must not cost storage per read."""
-
-    async def main(rec: Recorder) -> None:
-        with seqlab.recording(rec):
-            for i in range(5000):
-                seqlab.emit("lab", "go", i=i)
-                assert rec.events[-1].data == {"i": i}
-
-    rec = Recorder()
-    gc.collect()
-    tracemalloc.start()
-    try:
-        trio.run(main, rec)
-        gc.collect()
-        held = tracemalloc.get_traced_memory()[0]
-        events = len(rec)
-        del rec
-        gc.collect()
-        freed = held - tracemalloc.get_traced_memory()[0]
-    finally:
-        tracemalloc.stop()
-    assert events >= 5000
-    assert freed / events < 150
 
 
 @settings(max_examples=60, deadline=None)
